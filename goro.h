@@ -1,0 +1,39 @@
+// Copyright goro authors.
+//
+// goro: goroutine-style, preemptive M:N fibers for C++20 on Linux x86-64.
+// Include this header and depend on //:goro.
+//
+//   #include "goro.h"
+//
+//   int main() {
+//     return goro::run([] {
+//       goro::WaitGroup wg;
+//       wg.add(2);
+//       goro::go([&] { work_a(); wg.done(); });
+//       goro::go([&] { work_b(); wg.done(); });
+//       wg.wait();
+//     });
+//   }
+//
+// The parts, each documented in its header:
+//   runtime/run.h         goro::run, the runtime's lifetime
+//   runtime/options.h     goro::Options, goro::SpawnOptions, GORO_* variables
+//   runtime/go.h          goro::go
+//   runtime/this_fiber.h  goro::yield, sleep_for/sleep_until, this_fiber::id
+//   runtime/blocking.h    goro::blocking, for calls that block the OS thread
+//   runtime/stats.h       goro::stats
+//   sync/wait_group.h     goro::WaitGroup
+// docs/ explains the scheduler and the rules fibers must follow.
+
+#ifndef GORO_GORO_H_
+#define GORO_GORO_H_
+
+#include "runtime/blocking.h"
+#include "runtime/go.h"
+#include "runtime/options.h"
+#include "runtime/run.h"
+#include "runtime/stats.h"
+#include "runtime/this_fiber.h"
+#include "sync/wait_group.h"
+
+#endif  // GORO_GORO_H_

@@ -1,0 +1,123 @@
+// Copyright goro authors.
+//
+// Fiber: goro's G. One per go() call; objects are recycled through per-P and
+// global free lists and freed only when the runtime ends (as Go keeps its Gs).
+//
+// State machine (Fiber::state). Every transition is listed here; any other is a
+// runtime bug and aborts (see transition() in scheduler.cc).
+//
+//   kFree      On a free list. Owned by the list's owner (a P, or Sched under
+//              Sched::lock_). No stack, no closure.
+//   kRunnable  Has a closure and is on exactly one run queue: a P's runnext or
+//              ring, or the global queue (or is being moved between them by
+//              whoever popped it). Not running; no M owns it. If it ran before,
+//              its context is saved at `sp`.
+//   kRunning   Owned by the M whose curg it is; executing, or switching out.
+//   kWaiting   Parked: on no run queue. Its context is saved. Exactly one party
+//              -- whoever the park commit published it to (a wait list, a
+//              timer) -- may ready() it, moving it to kRunnable.
+//   kDead      Its function returned; its stack is being recycled. Becomes
+//              kFree at once.
+//
+//   kFree -> kRunnable            fiber_start (go)
+//   kRunnable -> kRunning         execute (the M that popped it)
+//   kRunning -> kRunnable         yield, preemption, blocking() exit w/o a P
+//   kRunning -> kWaiting          park, after the switch (finish_switch)
+//   kWaiting -> kRunnable         ready (CAS: exactly one waker wins)
+//   kRunning -> kDead -> kFree    return from the fiber's function
+//
+// A parked fiber's state becomes kWaiting only after its context is saved and
+// the code that resumes is running on another stack; the park commit then
+// publishes it. So no waker can run a fiber that is still on its own stack.
+
+#ifndef GORO_RUNTIME_INTERNAL_FIBER_H_
+#define GORO_RUNTIME_INTERNAL_FIBER_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "runtime/internal/stack.h"
+
+namespace goro::runtime_internal {
+
+struct M;
+struct P;
+
+enum class FiberState : std::uint32_t {
+  kFree,
+  kRunnable,
+  kRunning,
+  kWaiting,
+  kDead,
+};
+
+const char* fiber_state_name(FiberState s);
+
+// libstdc++'s per-thread exception state (cxxabi.h's __cxa_eh_globals). Each
+// fiber keeps its own copy, swapped in and out with the fiber, so a fiber that
+// switches inside a catch block or during unwinding, and resumes on another
+// thread, still sees its own exceptions (and std::uncaught_exceptions()).
+struct EhGlobals {
+  void* caught_exceptions = nullptr;
+  unsigned int uncaught_exceptions = 0;
+};
+
+struct Fiber {
+  // Saved stack pointer while not running (see SwitchFrame); null before the
+  // first run. Written by the switch on the owning M, read by the next M after
+  // it popped the fiber from a run queue (the queue's release/acquire orders
+  // it).
+  void* sp = nullptr;
+
+  std::atomic<FiberState> state{FiberState::kFree};
+
+  std::uint64_t id = 0;
+
+  // Intrusive link: global run queue, free lists, wait lists of sync/.
+  // Belongs to whoever owns the fiber in its current state (see above).
+  Fiber* sched_next = nullptr;
+
+  // Every Fiber object ever made, for teardown. Written once, under
+  // Sched::lock_.
+  Fiber* all_next = nullptr;
+
+  // The stack: empty until the fiber first runs (a queued fiber costs no stack
+  // memory), recycled when it dies. stack_size is the requested usable size.
+  Stack stack;
+  std::size_t stack_size = 0;
+
+  // The closure go() was given. closure points into inline_closure when it
+  // fits, else to heap memory the fiber owns.
+  void (*invoke)(void*) = nullptr;
+  void (*destroy)(void*) = nullptr;
+  void* closure = nullptr;
+  bool closure_on_heap = false;
+  static constexpr std::size_t kInlineClosure = 48;
+  alignas(16) unsigned char inline_closure[kInlineClosure];
+
+  // Set by sysmon (or anyone) to ask the fiber to yield at its next
+  // cooperative point. Cleared by the fiber when it yields.
+  std::atomic<bool> preempt_requested{false};
+
+  // Non-null while an asynchronously preempted fiber must resume on this M
+  // (Options::preempt_migrate == false). Written by the preempting M before the
+  // fiber is queued.
+  M* locked_m = nullptr;
+
+  EhGlobals eh;
+
+  std::string name;
+
+#if defined(__SANITIZE_THREAD__)
+  void* tsan_fiber = nullptr;
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+  void* asan_fake_stack = nullptr;
+#endif
+};
+
+}  // namespace goro::runtime_internal
+
+#endif  // GORO_RUNTIME_INTERNAL_FIBER_H_

@@ -1,0 +1,159 @@
+// Copyright goro authors.
+//
+// Options: validation, environment overrides, and the CPU count.
+
+#include <sched.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+
+#include "runtime/internal/scheduler_internal.h"
+#include "runtime/internal/stack.h"
+
+namespace goro::runtime_internal {
+namespace {
+
+constexpr std::size_t kMinStack = 16 * 1024;
+constexpr std::size_t kMaxStack = std::size_t{1} << 30;
+constexpr int kMaxProcs = 1024;
+
+[[noreturn]] void bad(const std::string& what, const std::string& value,
+                      const std::string& expected) {
+  throw std::invalid_argument("goro: invalid " + what + " \"" + value +
+                              "\": expected " + expected);
+}
+
+// Parses a non-negative decimal integer with an optional suffix; returns the
+// suffix through *suffix. Rejects empty input, signs, overflow.
+bool parse_number(const std::string& s, unsigned long long* v,
+                  std::string* suffix) {
+  std::size_t i = 0;
+  unsigned long long n = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+    unsigned long long d = static_cast<unsigned long long>(s[i] - '0');
+    if (n > (~0ULL - d) / 10) return false;
+    n = n * 10 + d;
+    ++i;
+  }
+  if (i == 0) return false;
+  *v = n;
+  *suffix = s.substr(i);
+  return true;
+}
+
+int cgroup_cpu_limit() {
+  // cgroup v2: "max 100000" or "<quota> <period>".
+  std::ifstream v2("/sys/fs/cgroup/cpu.max");
+  std::string quota, period;
+  if (v2 >> quota >> period) {
+    if (quota == "max") return 0;
+    double q = std::atof(quota.c_str()), p = std::atof(period.c_str());
+    if (q > 0 && p > 0) return static_cast<int>(std::ceil(q / p));
+    return 0;
+  }
+  // cgroup v1.
+  std::ifstream q1("/sys/fs/cgroup/cpu/cpu.cfs_quota_us");
+  std::ifstream p1("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
+  long long q = 0, p = 0;
+  if ((q1 >> q) && (p1 >> p) && q > 0 && p > 0) {
+    return static_cast<int>((q + p - 1) / p);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int available_cpus() {
+  cpu_set_t set;
+  int n = 0;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+  if (n <= 0) n = 1;
+  int limit = cgroup_cpu_limit();
+  if (limit > 0 && limit < n) n = limit;
+  return n;
+}
+
+std::size_t validate_stack_size(std::size_t bytes, const char* what) {
+  if (bytes < kMinStack || bytes > kMaxStack) {
+    bad(what, std::to_string(bytes), "16 KiB to 1 GiB");
+  }
+  return (bytes + kPageSize - 1) / kPageSize * kPageSize;
+}
+
+Options resolve_options(const Options& in) {
+  Options o = in;
+  if (o.procs < 0 || o.procs > kMaxProcs) {
+    bad("Options::procs", std::to_string(o.procs), "0 (automatic) to 1024");
+  }
+  if (o.procs == 0) {
+    if (const char* e = std::getenv("GORO_MAXPROCS")) {
+      unsigned long long v;
+      std::string suffix;
+      if (!parse_number(e, &v, &suffix) || !suffix.empty() || v < 1 ||
+          v > kMaxProcs) {
+        bad("GORO_MAXPROCS", e, "an integer from 1 to 1024");
+      }
+      o.procs = static_cast<int>(v);
+    } else {
+      o.procs = available_cpus();
+    }
+  }
+  if (const char* e = std::getenv("GORO_STACK_SIZE")) {
+    unsigned long long v;
+    std::string suffix;
+    unsigned long long mult = 0;
+    if (parse_number(e, &v, &suffix)) {
+      if (suffix.empty()) mult = 1;
+      if (suffix == "K" || suffix == "k" || suffix == "KiB") mult = 1ULL << 10;
+      if (suffix == "M" || suffix == "m" || suffix == "MiB") mult = 1ULL << 20;
+      if (suffix == "G" || suffix == "g" || suffix == "GiB") mult = 1ULL << 30;
+    }
+    if (mult == 0 || v > kMaxStack / mult || v * mult < kMinStack) {
+      bad("GORO_STACK_SIZE", e,
+          "a size from 16K to 1G (bytes, or with a K/M/G suffix)");
+    }
+    o.stack_size = static_cast<std::size_t>(v * mult);
+  }
+  o.stack_size = validate_stack_size(o.stack_size, "Options::stack_size");
+  if (const char* e = std::getenv("GORO_TIMESLICE")) {
+    unsigned long long v;
+    std::string suffix;
+    long long us = -1;
+    if (parse_number(e, &v, &suffix) && v <= 10000000000ULL) {
+      if (suffix == "us") us = static_cast<long long>(v);
+      if (suffix == "ms") us = static_cast<long long>(v) * 1000;
+      if (suffix == "s") us = static_cast<long long>(v) * 1000000;
+    }
+    if (us < 100 || us > 10000000) {
+      bad("GORO_TIMESLICE", e,
+          "a duration from 100us to 10s with a unit: us, ms or s");
+    }
+    o.time_slice = std::chrono::microseconds(us);
+  }
+  if (o.time_slice < std::chrono::microseconds(100) ||
+      o.time_slice > std::chrono::seconds(10)) {
+    bad("Options::time_slice", std::to_string(o.time_slice.count()) + "us",
+        "100us to 10s");
+  }
+  auto parse_bool = [](const char* name, bool* out) {
+    if (const char* e = std::getenv(name)) {
+      std::string v = e;
+      if (v == "0") {
+        *out = false;
+      } else if (v == "1") {
+        *out = true;
+      } else {
+        bad(name, v, "0 or 1");
+      }
+    }
+  };
+  parse_bool("GORO_ASYNCPREEMPT", &o.async_preempt);
+  parse_bool("GORO_PREEMPT_MIGRATE", &o.preempt_migrate);
+  return o;
+}
+
+}  // namespace goro::runtime_internal

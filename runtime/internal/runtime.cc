@@ -1,0 +1,213 @@
+// Copyright goro authors.
+//
+// A runtime's life: goro::run (start the Ms, run the main fiber, stop, tear
+// down), the public calls about the current fiber, and stats.
+
+#include <chrono>
+#include <new>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+#include "runtime/internal/api.h"
+#include "runtime/internal/scheduler.h"
+#include "runtime/internal/scheduler_internal.h"
+#include "runtime/park.h"
+#include "runtime/stats.h"
+#include "runtime/this_fiber.h"
+
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#endif
+
+namespace goro::runtime_internal {
+namespace {
+
+// At most one runtime at a time: set by run_main for its whole duration.
+std::atomic<bool> g_running{false};
+
+// Counters of the last runtime, for stats() after run returned.
+std::mutex g_last_mu;
+Stats g_last;  // guarded by g_last_mu
+
+}  // namespace
+
+Sched::Sched(const Options& o, int procs) : opts(o), nprocs(procs) {
+  ps.reserve(static_cast<std::size_t>(procs));
+  for (int i = 0; i < procs; ++i) {
+    auto p = std::make_unique<P>();
+    p->id = i;
+    p->rand = 0x9E3779B9u * static_cast<std::uint32_t>(i + 1);
+    ps.push_back(std::move(p));
+  }
+  std::lock_guard<std::mutex> l(lock);
+  for (int i = procs; i-- > 0;) {
+    ps[static_cast<std::size_t>(i)]->idle_next = idle_p;
+    idle_p = ps[static_cast<std::size_t>(i)].get();
+  }
+  npidle.store(procs);
+}
+
+Sched::~Sched() {
+  // Every M has exited. Destroy closures of fibers that never started (they
+  // own no stack frames), free the fiber objects; the StackAllocator member
+  // then unmaps every stack, abandoned ones included.
+  Fiber* f = all_fibers;
+  while (f != nullptr) {
+    Fiber* next = f->all_next;
+    if (f->sp == nullptr && f->closure != nullptr && f->destroy != nullptr) {
+      f->destroy(f->closure);
+    }
+    if (f->closure != nullptr && f->closure_on_heap) {
+      ::operator delete(f->closure);
+    }
+#if defined(__SANITIZE_THREAD__)
+    if (f->tsan_fiber != nullptr) __tsan_destroy_fiber(f->tsan_fiber);
+#endif
+    delete f;
+    f = next;
+  }
+  for (auto& p : ps) p->stack_cache.drain();
+}
+
+void count_preemption(P* p, bool async) {
+  if (async) {
+    p->preemptions_async.add();
+  } else {
+    p->preemptions_cooperative.add();
+  }
+}
+
+void fill_stats(const Sched& s, Stats* out) {
+  Stats st;
+  st.procs = s.nprocs;
+  st.threads = s.nthreads.load(std::memory_order_relaxed);
+  std::uint64_t created = s.created_off_p.load(std::memory_order_relaxed);
+  std::uint64_t exited = 0;
+  for (const auto& p : s.ps) {
+    created += p->fibers_created.get();
+    exited += p->fibers_exited.get();
+    st.context_switches += p->context_switches.get();
+    st.steals += p->steals.get();
+    st.timers_fired += p->timers_fired.get();
+    st.preemptions_async += p->preemptions_async.get();
+    st.preemptions_cooperative += p->preemptions_cooperative.get();
+  }
+  st.fibers_created = created;
+  st.fibers_live = created >= exited ? created - exited : 0;
+  st.handoffs = s.handoffs.load(std::memory_order_relaxed);
+  st.threads_woken = s.threads_woken.load(std::memory_order_relaxed);
+  st.preempt_requests = s.preempt_requests.load(std::memory_order_relaxed);
+  st.signals_sent = s.signals_sent.load(std::memory_order_relaxed);
+  st.syscall_retakes = s.syscall_retakes.load(std::memory_order_relaxed);
+  st.refused_no_preempt = s.refused[0].load(std::memory_order_relaxed);
+  st.refused_os_lock = s.refused[1].load(std::memory_order_relaxed);
+  st.refused_pc = s.refused[2].load(std::memory_order_relaxed);
+  st.refused_stack = s.refused[3].load(std::memory_order_relaxed);
+  st.refused_not_fiber = s.refused[4].load(std::memory_order_relaxed);
+  st.preempt_refused = st.refused_no_preempt + st.refused_os_lock +
+                       st.refused_pc + st.refused_stack + st.refused_not_fiber;
+  *out = st;
+}
+
+void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
+  if (current_m() != nullptr) {
+    throw std::logic_error("goro::run: called from inside a goro fiber");
+  }
+  bool expected = false;
+  if (!g_running.compare_exchange_strong(expected, true)) {
+    throw std::logic_error(
+        "goro::run: another runtime is running (goro::run called from two "
+        "threads at once)");
+  }
+  struct Release {
+    ~Release() { g_running.store(false); }
+  } release;
+
+  const Options opts = resolve_options(options);
+  install_overflow_handler();
+  auto s = std::make_unique<Sched>(opts, opts.procs);
+  g_sched.store(s.get(), std::memory_order_release);
+
+  struct MainClosure {
+    void (*fn)(void*);
+    void* arg;
+    Sched* s;
+  };
+  SpawnOptions main_opts;
+  main_opts.name = "main";
+  Fiber* f = fiber_new(&main_opts);
+  ::new (fiber_closure_storage(f, sizeof(MainClosure), alignof(MainClosure)))
+      MainClosure{main_fn, arg, s.get()};
+  f->invoke = [](void* p) {
+    auto* c = static_cast<MainClosure*>(p);
+    c->fn(c->arg);
+    c->s->main_done.wake();
+  };
+  f->destroy = [](void*) {};
+  f->state.store(FiberState::kRunnable, std::memory_order_relaxed);
+  s->created_off_p.fetch_add(1, std::memory_order_relaxed);
+  global_put(s.get(), f);
+
+  if (g_hooks.on_start != nullptr) g_hooks.on_start(s.get());
+  start_first_m(s.get());
+  s->main_done.sleep(0);
+  if (g_hooks.on_stop != nullptr) g_hooks.on_stop(s.get());
+  stop_all_ms(s.get());
+
+  {
+    // Under g_last_mu so that stats() never reads a Sched being destroyed.
+    std::lock_guard<std::mutex> l(g_last_mu);
+    fill_stats(*s, &g_last);
+    // Everything is gone now (the main fiber may have been abandoned before
+    // its exit was counted).
+    g_last.fibers_live = 0;
+    g_sched.store(nullptr, std::memory_order_release);
+  }
+  s.reset();
+}
+
+}  // namespace goro::runtime_internal
+
+namespace goro {
+
+using runtime_internal::current_m;
+using runtime_internal::M;
+
+void yield() { runtime_internal::yield_impl(false, false); }
+
+void sleep_until(std::chrono::steady_clock::time_point deadline) {
+  runtime_internal::sleep_until_impl(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          deadline.time_since_epoch())
+          .count());
+}
+
+namespace this_fiber {
+
+std::uint64_t id() {
+  M* m = current_m();
+  return m != nullptr && m->curg != nullptr ? m->curg->id : 0;
+}
+
+std::string_view name() {
+  M* m = current_m();
+  return m != nullptr && m->curg != nullptr ? std::string_view(m->curg->name)
+                                            : std::string_view();
+}
+
+}  // namespace this_fiber
+
+Stats stats() {
+  // run_main clears g_sched under g_last_mu before destroying the Sched.
+  std::lock_guard<std::mutex> l(runtime_internal::g_last_mu);
+  if (runtime_internal::Sched* s =
+          runtime_internal::g_sched.load(std::memory_order_acquire)) {
+    Stats st;
+    runtime_internal::fill_stats(*s, &st);
+    return st;
+  }
+  return runtime_internal::g_last;
+}
+
+}  // namespace goro

@@ -1,0 +1,119 @@
+// Copyright goro authors.
+
+#include "runtime/internal/stack.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <new>
+
+namespace goro::runtime_internal {
+namespace {
+
+#ifndef MADV_GUARD_INSTALL
+constexpr int MADV_GUARD_INSTALL = 102;  // Linux 6.13 uapi
+#endif
+
+// Chunks are ~16 MiB of address space: a million 64 KiB stacks need ~4,300
+// chunks, far below vm.max_map_count, and adjacent chunks often merge.
+constexpr std::size_t kChunkBytes = 16u << 20;
+
+}  // namespace
+
+StackAllocator::StackAllocator(GuardMode mode, std::size_t mprotect_budget)
+    : mode_(mode), mprotect_budget_(mprotect_budget) {}
+
+StackAllocator::~StackAllocator() {
+  for (const Chunk& c : chunks_) munmap(c.base, c.bytes);
+}
+
+GuardKind StackAllocator::guard_kind() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return kind_;
+}
+
+GuardKind StackAllocator::guard_locked(char* guard_page) {
+  if (kind_ == GuardKind::kNone) {
+    kind_ = mode_ == GuardMode::kCanary     ? GuardKind::kCanary
+            : mode_ == GuardMode::kMprotect ? GuardKind::kMprotect
+                                            : GuardKind::kMadvise;
+  }
+  if (kind_ == GuardKind::kMadvise) {
+    if (madvise(guard_page, kGuardSize, MADV_GUARD_INSTALL) == 0) {
+      return GuardKind::kMadvise;
+    }
+    // EINVAL: the kernel predates guard regions. Fall back for good.
+    kind_ = GuardKind::kMprotect;
+  }
+  if (kind_ == GuardKind::kMprotect) {
+    if (mprotect_budget_ > 0 &&
+        mprotect(guard_page, kGuardSize, PROT_NONE) == 0) {
+      --mprotect_budget_;
+      return GuardKind::kMprotect;
+    }
+    kind_ = GuardKind::kCanary;  // budget spent, or mappings exhausted
+  }
+  return GuardKind::kCanary;
+}
+
+void StackAllocator::grow_locked(std::size_t size, FreeList& list) {
+  const std::size_t slot = size + kGuardSize;
+  std::size_t n = kChunkBytes / slot;
+  if (n == 0) n = 1;
+  const std::size_t bytes = n * slot;
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1,
+                 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  // A huge page would commit 2 MiB for a fiber that touches 4 KiB.
+  madvise(p, bytes, MADV_NOHUGEPAGE);
+  char* base = static_cast<char*>(p);
+  chunks_.push_back({base, bytes});
+  // Hand out low addresses first: push in reverse so pop_back takes them.
+  for (std::size_t i = n; i-- > 0;) {
+    char* guard = base + i * slot;
+    char* lo = guard + kGuardSize;
+    list.stacks.push_back(Stack{lo, size, guard_locked(guard)});
+  }
+}
+
+Stack StackAllocator::allocate(std::size_t size) {
+  std::lock_guard<std::mutex> l(mu_);
+  FreeList& list = free_[size];
+  if (list.stacks.empty()) grow_locked(size, list);
+  Stack s = list.stacks.back();
+  list.stacks.pop_back();
+  if (s.guard == GuardKind::kCanary) {
+    *reinterpret_cast<std::uint64_t*>(s.lo) = kStackCanary;
+  }
+  return s;
+}
+
+void StackAllocator::release(Stack s) {
+  // Outside the lock: the syscall is the slow part.
+  madvise(s.lo, s.size, MADV_DONTNEED);
+  std::lock_guard<std::mutex> l(mu_);
+  free_[s.size].stacks.push_back(s);
+}
+
+Stack StackCache::get(StackAllocator& a, std::size_t size) {
+  if (!cache_.empty() && cache_.back().size == size) {
+    Stack s = cache_.back();
+    cache_.pop_back();
+    if (s.guard == GuardKind::kCanary) {
+      *reinterpret_cast<std::uint64_t*>(s.lo) = kStackCanary;
+    }
+    return s;
+  }
+  return a.allocate(size);
+}
+
+void StackCache::put(StackAllocator& a, Stack s, std::size_t default_size) {
+  if (s.size == default_size && cache_.size() < kCap) {
+    cache_.push_back(s);
+    return;
+  }
+  a.release(s);
+}
+
+}  // namespace goro::runtime_internal

@@ -1,0 +1,111 @@
+// Copyright goro authors.
+
+#include "runtime/internal/timer_heap.h"
+
+#include <utility>
+
+namespace goro::runtime_internal {
+
+// Invariant: a Timer is armed iff t->heap == this heap and heap_[t->index] ==
+// t; both change only under mu_. Timer::heap is read without mu_ by
+// timer_stop (to find the heap), so it is accessed with atomic_ref.
+
+namespace {
+void set_heap(Timer* t, void* h) {
+  std::atomic_ref<void*>(t->heap).store(h, std::memory_order_release);
+}
+}  // namespace
+
+void TimerHeap::publish_earliest() {
+  earliest_.store(heap_.empty() ? 0 : heap_[0]->when,
+                  std::memory_order_release);
+}
+
+void TimerHeap::sift_up(std::size_t i) {
+  Timer* t = heap_[i];
+  while (i > 0) {
+    std::size_t parent = (i - 1) / 2;
+    if (heap_[parent]->when <= t->when) break;
+    heap_[i] = heap_[parent];
+    heap_[i]->index = static_cast<std::int32_t>(i);
+    i = parent;
+  }
+  heap_[i] = t;
+  t->index = static_cast<std::int32_t>(i);
+}
+
+void TimerHeap::sift_down(std::size_t i) {
+  Timer* t = heap_[i];
+  const std::size_t n = heap_.size();
+  for (;;) {
+    std::size_t c = 2 * i + 1;
+    if (c >= n) break;
+    if (c + 1 < n && heap_[c + 1]->when < heap_[c]->when) ++c;
+    if (t->when <= heap_[c]->when) break;
+    heap_[i] = heap_[c];
+    heap_[i]->index = static_cast<std::int32_t>(i);
+    i = c;
+  }
+  heap_[i] = t;
+  t->index = static_cast<std::int32_t>(i);
+}
+
+void TimerHeap::remove_at(std::size_t i) {
+  Timer* t = heap_[i];
+  Timer* last = heap_.back();
+  heap_.pop_back();
+  if (last != t) {
+    heap_[i] = last;
+    last->index = static_cast<std::int32_t>(i);
+    sift_down(i);
+    sift_up(static_cast<std::size_t>(last->index));
+  }
+  t->index = -1;
+  set_heap(t, nullptr);
+}
+
+bool TimerHeap::add(Timer* t) {
+  std::lock_guard<std::mutex> l(mu_);
+  heap_.push_back(t);
+  set_heap(t, this);
+  sift_up(heap_.size() - 1);
+  publish_earliest();
+  return heap_[0] == t;
+}
+
+bool TimerHeap::remove(Timer* t) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (std::atomic_ref<void*>(t->heap).load(std::memory_order_relaxed) !=
+          this ||
+      t->index < 0) {
+    return false;
+  }
+  remove_at(static_cast<std::size_t>(t->index));
+  publish_earliest();
+  return true;
+}
+
+int TimerHeap::run_expired(std::int64_t now) {
+  int fired = 0;
+  for (;;) {
+    void (*fire)(void*);
+    void* arg;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (heap_.empty() || heap_[0]->when > now) {
+        publish_earliest();
+        return fired;
+      }
+      Timer* t = heap_[0];
+      fire = t->fire;
+      arg = t->arg;
+      remove_at(0);
+      publish_earliest();
+    }
+    // The Timer may be gone now (its owner saw it disarmed); only arg is used.
+    fire(arg);
+    ++fired;
+  }
+}
+
+}  // namespace goro::runtime_internal

@@ -1,0 +1,46 @@
+// Copyright goro authors.
+//
+// A P's timers: a binary min-heap on Timer::when, guarded by its own lock
+// because other Ps run an idle P's expired timers and any thread may stop a
+// timer. `earliest` mirrors the top for lock-free peeks (0 = no timers).
+
+#ifndef GORO_RUNTIME_INTERNAL_TIMER_HEAP_H_
+#define GORO_RUNTIME_INTERNAL_TIMER_HEAP_H_
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "runtime/park.h"
+
+namespace goro::runtime_internal {
+
+class TimerHeap {
+ public:
+  // add arms t. Returns true if t became the earliest timer.
+  bool add(Timer* t);
+  // remove disarms t if this heap holds it; returns whether it did.
+  bool remove(Timer* t);
+  // run_expired fires every timer due at `now`; returns how many fired.
+  int run_expired(std::int64_t now);
+  // earliest deadline, or 0 when empty. Lock-free, may be stale.
+  std::int64_t earliest() const {
+    return earliest_.load(std::memory_order_acquire);
+  }
+
+ private:
+  void sift_up(std::size_t i);
+  void sift_down(std::size_t i);
+  void remove_at(std::size_t i);
+  void publish_earliest();
+
+  std::mutex mu_;
+  std::vector<Timer*> heap_;  // guarded by mu_
+  // Written under mu_; read anywhere.
+  std::atomic<std::int64_t> earliest_{0};
+};
+
+}  // namespace goro::runtime_internal
+
+#endif  // GORO_RUNTIME_INTERNAL_TIMER_HEAP_H_

@@ -1,0 +1,43 @@
+// Copyright goro authors.
+//
+// goro::stats: counters of the running runtime (or of the last one, after run
+// returned). Counters are sampled without stopping the world: each is exact at
+// some moment during the call, not all at the same moment.
+
+#ifndef GORO_RUNTIME_STATS_H_
+#define GORO_RUNTIME_STATS_H_
+
+#include <cstdint>
+
+namespace goro {
+
+struct Stats {
+  int procs = 0;    // Ps (parallelism)
+  int threads = 0;  // Ms: OS threads that run fibers (not sysmon)
+  std::uint64_t fibers_live = 0;     // started and not yet returned
+  std::uint64_t fibers_created = 0;  // go() calls, plus the main fiber
+  std::uint64_t context_switches = 0;  // switches into a fiber
+  std::uint64_t steals = 0;    // successful steals from another P's queue
+  std::uint64_t handoffs = 0;  // Ps handed to another thread (blocking())
+  std::uint64_t timers_fired = 0;
+  std::uint64_t threads_woken = 0;  // idle threads woken to take work
+  // Preemption (preempt/):
+  std::uint64_t preempt_requests = 0;  // time-slice overruns noticed
+  std::uint64_t preemptions_async = 0;        // switches forced by SIGURG
+  std::uint64_t preemptions_cooperative = 0;  // requests honoured at a call
+  std::uint64_t signals_sent = 0;             // SIGURGs sent by sysmon
+  std::uint64_t preempt_refused = 0;          // sum of the reasons below
+  std::uint64_t refused_no_preempt = 0;  // NoPreempt or a runtime lock held
+  std::uint64_t refused_os_lock = 0;     // the fiber holds a pthread mutex
+  std::uint64_t refused_pc = 0;          // interrupted in libc, libstdc++, ...
+  std::uint64_t refused_stack = 0;       // too little stack for the save area
+  std::uint64_t refused_not_fiber = 0;   // the thread was not in a user fiber
+  std::uint64_t syscall_retakes = 0;     // Ps taken from threads in syscalls
+};
+
+// stats returns the counters. Safe from any thread, any time.
+Stats stats();
+
+}  // namespace goro
+
+#endif  // GORO_RUNTIME_STATS_H_

@@ -1,0 +1,60 @@
+// Copyright goro authors.
+//
+// SpinLock: the internal lock of every sync/ structure (channels, WaitGroup,
+// Mutex's wait list). Most users want goro::Mutex instead.
+//
+// Right for critical sections of a few dozen instructions that never block:
+// it spins, then yields the OS thread. Held with preemption disabled (the
+// holder's thread counts it in no_preempt), so a holder is never parked by
+// async preemption while a thread on the same P spins on it. May be held
+// across park() and released by the park commit (the count belongs to the
+// thread, and the commit runs on the same thread).
+//
+// Invariant: locked_ is true iff some thread holds the lock.
+// Ordering: lock() acquires, unlock() releases; TSan sees a normal lock.
+
+#ifndef GORO_SYNC_INTERNAL_SPIN_LOCK_H_
+#define GORO_SYNC_INTERNAL_SPIN_LOCK_H_
+
+#include <sched.h>
+
+#include <atomic>
+
+#include "absl/base/thread_annotations.h"
+#include "runtime/park.h"
+
+namespace goro::sync_internal {
+
+class ABSL_LOCKABLE SpinLock {
+ public:
+  void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
+    runtime_internal::no_preempt_inc();
+    if (!locked_.exchange(true, std::memory_order_acquire)) return;
+    lock_slow();
+  }
+  void unlock() ABSL_UNLOCK_FUNCTION() {
+    locked_.store(false, std::memory_order_release);
+    runtime_internal::no_preempt_dec();
+  }
+
+ private:
+  __attribute__((noinline)) void lock_slow() {
+    for (int spins = 0;; ++spins) {
+      while (locked_.load(std::memory_order_relaxed)) {
+        if (spins < 64) {
+          __builtin_ia32_pause();
+          ++spins;
+        } else {
+          sched_yield();  // the holder may be descheduled by the kernel
+        }
+      }
+      if (!locked_.exchange(true, std::memory_order_acquire)) return;
+    }
+  }
+
+  std::atomic<bool> locked_{false};
+};
+
+}  // namespace goro::sync_internal
+
+#endif  // GORO_SYNC_INTERNAL_SPIN_LOCK_H_
