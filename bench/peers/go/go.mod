@@ -1,0 +1,3 @@
+module goro/bench/peers/go
+
+go 1.19
