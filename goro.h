@@ -22,12 +22,14 @@
 //   runtime/this_fiber.h  goro::yield, sleep_for/sleep_until, this_fiber::id
 //   runtime/blocking.h    goro::blocking, for calls that block the OS thread
 //   runtime/stats.h       goro::stats
+//   preempt/no_preempt.h  goro::NoPreempt
 //   sync/wait_group.h     goro::WaitGroup
 // docs/ explains the scheduler and the rules fibers must follow.
 
 #ifndef GORO_GORO_H_
 #define GORO_GORO_H_
 
+#include "preempt/no_preempt.h"
 #include "runtime/blocking.h"
 #include "runtime/go.h"
 #include "runtime/options.h"

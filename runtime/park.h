@@ -47,6 +47,13 @@ void ready(Fiber* f);
 
 std::uint64_t fiber_id(const Fiber* f);
 
+// preempt_check is a cooperative preemption point: if sysmon asked the
+// current fiber to yield (its time slice is over), it yields here. Cheap (a
+// call and two loads) when nothing is pending; no-op off fibers and while
+// preemption is disabled. sync/ calls it in its blocking operations' fast
+// paths.
+void preempt_check();
+
 // Preemption-disabled regions for runtime-internal locks: while the count of
 // the current thread is non-zero, its fiber is not preempted asynchronously
 // (a parked lock holder would deadlock a thread spinning on the lock). The

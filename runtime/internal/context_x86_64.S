@@ -1,6 +1,6 @@
 // x86-64 System V context switch. Frame layout: context_x86_64.h (SwitchFrame).
 
-  .text
+  .section goro_text,"ax",@progbits
   .globl goro_context_switch
   .type goro_context_switch,@function
   .p2align 4

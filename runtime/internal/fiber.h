@@ -9,8 +9,9 @@
 //   kFree      On a free list. Owned by the list's owner (a P, or Sched under
 //              Sched::lock_). No stack, no closure.
 //   kRunnable  Has a closure and is on exactly one run queue: a P's runnext or
-//              ring, or the global queue (or is being moved between them by
-//              whoever popped it). Not running; no M owns it. If it ran before,
+//              ring, the global queue, or an M's pinned list (async-preempted,
+//              must resume on that thread) -- or is being moved between them
+//              by whoever popped it. Not running; no M owns it. If it ran before,
 //              its context is saved at `sp`.
 //   kRunning   Owned by the M whose curg it is; executing, or switching out.
 //   kWaiting   Parked: on no run queue. Its context is saved. Exactly one party
@@ -21,7 +22,8 @@
 //
 //   kFree -> kRunnable            fiber_start (go)
 //   kRunnable -> kRunning         execute (the M that popped it)
-//   kRunning -> kRunnable         yield, preemption, blocking() exit w/o a P
+//   kRunning -> kRunnable         yield, preemption (onto a run queue, or the
+//                                 M's pinned list), blocking() exit w/o a P
 //   kRunning -> kWaiting          park, after the switch (finish_switch)
 //   kWaiting -> kRunnable         ready (CAS: exactly one waker wins)
 //   kRunning -> kDead -> kFree    return from the fiber's function
@@ -101,10 +103,13 @@ struct Fiber {
   // cooperative point. Cleared by the fiber when it yields.
   std::atomic<bool> preempt_requested{false};
 
-  // Non-null while an asynchronously preempted fiber must resume on this M
-  // (Options::preempt_migrate == false). Written by the preempting M before the
-  // fiber is queued.
-  M* locked_m = nullptr;
+  // Async-preemption vetoes, both owned by the fiber and written only by the
+  // thread running it (the SIGURG handler on that thread reads them):
+  //   no_preempt: depth of goro::NoPreempt guards;
+  //   os_locks:   pthread mutexes (std::mutex, ...) the fiber holds, counted
+  //               by preempt/'s interposed pthread_mutex_* functions.
+  int no_preempt = 0;
+  int os_locks = 0;
 
   EhGlobals eh;
 

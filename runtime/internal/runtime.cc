@@ -33,10 +33,11 @@ Stats g_last;  // guarded by g_last_mu
 }  // namespace
 
 Sched::Sched(const Options& o, int procs) : opts(o), nprocs(procs) {
-  ps.reserve(static_cast<std::size_t>(procs));
-  for (int i = 0; i < procs; ++i) {
+  ps.reserve(2 * static_cast<std::size_t>(procs));
+  for (int i = 0; i < 2 * procs; ++i) {
     auto p = std::make_unique<P>();
     p->id = i;
+    p->is_spare = i >= procs;
     p->rand = 0x9E3779B9u * static_cast<std::uint32_t>(i + 1);
     ps.push_back(std::move(p));
   }
@@ -186,14 +187,19 @@ void sleep_until(std::chrono::steady_clock::time_point deadline) {
 namespace this_fiber {
 
 std::uint64_t id() {
-  M* m = current_m();
-  return m != nullptr && m->curg != nullptr ? m->curg->id : 0;
+  M* m = runtime_internal::acquirem();
+  std::uint64_t id = m != nullptr && m->curg != nullptr ? m->curg->id : 0;
+  runtime_internal::releasem(m);
+  return id;
 }
 
 std::string_view name() {
-  M* m = current_m();
-  return m != nullptr && m->curg != nullptr ? std::string_view(m->curg->name)
-                                            : std::string_view();
+  M* m = runtime_internal::acquirem();
+  std::string_view n = m != nullptr && m->curg != nullptr
+                           ? std::string_view(m->curg->name)
+                           : std::string_view();
+  runtime_internal::releasem(m);
+  return n;
 }
 
 }  // namespace this_fiber

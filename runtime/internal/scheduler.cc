@@ -80,7 +80,38 @@ namespace {
 thread_local M* tls_m __attribute__((tls_model("initial-exec"))) = nullptr;
 }  // namespace
 
-__attribute__((noinline, noipa)) M* current_m() { return tls_m; }
+// goro_text: code the SIGURG handler never interrupts with a switch (see
+// acquirem in scheduler.h). The linker defines the bounds.
+#define GORO_TEXT __attribute__((section("goro_text"), noinline, noipa))
+
+extern "C" {
+extern const char __start_goro_text[];
+extern const char __stop_goro_text[];
+}
+
+bool pc_in_goro_text(std::uintptr_t pc) {
+  return pc >= reinterpret_cast<std::uintptr_t>(__start_goro_text) &&
+         pc < reinterpret_cast<std::uintptr_t>(__stop_goro_text);
+}
+
+GORO_TEXT M* current_m() { return tls_m; }
+
+GORO_TEXT M* acquirem() {
+  M* m = tls_m;
+  if (m != nullptr) ++m->locks;
+  return m;
+}
+
+GORO_TEXT void releasem_slow(M* m);
+
+GORO_TEXT void releasem(M* m) {
+  if (m == nullptr) return;
+  if (--m->locks == 0 && m->curg != nullptr &&
+      m->curg->preempt_requested.load(std::memory_order_relaxed)) {
+    releasem_slow(m);
+  }
+}
+
 M* current_m_signal_safe() { return tls_m; }
 void set_current_m(M* m) { tls_m = m; }
 
@@ -256,6 +287,10 @@ Fiber* global_get_locked(Sched* s, P* p, int max) {
 void pidle_put_locked(Sched* s, P* p) {
   p->status.store(PStatus::kIdle, std::memory_order_relaxed);
   p->m = nullptr;
+  if (p->is_spare) {  // spares are lent by sysmon, never kept idle
+    p->spare_state.store(kSpareOff, std::memory_order_release);
+    return;
+  }
   p->idle_next = s->idle_p;
   s->idle_p = p;
   s->npidle.fetch_add(1, std::memory_order_seq_cst);
@@ -317,6 +352,7 @@ void startm(Sched* s, P* p, bool spinning) {
     if (spinning) s->nmspinning.fetch_sub(1, std::memory_order_seq_cst);
     return;
   }
+  if (p != nullptr) p->status.store(PStatus::kRunning, std::memory_order_relaxed);
   if (p == nullptr) {
     p = pidle_get_locked(s);
     if (p == nullptr) {
@@ -324,6 +360,7 @@ void startm(Sched* s, P* p, bool spinning) {
       return;
     }
   }
+  if (g_hooks.wake_sysmon != nullptr) g_hooks.wake_sysmon();
   M* m = s->idle_m;
   if (m != nullptr) {
     s->idle_m = m->idle_next;
@@ -423,6 +460,16 @@ __attribute__((noinline, noipa)) void finish_switch() {
       f->state.store(FiberState::kRunnable, std::memory_order_relaxed);
       runq_put(m->p, f, false);
       break;
+    case M::After::kPin:
+      f->state.store(FiberState::kRunnable, std::memory_order_relaxed);
+      f->sched_next = nullptr;
+      if (m->pinned_tail != nullptr) {
+        m->pinned_tail->sched_next = f;
+      } else {
+        m->pinned_head = f;
+      }
+      m->pinned_tail = f;
+      break;
     case M::After::kRequeueGlobal: {
       f->state.store(FiberState::kRunnable, std::memory_order_relaxed);
       Sched* s = sched();
@@ -473,8 +520,33 @@ enum class Pick { kFiber, kNeedScheduler, kNothing };
 
 // The fiber-side quick search: what a yielding/parking/exiting fiber may
 // switch to directly. kNeedScheduler: something only g0 handles is pending.
-Pick pick_next(Sched* s, P* p, Fiber** out, bool* inherit) {
+}  // namespace
+
+Fiber* pinned_pop(M* m) {
+  Fiber* f = m->pinned_head;
+  if (f != nullptr) {
+    m->pinned_head = f->sched_next;
+    if (m->pinned_head == nullptr) m->pinned_tail = nullptr;
+    f->sched_next = nullptr;
+  }
+  return f;
+}
+
+namespace {
+
+Pick pick_next(Sched* s, M* m, Fiber** out, bool* inherit) {
+  P* p = m->p;
   if (s->stopping.load(std::memory_order_relaxed)) return Pick::kNeedScheduler;
+  if (p->is_spare &&
+      p->spare_state.load(std::memory_order_acquire) == kSpareRetire) {
+    return Pick::kNeedScheduler;
+  }
+  if (m->pinned_head != nullptr && (++m->pin_tick & 1) != 0) {
+    // Alternate pinned fibers with the run queue so neither starves.
+    *out = pinned_pop(m);
+    *inherit = false;
+    return Pick::kFiber;
+  }
   std::int64_t t0 = p->timers.earliest();
   if (t0 != 0 && mono_now_ns() >= t0) return Pick::kNeedScheduler;
   if (p->schedtick % 61 == 0 &&
@@ -482,6 +554,10 @@ Pick pick_next(Sched* s, P* p, Fiber** out, bool* inherit) {
     return Pick::kNeedScheduler;
   }
   *out = runq_get(p, inherit);
+  if (*out == nullptr && m->pinned_head != nullptr) {
+    *out = pinned_pop(m);
+    *inherit = false;
+  }
   return *out != nullptr ? Pick::kFiber : Pick::kNothing;
 }
 
@@ -489,12 +565,13 @@ Pick pick_next(Sched* s, P* p, Fiber** out, bool* inherit) {
 void leave_fiber(M* m, Fiber* self, bool dying) {
   Fiber* next = nullptr;
   bool inherit = false;
-  pick_next(sched(), m->p, &next, &inherit);
+  pick_next(sched(), m, &next, &inherit);
   switch_from_fiber(m, self, next, inherit, dying);
 }
 
 [[noreturn]] void fiber_main(Fiber* f) {
   finish_switch();
+  releasem(current_m());  // the count the switcher held
   try {
     f->invoke(f->closure);
   } catch (const std::exception& e) {
@@ -515,7 +592,7 @@ void leave_fiber(M* m, Fiber* self, bool dying) {
   f->closure = nullptr;
   f->invoke = nullptr;
   f->destroy = nullptr;
-  M* m = current_m();
+  M* m = acquirem();
   m->after = M::After::kExit;
   m->after_fiber = f;
   leave_fiber(m, f, /*dying=*/true);
@@ -568,15 +645,18 @@ void execute(M* m, Fiber* f, bool inherit) {
                      std::memory_order_relaxed);
   p->context_switches.add();
   if (f->sp == nullptr) init_first_frame(p, f);
+  ++m->locks;  // dropped by the fiber as it resumes
   before_switch(m, nullptr, f, false);
   goro_context_switch(&m->g0_sp, f->sp);
   finish_switch();
+  --m->locks;  // the count the fiber held when it switched here
 }
 
 // Runs expired timers of every P (ours first). Returns true if any fired.
 bool run_all_timers(Sched* s, P* self, std::int64_t* now) {
   bool fired = false;
-  for (int i = -1; i < s->nprocs; ++i) {
+  const int n = static_cast<int>(s->ps.size());
+  for (int i = -1; i < n; ++i) {
     P* q = i < 0 ? self : s->ps[static_cast<std::size_t>(i)].get();
     if (i >= 0 && q == self) continue;
     std::int64_t t0 = q->timers.earliest();
@@ -593,7 +673,7 @@ bool run_all_timers(Sched* s, P* self, std::int64_t* now) {
 }
 
 Fiber* steal_work(Sched* s, P* p, bool* inherit) {
-  const int n = s->nprocs;
+  const int n = static_cast<int>(s->ps.size());
   for (int round = 0; round < 4; ++round) {
     const bool last = round == 3;
     const int start = static_cast<int>(fastrand(p) % static_cast<unsigned>(n));
@@ -671,6 +751,21 @@ void stopm(Sched* s, M* m, std::int64_t deadline) {
   }
 }
 
+// retire_spare gives back a spare P once the M it stood in for is running
+// again: its queued fibers go to the global queue (and so do fibers pinned to
+// this M, which is about to stop).
+void retire_spare(Sched* s, M* m) {
+  P* p = m->p;
+  bool inherit;
+  std::vector<Fiber*> moved;
+  while (Fiber* f = runq_get(p, &inherit)) moved.push_back(f);
+  while (Fiber* f = pinned_pop(m)) moved.push_back(f);
+  std::lock_guard<std::mutex> l(s->lock);
+  for (Fiber* f : moved) global_put_locked(s, f);
+  m->p = nullptr;
+  pidle_put_locked(s, p);  // a spare: switched off, not listed
+}
+
 // find_runnable returns the next fiber for this M, blocking until there is
 // one; null when the runtime is stopping.
 Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
@@ -681,6 +776,11 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
       continue;
     }
     P* p = m->p;
+    if (p->is_spare &&
+        p->spare_state.load(std::memory_order_acquire) == kSpareRetire) {
+      retire_spare(s, m);
+      continue;
+    }
     std::int64_t now = 0;
     if (p->timers.earliest() != 0) run_all_timers(s, p, &now);
 
@@ -694,6 +794,11 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
     }
     if (Fiber* f = runq_get(p, inherit)) {
       if (m->spinning) reset_spinning(s, m);
+      return f;
+    }
+    if (Fiber* f = pinned_pop(m)) {
+      if (m->spinning) reset_spinning(s, m);
+      *inherit = false;
       return f;
     }
     if (s->gq_size.load(std::memory_order_relaxed) > 0) {
@@ -806,29 +911,36 @@ void m_main(Sched* s, M* m) {
 // Entry points.
 
 Fiber* current_fiber() {
-  M* m = current_m();
-  if (m == nullptr || m->blocking_p != nullptr) return nullptr;
-  return m->curg;
+  M* m = acquirem();
+  Fiber* f = m == nullptr || m->blocking_p != nullptr ? nullptr : m->curg;
+  releasem(m);
+  return f;
 }
 
 std::uint64_t fiber_id(const Fiber* f) { return f->id; }
 
-void no_preempt_inc() {
-  if (M* m = current_m()) {
-    m->locks.store(m->locks.load(std::memory_order_relaxed) + 1,
-                   std::memory_order_relaxed);
+GORO_TEXT void no_preempt_inc() { acquirem(); }
+
+GORO_TEXT void no_preempt_dec() { releasem(tls_m); }
+
+GORO_TEXT void releasem_slow(M* m) {
+  // A preemption was requested while the fiber could not be preempted; honour
+  // it now, at this cooperative point -- unless the fiber is in a
+  // goro::NoPreempt region, inside blocking(), or not on a P.
+  Fiber* f = m->curg;
+  if (f->no_preempt != 0 || m->p == nullptr || m->blocking_p != nullptr) {
+    return;
   }
+  preempt_yield(false);
 }
 
-void no_preempt_dec() {
-  if (M* m = current_m()) {
-    m->locks.store(m->locks.load(std::memory_order_relaxed) - 1,
-                   std::memory_order_relaxed);
-  }
+void preempt_check() {
+  M* m = acquirem();
+  releasem(m);
 }
 
 void park(bool (*commit)(void*), void* arg) {
-  M* m = current_m();
+  M* m = acquirem();
   Fiber* self = m != nullptr ? m->curg : nullptr;
   if (self == nullptr || m->p == nullptr) {
     fatal("park called outside a fiber (or inside goro::blocking)");
@@ -838,6 +950,8 @@ void park(bool (*commit)(void*), void* arg) {
   m->after_commit = commit;
   m->after_arg = arg;
   leave_fiber(m, self, false);
+  // Resumed, possibly on another M: drop the count the switcher held there.
+  releasem(current_m());
 }
 
 void ready(Fiber* f) {
@@ -848,34 +962,43 @@ void ready(Fiber* f) {
           static_cast<unsigned long long>(f->id), fiber_state_name(expected));
   }
   Sched* s = sched();
-  M* m = current_m();
+  M* m = acquirem();
   if (m != nullptr && m->p != nullptr) {
     runq_put(m->p, f, true);
   } else {
     global_put(s, f);
   }
   wakep(s);
+  releasem(m);
 }
 
 void yield_impl(bool preempted, bool async) {
-  M* m = current_m();
+  M* m = acquirem();
   Fiber* self = m != nullptr ? m->curg : nullptr;
-  if (self == nullptr || m->p == nullptr) {
-    std::this_thread::yield();
+  if (self == nullptr || m->p == nullptr || m->blocking_p != nullptr) {
+    releasem(m);
+    if (!preempted) std::this_thread::yield();
     return;
   }
   self->preempt_requested.store(false, std::memory_order_relaxed);
   Sched* s = sched();
   Fiber* next = nullptr;
   bool inherit = false;
-  Pick pick = pick_next(s, m->p, &next, &inherit);
-  if (pick == Pick::kNothing && !preempted) return;  // nobody else to run
+  Pick pick = pick_next(s, m, &next, &inherit);
+  if (pick == Pick::kNothing && !preempted) {  // nobody else to run
+    releasem(m);
+    return;
+  }
   if (preempted) count_preemption(m->p, async);
-  m->after = M::After::kRequeue;
+  // An async-preempted fiber resumes on this thread unless migration is
+  // allowed: the compiler may hold thread-local addresses in registers.
+  m->after = async && !s->opts.preempt_migrate ? M::After::kPin
+                                               : M::After::kRequeue;
   m->after_fiber = self;
   // A preempted fiber's successor starts a fresh time slice.
   if (preempted) inherit = false;
   switch_from_fiber(m, self, next, inherit, false);
+  releasem(current_m());
 }
 
 void preempt_yield(bool async) { yield_impl(true, async); }
@@ -886,8 +1009,10 @@ Fiber* fiber_new(const SpawnOptions* o) {
     throw std::logic_error("goro::go: no runtime is running (call it inside goro::run)");
   }
   std::size_t ss = s->opts.stack_size;
-  if (o->stack_size != 0) ss = validate_stack_size(o->stack_size, "SpawnOptions::stack_size");
-  M* m = current_m();
+  if (o->stack_size != 0) {
+    ss = validate_stack_size(o->stack_size, "SpawnOptions::stack_size");
+  }
+  M* m = acquirem();
   P* p = m != nullptr ? m->p : nullptr;
   Fiber* f = nullptr;
   if (p != nullptr && p->free_fibers != nullptr) {
@@ -922,8 +1047,10 @@ Fiber* fiber_new(const SpawnOptions* o) {
   f->closure = nullptr;
   f->closure_on_heap = false;
   f->preempt_requested.store(false, std::memory_order_relaxed);
-  f->locked_m = nullptr;
+  f->no_preempt = 0;
+  f->os_locks = 0;
   f->eh = EhGlobals{};
+  releasem(m);
   return f;
 }
 
@@ -955,7 +1082,7 @@ void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*)) {
   f->destroy = destroy;
   f->state.store(FiberState::kRunnable, std::memory_order_relaxed);
   Sched* s = sched();
-  M* m = current_m();
+  M* m = acquirem();
   if (m != nullptr && m->p != nullptr) {
     m->p->fibers_created.add();
     runq_put(m->p, f, true);
@@ -964,22 +1091,28 @@ void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*)) {
     global_put(s, f);
   }
   wakep(s);
+  releasem(m);  // a cooperative preemption point
 }
 
 bool blocking_enter() {
-  M* m = current_m();
-  if (m == nullptr || m->curg == nullptr || m->p == nullptr) return false;
+  M* m = acquirem();
+  if (m == nullptr || m->curg == nullptr || m->p == nullptr) {
+    releasem(m);
+    return false;
+  }
   Sched* s = sched();
   P* p = m->p;
   p->m = nullptr;
   m->p = nullptr;
   m->blocking_p = p;
   handoffp(s, p);
+  // The fiber keeps one count while in blocking(): it must not be preempted
+  // (it holds no P), and blocking_exit drops it.
   return true;
 }
 
 void blocking_exit() {
-  M* m = current_m();
+  M* m = current_m();  // still holding the count from blocking_enter
   Sched* s = sched();
   P* old = m->blocking_p;
   m->blocking_p = nullptr;
@@ -993,14 +1126,20 @@ void blocking_exit() {
     }
     if (p != nullptr) {
       acquirep(m, p);
-      return;
     }
   }
-  // No P is free: queue this fiber and let this M stop.
-  Fiber* self = m->curg;
-  m->after = M::After::kRequeueGlobal;
-  m->after_fiber = self;
-  switch_from_fiber(m, self, nullptr, false, false);
+  if (m->p == nullptr) {
+    // No P is free: queue this fiber (and any fiber pinned to this thread:
+    // this M is about to stop, so they may migrate after all) globally and
+    // let this M stop.
+    while (Fiber* f = pinned_pop(m)) global_put(s, f);
+    Fiber* self = m->curg;
+    m->after = M::After::kRequeueGlobal;
+    m->after_fiber = self;
+    switch_from_fiber(m, self, nullptr, false, false);
+    m = current_m();
+  }
+  releasem(m);
 }
 
 // handoffp gives a P whose M is about to block to another M, or parks it.
@@ -1035,7 +1174,11 @@ void handoffp(Sched* s, P* p) {
 
 void timer_start(Timer* t) {
   Sched* s = sched();
-  M* m = current_m();
+  M* m = acquirem();
+  struct Release {
+    M* m;
+    ~Release() { releasem(m); }
+  } release{m};
   P* p = m != nullptr && m->p != nullptr ? m->p : s->ps[0].get();
   bool earliest = p->timers.add(t);
   if (earliest && (m == nullptr || m->p != p)) {
@@ -1061,7 +1204,7 @@ bool timer_stop(Timer* t) {
 
 void sleep_until_impl(std::int64_t when) {
   M* m = current_m();
-  if (m == nullptr || m->curg == nullptr || m->p == nullptr) {
+  if (m == nullptr || m->curg == nullptr || m->blocking_p != nullptr) {
     std::int64_t now = mono_now_ns();
     if (when > now) {
       std::this_thread::sleep_for(std::chrono::nanoseconds(when - now));

@@ -46,10 +46,21 @@ class OwnerCounter {
 //   kRunning -> kIdle     releasep (onto the idle list)
 //   kRunning -> kSyscall  reserved for lazy syscall hand-off (preempt/)
 enum class PStatus : std::uint32_t { kIdle, kRunning, kSyscall };
+inline constexpr int kSpareOff = 0, kSpareOn = 1, kSpareRetire = 2;
 
 struct alignas(64) P {
   int id = 0;
   std::atomic<PStatus> status{PStatus::kIdle};
+
+  // A spare P (Sched::ps[nprocs..2*nprocs)) is lent by sysmon to another M
+  // while the M holding P number (id - nprocs) is stuck in the kernel in a
+  // system call that did not go through goro::blocking(): the stuck M keeps
+  // its P (it will run its fiber on return), the spare runs everything else.
+  // Spares are never on the idle list. spare_state: kSpareOff -> kSpareOn by
+  // sysmon (then startm), kSpareOn -> kSpareRetire by sysmon when the stuck M
+  // is back, -> kSpareOff by the M running the spare as it gives it up.
+  bool is_spare = false;
+  std::atomic<int> spare_state{0};
 
   // Local run queue: owner pushes and pops; any P steals.
   RunQueue<Fiber> runq;
@@ -98,7 +109,7 @@ struct M {
   // What the context that resumes after a switch must do for the one that
   // left (see finish_switch in scheduler.cc).
   enum class After : std::uint8_t {
-    kNothing, kRequeue, kRequeueGlobal, kPark, kExit
+    kNothing, kRequeue, kRequeueGlobal, kPin, kPark, kExit
   };
   After after = After::kNothing;
   Fiber* after_fiber = nullptr;
@@ -112,8 +123,22 @@ struct M {
   P* blocking_p = nullptr;  // the P given up by blocking(), to take back
 
   // Runtime-internal lock depth (Go's m.locks); async preemption is refused
-  // while non-zero. Only this thread writes it; its signal handler reads it.
-  std::atomic<int> locks{0};
+  // while non-zero. Only this thread writes it (acquirem/releasem, in
+  // goro_text so that no preemption lands between a read and a write); its
+  // signal handler reads it. Every context switch happens with the switcher
+  // holding one count that the resumed context drops (see acquirem).
+  int locks = 0;
+
+  // Async-preempted fibers that must resume on this thread
+  // (Options::preempt_migrate == false), FIFO via sched_next. Owner only.
+  Fiber* pinned_head = nullptr;
+  Fiber* pinned_tail = nullptr;
+  std::uint32_t pin_tick = 0;
+
+  // A SIGURG from sysmon is in flight: sysmon sets it before tgkill, the
+  // handler clears it. At most one signal in flight per M (Go's
+  // signalPending).
+  std::atomic<bool> signal_pending{false};
 
   void* sigaltstack = nullptr;
 #if defined(__SANITIZE_ADDRESS__)
@@ -133,6 +158,7 @@ class Sched {
 
   const Options opts;
   const int nprocs;
+  // nprocs Ps, then nprocs spares (see P::is_spare).
   std::vector<std::unique_ptr<P>> ps;
 
   std::mutex lock;
@@ -173,11 +199,28 @@ extern std::atomic<Sched*> g_sched;
 // thread-local address computed before a switch.
 M* current_m();
 
+// acquirem returns the current M (or null) with its `locks` raised, so the
+// caller cannot be preempted asynchronously until releasem (Go's acquirem).
+// Runtime entry points that touch M or P state start with it. Both live in
+// the goro_text section, where the SIGURG handler never switches, so there is
+// no window between reading the M and raising the count.
+M* acquirem();
+// releasem drops the count; at zero it honours a pending preemption request
+// of the current fiber (a cooperative preemption point).
+void releasem(M* m);
+
+// Bounds of the goro_text section (code the SIGURG handler must not
+// interrupt with a switch).
+bool pc_in_goro_text(std::uintptr_t pc);
+
 // Hooks for the layers above runtime/ (wired by //:goro). Each may be null.
 struct Hooks {
   // Called by run_main after the Ms started / before they stop.
   void (*on_start)(Sched* s) = nullptr;
   void (*on_stop)(Sched* s) = nullptr;
+  // Called by ready() and go() when a P became busy while sysmon may be
+  // asleep (all Ps were idle).
+  void (*wake_sysmon)() = nullptr;
   // Called by each M on its own thread as it starts / exits.
   void (*on_thread_start)(M* m) = nullptr;
   void (*on_thread_exit)(M* m) = nullptr;

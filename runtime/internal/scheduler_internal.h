@@ -32,6 +32,7 @@ void stop_all_ms(Sched* s);
 void yield_impl(bool preempted, bool async);
 void sleep_until_impl(std::int64_t when_ns);
 void count_preemption(P* p, bool async);
+Fiber* pinned_pop(M* m);
 
 // Stack overflow reporting (signals.cc): the SIGSEGV handler, the per-M
 // alternate signal stack, and the canary check's report.

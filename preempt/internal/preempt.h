@@ -1,0 +1,57 @@
+// Copyright goro authors.
+//
+// preempt/'s internal interface: the SIGURG handler, sysmon, and the CPU's
+// extended-state layout. Wired into the runtime by hooks.cc (see
+// runtime/internal/scheduler.h, Hooks).
+
+#ifndef GORO_PREEMPT_INTERNAL_PREEMPT_H_
+#define GORO_PREEMPT_INTERNAL_PREEMPT_H_
+
+#include <cstdint>
+
+#include "runtime/internal/scheduler.h"
+
+namespace goro::preempt_internal {
+
+// Why the SIGURG handler declined to switch; indexes Sched::refused.
+enum Refusal : int {
+  kRefusedNoPreempt = 0,  // NoPreempt scope or a runtime lock (M::locks)
+  kRefusedOsLock = 1,     // the fiber holds a pthread mutex
+  kRefusedPc = 2,         // interrupted in, or called from, foreign code
+  kRefusedStack = 3,      // too little stack left for the save area
+  kRefusedNotFiber = 4,   // not a user fiber on a P
+};
+
+// Stack a preemption needs below the interrupted rsp: red zone, saved
+// registers, the XSAVE area and the scheduler frames it calls.
+std::uint64_t preempt_stack_need();
+
+// Installs the SIGURG handler (once per process) and learns the program's
+// text range and the XSAVE layout.
+void install_signal_handler();
+
+// The sysmon thread of a runtime.
+void sysmon_start(runtime_internal::Sched* s);
+void sysmon_stop(runtime_internal::Sched* s);
+void sysmon_wake();
+
+// The program's executable text (the main object's executable segments).
+bool pc_in_program_text(std::uintptr_t pc);
+
+}  // namespace goro::preempt_internal
+
+extern "C" {
+// The trampoline a preempted fiber "calls" on return from the signal
+// handler; saves everything, yields, restores, returns to the interrupted
+// instruction. async_preempt_x86_64.S.
+void goro_async_preempt();
+// Called by the trampoline with all state saved.
+void goro_async_preempt_yield();
+// XSAVE layout: area size (bytes) and the XCR0 feature mask, set once by
+// install_signal_handler before any preemption.
+extern std::uint64_t goro_xsave_size;
+extern std::uint32_t goro_xsave_mask_lo;
+extern std::uint32_t goro_xsave_mask_hi;
+}
+
+#endif  // GORO_PREEMPT_INTERNAL_PREEMPT_H_
