@@ -785,9 +785,8 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
     if (p->timers.earliest() != 0) run_all_timers(s, p, &now);
 
     if (p->schedtick % 61 == 0 && s->gq_size.load(std::memory_order_relaxed)) {
-      std::unique_lock<std::mutex> l(s->lock);
+      std::lock_guard<std::mutex> l(s->lock);
       if (Fiber* f = global_get_locked(s, p, 1)) {
-        l.unlock();  // reset_spinning may take s->lock (wakep -> startm)
         if (m->spinning) reset_spinning(s, m);
         *inherit = false;
         return f;
@@ -993,8 +992,11 @@ void yield_impl(bool preempted, bool async) {
   if (preempted) count_preemption(m->p, async);
   // An async-preempted fiber resumes on this thread unless migration is
   // allowed: the compiler may hold thread-local addresses in registers.
-  m->after = async && !s->opts.preempt_migrate ? M::After::kPin
-                                               : M::After::kRequeue;
+  // With migration allowed it goes to the global queue, as in Go, so that
+  // any P may pick it up (fairness across workers).
+  m->after = !async                   ? M::After::kRequeue
+             : s->opts.preempt_migrate ? M::After::kRequeueGlobal
+                                       : M::After::kPin;
   m->after_fiber = self;
   // A preempted fiber's successor starts a fresh time slice.
   if (preempted) inherit = false;
