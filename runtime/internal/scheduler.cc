@@ -785,8 +785,9 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
     if (p->timers.earliest() != 0) run_all_timers(s, p, &now);
 
     if (p->schedtick % 61 == 0 && s->gq_size.load(std::memory_order_relaxed)) {
-      std::lock_guard<std::mutex> l(s->lock);
+      std::unique_lock<std::mutex> l(s->lock);
       if (Fiber* f = global_get_locked(s, p, 1)) {
+        l.unlock();  // reset_spinning may take s->lock (wakep -> startm)
         if (m->spinning) reset_spinning(s, m);
         *inherit = false;
         return f;
