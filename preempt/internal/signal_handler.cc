@@ -107,7 +107,9 @@ void count(Refusal r) {
   }
 }
 
-bool frames_ok(std::uintptr_t rbp, std::uintptr_t rsp, std::uintptr_t hi) {
+__attribute__((no_sanitize_address)) bool frames_ok(std::uintptr_t rbp,
+                                                    std::uintptr_t rsp,
+                                                    std::uintptr_t hi) {
   // Walk at most this many frames; deeper stacks are checked as far as that.
   for (int depth = 0; depth < 256; ++depth) {
     if (rbp < rsp || rbp + 16 > hi || (rbp & 7) != 0) return true;  // unknown
@@ -121,8 +123,15 @@ bool frames_ok(std::uintptr_t rbp, std::uintptr_t rsp, std::uintptr_t hi) {
   return true;
 }
 
-// Returns true and edits uc when the fiber may be switched.
-bool try_preempt(M* m, ucontext_t* uc) {
+// Returns true and edits uc when the fiber may be switched. Not instrumented
+// by ASan: it reads the fiber's frame chain and writes below its rsp, which
+// ASan may still consider part of dead frames.
+__attribute__((no_sanitize_address)) bool frames_ok(std::uintptr_t rbp,
+                                                    std::uintptr_t rsp,
+                                                    std::uintptr_t hi);
+
+__attribute__((no_sanitize_address)) bool try_preempt(M* m,
+                                                      ucontext_t* uc) {
   Fiber* f = m->curg;
   if (f == nullptr || m->p == nullptr || m->blocking_p != nullptr) {
     count(kRefusedNotFiber);

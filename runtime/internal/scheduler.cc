@@ -65,6 +65,7 @@
 #include "runtime/park.h"
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #if defined(__SANITIZE_THREAD__)
@@ -415,6 +416,11 @@ void reset_spinning(Sched* s, M* m) {
 void init_first_frame(P* p, Fiber* f) {
   Sched* s = sched();
   f->stack = p->stack_cache.get(s->stacks, f->stack_size);
+#if defined(__SANITIZE_ADDRESS__)
+  // A recycled stack still carries the poisoned redzones of its previous
+  // fiber's frames, which never returned.
+  __asan_unpoison_memory_region(f->stack.lo, f->stack.size);
+#endif
   auto* fr = reinterpret_cast<SwitchFrame*>(f->stack.hi() - sizeof(SwitchFrame));
   std::memset(fr, 0, sizeof(*fr));
   fr->mxcsr = kDefaultMxcsr;
