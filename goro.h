@@ -24,6 +24,9 @@
 //   runtime/stats.h       goro::stats
 //   preempt/no_preempt.h  goro::NoPreempt
 //   sync/wait_group.h     goro::WaitGroup
+//   sync/chan.h           goro::Chan<T>, goro::ChanClosed
+//   sync/select.h         goro::select, recv_case/send_case/default_case,
+//                         goro::Selector (case lists built at run time)
 // docs/ explains the scheduler and the rules fibers must follow.
 
 #ifndef GORO_GORO_H_
@@ -36,6 +39,8 @@
 #include "runtime/run.h"
 #include "runtime/stats.h"
 #include "runtime/this_fiber.h"
+#include "sync/chan.h"
+#include "sync/select.h"
 #include "sync/wait_group.h"
 
 #endif  // GORO_GORO_H_

@@ -1,0 +1,211 @@
+// Copyright goro authors.
+//
+// goro::Chan<T>: Go's channels for fibers.
+//
+//   goro::Chan<int> ch(16);             // buffered, capacity 16 (0: unbuffered)
+//   goro::go([ch] {                     // copies share one channel
+//     for (int i = 0; i < 100; ++i) ch.send(i);
+//     ch.close();
+//   });
+//   for (int v : ch) use(v);            // ends once closed and drained
+//
+// A Chan<T> is a cheap handle (one pointer, reference counted): copies share
+// one channel, which lives until the last handle goes. A default-constructed
+// Chan is nil: select never chooses its cases; any other operation on it
+// throws std::logic_error. T may be move-only; it must be nothrow move
+// constructible (moves happen under the channel's lock).
+//
+// Guarantees (as Go):
+//   * Nothing is lost or duplicated: a value passed to a send that returns is
+//     received exactly once (or stays in the buffer until the channel is
+//     destroyed); a send that throws delivered nothing.
+//   * FIFO: values from one sender arrive in the order sent; parked senders
+//     and receivers are served first come, first served.
+//   * Unbuffered (capacity 0): a send completes only when a receiver takes
+//     the value, which goes straight from the sender's stack to the
+//     receiver's. Buffered: a send completes when the value is in the buffer
+//     or handed straight to a parked receiver.
+//   * A parked fiber woken by a channel operation goes into the waker's P's
+//     runnext slot: it runs next, on the waker's thread.
+//   * Memory ordering: everything a fiber did before a send is visible to the
+//     fiber whose receive gets that value, after the receive returns; and
+//     everything done before close() is visible to a receive that reports the
+//     channel closed.
+//
+// Blocking: send and recv park the calling fiber (never the OS thread) while
+// they cannot proceed. Called from a plain thread (not a fiber), they block
+// the thread instead (futex), so threads and fibers can talk over a channel.
+//
+// Errors: goro::ChanClosed (a std::logic_error) from a send on a closed
+// channel -- including a send that was parked when the channel was closed;
+// its value is then not delivered -- and from closing a closed channel.
+// std::invalid_argument for a negative capacity.
+//
+// Cost: one SpinLock acquisition per operation (held with preemption off,
+// for a few dozen instructions); no allocation after construction (one for
+// the channel and its buffer). try_send/try_recv on an obviously full/empty
+// channel take no lock. A hand-off to a parked fiber is one ready() (no
+// system call when it goes to runnext).
+
+#ifndef GORO_SYNC_CHAN_H_
+#define GORO_SYNC_CHAN_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+#include "sync/internal/chan_core.h"
+
+namespace goro {
+
+namespace sync_internal {
+
+// Raw storage for one T that a channel may construct a value into.
+template <typename T>
+struct Slot {
+  union {
+    T value;
+  };
+  Slot() {}
+  ~Slot() {}
+  // take moves the value out into an optional and destroys the slot's copy.
+  std::optional<T> take() {
+    std::optional<T> r(std::move(value));
+    value.~T();
+    return r;
+  }
+};
+
+}  // namespace sync_internal
+
+template <typename T>
+class Chan {
+  static_assert(std::is_nothrow_move_constructible_v<T>,
+                "goro::Chan<T>: T must be nothrow move constructible");
+  static_assert(!std::is_reference_v<T>, "goro::Chan<T>: T is a reference");
+
+ public:
+  using value_type = T;
+
+  // A nil channel (see above).
+  Chan() = default;
+  // A channel with room for `capacity` values (0: unbuffered). Throws
+  // std::invalid_argument if capacity < 0.
+  explicit Chan(std::int64_t capacity)
+      : core_(sync_internal::ChanCore::create(capacity,
+                                              &sync_internal::kElemOps<T>)) {}
+
+  Chan(const Chan& o) noexcept : core_(o.core_) {
+    if (core_ != nullptr) core_->ref();
+  }
+  Chan(Chan&& o) noexcept : core_(std::exchange(o.core_, nullptr)) {}
+  Chan& operator=(Chan o) noexcept {
+    std::swap(core_, o.core_);
+    return *this;
+  }
+  ~Chan() {
+    if (core_ != nullptr) core_->unref();
+  }
+
+  // send sends `v`, parking until a receiver takes it (unbuffered) or there
+  // is room in the buffer. Throws ChanClosed (see above).
+  void send(T v) { core()->send(&v, true); }
+
+  // recv receives the next value, parking until there is one; an empty
+  // optional once the channel is closed and drained.
+  std::optional<T> recv() {
+    sync_internal::Slot<T> s;
+    if (core()->recv(&s.value, true) ==
+        sync_internal::ChanCore::Recv::kReceived) {
+      return s.take();
+    }
+    return std::nullopt;
+  }
+
+  // try_send sends `v` if that can be done without parking: returns false
+  // (and leaves `v` untouched) when the buffer is full or, unbuffered, no
+  // receiver is parked. Throws ChanClosed on a closed channel.
+  bool try_send(T&& v) { return core()->send(&v, false); }
+  bool try_send(const T& v) {
+    T copy(v);
+    return core()->send(&copy, false);
+  }
+
+  // try_recv receives a value if one is ready (buffered, or a parked
+  // sender). Empty optional otherwise -- also when closed and drained; use
+  // closed() or select with a default case to tell the two apart.
+  std::optional<T> try_recv() {
+    sync_internal::Slot<T> s;
+    if (core()->recv(&s.value, false) ==
+        sync_internal::ChanCore::Recv::kReceived) {
+      return s.take();
+    }
+    return std::nullopt;
+  }
+
+  // close closes the channel: receivers drain the buffer, then get empty
+  // optionals; parked senders throw ChanClosed. Throws ChanClosed if already
+  // closed.
+  void close() { core()->close(); }
+
+  // Values in the buffer (racy by nature; 0 for unbuffered channels).
+  std::size_t size() const { return core()->size(); }
+  std::size_t capacity() const { return core()->capacity(); }
+  // closed reports whether close() has been called (racy by nature).
+  bool closed() const { return core()->closed(); }
+
+  // Whether this is a non-nil channel; two handles are equal iff they share
+  // a channel.
+  explicit operator bool() const { return core_ != nullptr; }
+  friend bool operator==(const Chan& a, const Chan& b) {
+    return a.core_ == b.core_;
+  }
+
+  // Range-for: receives until the channel is closed and drained.
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = T;
+    using difference_type = std::ptrdiff_t;
+    using pointer = T*;
+    using reference = T&;
+    iterator() = default;
+    T& operator*() { return *cur_; }
+    T* operator->() { return &*cur_; }
+    iterator& operator++() {
+      cur_ = ch_->recv();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) {
+      return !it.cur_.has_value();
+    }
+
+   private:
+    friend class Chan;
+    explicit iterator(Chan* ch) : ch_(ch), cur_(ch->recv()) {}
+    Chan* ch_ = nullptr;
+    std::optional<T> cur_;
+  };
+  iterator begin() { return iterator(this); }
+  std::default_sentinel_t end() { return {}; }
+
+  // For select (sync/select.h).
+  sync_internal::ChanCore* core_for_select() const { return core_; }
+
+ private:
+  sync_internal::ChanCore* core() const {
+    if (core_ == nullptr) throw std::logic_error("goro::Chan: nil channel");
+    return core_;
+  }
+
+  sync_internal::ChanCore* core_ = nullptr;
+};
+
+}  // namespace goro
+
+#endif  // GORO_SYNC_CHAN_H_

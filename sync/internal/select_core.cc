@@ -1,0 +1,232 @@
+// Copyright goro authors.
+//
+// select, after Go's runtime/select.go (selectgo):
+//
+//   1. Shuffle the cases into a random poll order (fairness: each ready case
+//      is equally likely to be taken), and sort them by channel address into
+//      the lock order (a global order, so two selects cannot deadlock; a
+//      channel listed twice is locked once).
+//   2. Lock every channel. In poll order, take the first case that can
+//      proceed: a recv with a parked sender, buffered data or a closed
+//      channel; a send with a parked receiver or buffer room (or a closed
+//      channel: throw). Unlock all and return it.
+//   3. Nothing ready and a default case: unlock all, return -1.
+//   4. Otherwise queue one Waiter per case (all pointing to one SelectState)
+//      on every channel and park; the park commit unlocks every channel, so
+//      no waker can see a waiter before the fiber is off its stack.
+//   5. Exactly one waker wins SelectState::done (see waiter.h) and records
+//      its waiter in SelectState::winner before waking us. On resumption,
+//      lock every channel again and unlink the other waiters (a waker that
+//      lost the CAS may already have unlinked some: removal is idempotent).
+//
+// Rejected: waking the select on every channel and re-polling (Go before
+// 1.3 and some C++ libraries): simpler, but every losing case would have to
+// undo its hand-off, and a value handed straight to a parked receiver cannot
+// be taken back.
+
+#include "sync/internal/select_core.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+
+namespace goro::sync_internal {
+
+namespace {
+
+// A per-thread xorshift64* generator; only read before any park, so a fiber
+// that migrates never holds a stale thread-local address across a switch.
+__attribute__((noinline)) std::uint32_t cheap_rand(std::uint32_t n) {
+  static thread_local std::uint64_t state = 0;
+  std::uint64_t x = state;
+  if (x == 0) {
+    x = static_cast<std::uint64_t>(
+            std::chrono::steady_clock::now().time_since_epoch().count()) ^
+        reinterpret_cast<std::uintptr_t>(&state) ^ 0x9e3779b97f4a7c15ull;
+    if (x == 0) x = 1;
+  }
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  state = x;
+  const std::uint64_t r = (x * 0x2545f4914f6cdd1dull) >> 32;
+  return static_cast<std::uint32_t>((r * n) >> 32);  // Lemire's reduction
+}
+
+struct Locks {
+  SelectCase* cases;
+  const std::uint16_t* order;  // lock order: cases with non-nil channels
+  int n;
+};
+
+void lock_all(const Locks& l) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  ChanCore* prev = nullptr;
+  for (int i = 0; i < l.n; ++i) {
+    ChanCore* c = l.cases[l.order[i]].chan;
+    if (c != prev) SelectCore::lock_of(c).lock();
+    prev = c;
+  }
+}
+
+void unlock_all(const Locks& l) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  for (int i = l.n - 1; i >= 0; --i) {
+    ChanCore* c = l.cases[l.order[i]].chan;
+    if (i > 0 && l.cases[l.order[i - 1]].chan == c) continue;
+    SelectCore::lock_of(c).unlock();
+  }
+}
+
+// The park commit. Once it unlocks a channel, a waker may claim and ready the
+// select fiber, which may run on another thread while this loop is still
+// reading `l` on the fiber's stack. That is safe because the woken fiber first
+// runs lock_all (pass 3), which reads `l` too but writes nothing, and blocks
+// on the first channel of the lock order -- the one unlocked last, after
+// which this commit touches the fiber's stack no more.
+bool unlock_all_commit(void* arg) {
+  unlock_all(*static_cast<const Locks*>(arg));
+  return true;
+}
+
+}  // namespace
+
+SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
+                             Waiter* waiters, int n, bool block)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  std::uint16_t* pollorder = order;
+  std::uint16_t* lockorder = order + n;
+  int norder = 0;
+  for (int i = 0; i < n; ++i) {
+    if (cases[i].chan == nullptr) continue;
+    // Inside-out Fisher-Yates shuffle.
+    const std::uint32_t j = cheap_rand(static_cast<std::uint32_t>(norder + 1));
+    pollorder[norder] = pollorder[j];
+    pollorder[j] = static_cast<std::uint16_t>(i);
+    lockorder[norder] = static_cast<std::uint16_t>(i);
+    ++norder;
+  }
+  auto by_addr = [cases](std::uint16_t a, std::uint16_t b) {
+    return reinterpret_cast<std::uintptr_t>(cases[a].chan) <
+           reinterpret_cast<std::uintptr_t>(cases[b].chan);
+  };
+  if (norder <= 16) {
+    for (int i = 1; i < norder; ++i) {  // insertion sort: small n
+      std::uint16_t v = lockorder[i];
+      int j = i;
+      for (; j > 0 && by_addr(v, lockorder[j - 1]); --j) {
+        lockorder[j] = lockorder[j - 1];
+      }
+      lockorder[j] = v;
+    }
+  } else {
+    std::sort(lockorder, lockorder + norder, by_addr);
+  }
+  Locks locks{cases, lockorder, norder};
+
+  if (norder == 0) {
+    if (!block) return {-1, false};
+    // Only nil channels: block forever, as Go's `select {}`.
+    Waiter self;
+    self.init_self();
+    if (self.fiber != nullptr) {
+      runtime_internal::park([](void*) { return true; }, nullptr);
+    }
+    for (;;) thread_wait(self.wake_word);
+  }
+
+  lock_all(locks);
+
+  // Pass 1: look for a case that can proceed now.
+  for (int k = 0; k < norder; ++k) {
+    const int i = pollorder[k];
+    SelectCase& sc = cases[i];
+    ChanCore* c = sc.chan;
+    if (sc.is_send) {
+      if (c->closed_.load(std::memory_order_relaxed)) {
+        unlock_all(locks);
+        throw ChanClosed("goro::select: send on closed channel");
+      }
+      if (Waiter* w = c->recvq_.dequeue()) {
+        c->send_to(w, sc.elem);
+        unlock_all(locks);
+        wake(w);
+        return {i, false};
+      }
+      if (c->count_.load(std::memory_order_relaxed) < c->cap_) {
+        c->buf_put(sc.elem);
+        unlock_all(locks);
+        return {i, false};
+      }
+    } else {
+      if (Waiter* w = c->sendq_.dequeue()) {
+        c->recv_from(w, sc.elem);
+        unlock_all(locks);
+        wake(w);
+        return {i, true};
+      }
+      if (c->count_.load(std::memory_order_relaxed) > 0) {
+        c->buf_take(sc.elem);
+        unlock_all(locks);
+        return {i, true};
+      }
+      if (c->closed_.load(std::memory_order_relaxed)) {
+        unlock_all(locks);
+        return {i, false};
+      }
+    }
+  }
+
+  if (!block) {
+    unlock_all(locks);
+    return {-1, false};
+  }
+
+  // Pass 2: queue on every channel, in lock order, and park.
+  SelectState st;
+  runtime_internal::Fiber* self = runtime_internal::current_fiber();
+  for (int k = 0; k < norder; ++k) {
+    const int i = lockorder[k];
+    Waiter& w = waiters[i];
+    w.fiber = self;
+    w.wake_word = &st.word;
+    w.elem = cases[i].elem;
+    w.select = &st;
+    w.case_index = static_cast<std::uint32_t>(i);
+    w.success = false;
+    if (cases[i].is_send) {
+      cases[i].chan->sendq_.push_back(&w);
+    } else {
+      cases[i].chan->recvq_.push_back(&w);
+    }
+  }
+  if (self != nullptr) {
+    runtime_internal::park(unlock_all_commit, &locks);
+  } else {
+    unlock_all(locks);
+    thread_wait(&st.word);
+  }
+
+  // Pass 3: woken by exactly one case; unlink the others.
+  lock_all(locks);
+  Waiter* winner = st.winner;
+  for (int k = 0; k < norder; ++k) {
+    const int i = lockorder[k];
+    Waiter* w = &waiters[i];
+    if (w == winner) continue;
+    if (cases[i].is_send) {
+      cases[i].chan->sendq_.remove(w);
+    } else {
+      cases[i].chan->recvq_.remove(w);
+    }
+  }
+  unlock_all(locks);
+  const int i = static_cast<int>(winner->case_index);
+  if (cases[i].is_send) {
+    if (!winner->success) {
+      throw ChanClosed("goro::select: send on closed channel");
+    }
+    return {i, false};
+  }
+  return {i, winner->success};
+}
+
+}  // namespace goro::sync_internal

@@ -1,0 +1,44 @@
+// Copyright goro authors.
+//
+// SelectCore: the type-erased engine behind goro::select (Go's selectgo).
+// Internal to sync/; users want sync/select.h.
+
+#ifndef GORO_SYNC_INTERNAL_SELECT_CORE_H_
+#define GORO_SYNC_INTERNAL_SELECT_CORE_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "sync/internal/chan_core.h"
+#include "sync/internal/waiter.h"
+
+namespace goro::sync_internal {
+
+// One send or receive case.
+struct SelectCase {
+  ChanCore* chan = nullptr;  // null: a nil channel, never ready
+  void* elem = nullptr;      // send: the value (T*); recv: raw T storage
+  bool is_send = false;
+};
+
+struct SelectResult {
+  int index;      // the case taken, or -1: nothing ready and !block
+  bool received;  // recv case: a value was moved into elem (else: closed)
+};
+
+class SelectCore {
+ public:
+  // run performs one select over cases[0, n). `order` has room for 2 * n
+  // entries, `waiters` for n. Blocks (parks) until a case is ready if
+  // `block`; otherwise returns index -1 when none is. Throws ChanClosed when
+  // the chosen case is a send on a closed channel. n < 65536.
+  static SelectResult run(SelectCase* cases, std::uint16_t* order,
+                          Waiter* waiters, int n, bool block);
+
+  // The channel's lock, for select_core.cc's lock_all/unlock_all.
+  static SpinLock& lock_of(ChanCore* c) { return c->lock_; }
+};
+
+}  // namespace goro::sync_internal
+
+#endif  // GORO_SYNC_INTERNAL_SELECT_CORE_H_

@@ -1,0 +1,182 @@
+// Copyright goro authors.
+//
+// Waiter and WaitQueue: the parked-fiber records of sync/ (Go's sudog and
+// waitq). Internal to sync/; users want goro::Chan, goro::Mutex & co.
+//
+// A Waiter lives on the stack of the fiber (or thread) that waits. It is
+// linked into the WaitQueue of the structure it waits on under that
+// structure's SpinLock, and stays valid until the waiter is woken: whoever
+// dequeues it owns the duty to wake it exactly once (wake()), and must not
+// touch it -- nor anything the woken fiber may free -- after wake().
+//
+// select: one fiber parks with one Waiter per case, on several channels at
+// once. All of them point to one SelectState. A waker that dequeues such a
+// waiter claims the whole select with a CAS of SelectState::done from 0 to 1
+// (Go's g.selectDone); if the CAS fails, another case already won, so the
+// waker drops the waiter (it is unlinked; the select fiber's own clean-up
+// tolerates that) and moves on to the next one. So a parked select is woken
+// by exactly one case.
+//
+// Plain threads may wait too (fiber == null): they sleep on a futex word,
+// which wake() sets to 1.
+//
+// Invariants:
+//   (Q1) A Waiter is in at most one WaitQueue, and queued_ is true iff it is
+//        linked; both change only under the owning structure's lock.
+//   (Q2) first_ (atomic for lock-free emptiness peeks) equals head while the
+//        lock is not held.
+
+#ifndef GORO_SYNC_INTERNAL_WAITER_H_
+#define GORO_SYNC_INTERNAL_WAITER_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "runtime/internal/futex.h"
+#include "runtime/park.h"
+
+namespace goro::sync_internal {
+
+struct Waiter;
+
+// Shared by the waiters of one parked select.
+struct SelectState {
+  // 0 while no case has won; the waker that CASes it to 1 owns the select.
+  // cas acq_rel: orders the winner's writes before the select's resumption
+  // (ready() orders them too; this keeps thread waiters simple).
+  std::atomic<std::uint32_t> done{0};
+  Waiter* winner = nullptr;  // written by the claiming waker before wake()
+  std::atomic<std::uint32_t> word{0};  // futex word for thread waiters
+};
+
+struct Waiter {
+  runtime_internal::Fiber* fiber = nullptr;  // null: a plain thread
+  // Threads sleep on *wake_word (own word_, or SelectState::word).
+  std::atomic<std::uint32_t>* wake_word = nullptr;
+  // Channels: the sender's value (T*) or the receiver's uninitialised T
+  // storage. Semaphore: the requested count. Cond: the ticket.
+  void* elem = nullptr;
+  std::uint64_t ticket = 0;
+  SelectState* select = nullptr;  // non-null: part of a parked select
+  std::uint32_t case_index = 0;   // select: which case this waiter is
+  // Set by the waker before wake(): true if the operation completed (value
+  // handed over), false if woken because the channel closed.
+  bool success = false;
+  bool queued = false;  // (Q1)
+  Waiter* prev = nullptr;
+  Waiter* next = nullptr;
+  std::atomic<std::uint32_t> word{0};
+
+  // init_self fills in the calling fiber (or thread).
+  void init_self() {
+    fiber = runtime_internal::current_fiber();
+    wake_word = &word;
+  }
+};
+
+// wake wakes a dequeued waiter. Reads nothing of *w after the wake-up.
+inline void wake(Waiter* w) {
+  if (w->fiber != nullptr) {
+    runtime_internal::ready(w->fiber);
+  } else {
+    std::atomic<std::uint32_t>* word = w->wake_word;
+    // store-release: pairs with the load-acquire in thread_wait.
+    word->store(1, std::memory_order_release);
+    // The waiter may already be gone; a futex wake on a dead address at
+    // worst wakes an unrelated futex spuriously, which futex users tolerate.
+    runtime_internal::futex_wake(word, 1);
+  }
+}
+
+// thread_wait blocks a plain thread until *word is non-zero.
+inline void thread_wait(std::atomic<std::uint32_t>* word) {
+  while (word->load(std::memory_order_acquire) == 0) {
+    runtime_internal::futex_wait(word, 0, 0);
+  }
+}
+
+// A FIFO of waiters. Guarded by the lock of the structure that owns it.
+class WaitQueue {
+ public:
+  bool empty() const { return head_ == nullptr; }
+  // Lock-free peek (may be stale): used by the non-blocking fast paths.
+  bool empty_relaxed() const {
+    return first_.load(std::memory_order_relaxed) == nullptr;
+  }
+  Waiter* front() const { return head_; }
+
+  void push_back(Waiter* w) {
+    w->next = nullptr;
+    w->prev = tail_;
+    if (tail_ != nullptr) {
+      tail_->next = w;
+    } else {
+      set_head(w);
+    }
+    tail_ = w;
+    w->queued = true;
+  }
+
+  void push_front(Waiter* w) {
+    w->prev = nullptr;
+    w->next = head_;
+    if (head_ != nullptr) {
+      head_->prev = w;
+    } else {
+      tail_ = w;
+    }
+    set_head(w);
+    w->queued = true;
+  }
+
+  // remove unlinks w if it is still queued here (idempotent, for select's
+  // clean-up of the cases that did not win).
+  void remove(Waiter* w) {
+    if (!w->queued) return;
+    if (w->prev != nullptr) {
+      w->prev->next = w->next;
+    } else {
+      set_head(w->next);
+    }
+    if (w->next != nullptr) {
+      w->next->prev = w->prev;
+    } else {
+      tail_ = w->prev;
+    }
+    w->prev = w->next = nullptr;
+    w->queued = false;
+  }
+
+  // dequeue removes and returns the first waiter that can be woken, claiming
+  // select waiters (see the top of this file); null if none.
+  Waiter* dequeue() {
+    for (;;) {
+      Waiter* w = head_;
+      if (w == nullptr) return nullptr;
+      remove(w);
+      if (w->select != nullptr) {
+        std::uint32_t zero = 0;
+        if (!w->select->done.compare_exchange_strong(
+                zero, 1, std::memory_order_acq_rel)) {
+          continue;  // another case of that select won
+        }
+        w->select->winner = w;
+      }
+      return w;
+    }
+  }
+
+ private:
+  void set_head(Waiter* w) {
+    head_ = w;
+    first_.store(w, std::memory_order_relaxed);  // (Q2)
+  }
+
+  Waiter* head_ = nullptr;
+  Waiter* tail_ = nullptr;
+  std::atomic<Waiter*> first_{nullptr};
+};
+
+}  // namespace goro::sync_internal
+
+#endif  // GORO_SYNC_INTERNAL_WAITER_H_

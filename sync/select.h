@@ -1,0 +1,333 @@
+// Copyright goro authors.
+//
+// goro::select: Go's select statement over goro::Chan.
+//
+//   std::size_t i = goro::select(
+//       goro::recv_case(jobs, [&](std::optional<Job> j) { if (j) run(*j); }),
+//       goro::send_case(results, r, [&] { ++sent; }),
+//       goro::recv_case(goro::after(std::chrono::seconds(1)),
+//                       [&](auto) { timed_out = true; }),
+//       goro::default_case([&] { idle(); }));   // optional, at most one
+//
+// select waits until at least one case can proceed, performs exactly one of
+// them, runs that case's callback and returns the case's index (its position
+// among select's arguments). A recv case's callback gets the received value,
+// or an empty optional if the channel is closed and drained (it may also take
+// no argument); a send case's callback takes none. With a default case,
+// select does not park: if no case is ready it runs the default's callback.
+//
+// For a list of cases built at run time (fan-in over N channels), use
+// goro::Selector:
+//
+//   goro::Selector sel;
+//   for (std::size_t k = 0; k < chans.size(); ++k)
+//     sel.add(goro::recv_case(chans[k], [&, k](std::optional<int> v) { ... }));
+//   for (;;) sel.select();   // reusable; no allocation per select
+//
+// Guarantees (as Go):
+//   * Exactly one case is performed per call; its callback runs after the
+//     operation completed and after select released every channel lock.
+//   * Fairness: among the cases ready when select looks, each is chosen with
+//     equal probability (a random poll order per call).
+//   * No deadlock between selects: channels are locked in address order; a
+//     channel named by several cases is locked once.
+//   * A parked select is woken by exactly one case (the waker claims it with
+//     a compare-and-swap), and is unlinked from every other channel before
+//     select returns.
+//   * Cases on a nil Chan are never chosen; a select with only nil cases and
+//     no default parks forever (Go's `select {}`).
+//   * Memory ordering: as for the channel operation the chosen case performed
+//     (see chan.h).
+//
+// Errors: goro::ChanClosed if the chosen case is a send on a closed channel
+// (a send case on a closed channel counts as ready, as in Go). Exceptions
+// from the callback propagate (the channel operation has completed).
+//
+// Cost: locks every channel once (twice more if select parks), no
+// allocation; the case objects live on the caller's stack. The case objects
+// hold a plain pointer to the channel: pass them straight to select (any
+// temporary channel lives until select returns).
+
+#ifndef GORO_SYNC_SELECT_H_
+#define GORO_SYNC_SELECT_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "sync/chan.h"
+#include "sync/internal/select_core.h"
+
+namespace goro {
+
+template <typename T, typename F>
+struct RecvCase {
+  sync_internal::ChanCore* chan;
+  F fn;
+  sync_internal::Slot<T> slot;
+
+  void prepare(sync_internal::SelectCase* c) {
+    c->chan = chan;
+    c->elem = &slot.value;
+    c->is_send = false;
+  }
+  void fire(bool received) {
+    std::optional<T> v;
+    if (received) v = slot.take();
+    if constexpr (std::is_invocable_v<F&, std::optional<T>>) {
+      std::invoke(fn, std::move(v));
+    } else {
+      static_assert(std::is_invocable_v<F&>,
+                    "goro::recv_case: the callback must take "
+                    "std::optional<T> or nothing");
+      std::invoke(fn);
+    }
+  }
+};
+
+template <typename T, typename F>
+struct SendCase {
+  sync_internal::ChanCore* chan;
+  T value;
+  F fn;
+
+  void prepare(sync_internal::SelectCase* c) {
+    c->chan = chan;
+    c->elem = &value;
+    c->is_send = true;
+  }
+  void fire(bool) {
+    static_assert(std::is_invocable_v<F&>,
+                  "goro::send_case: the callback must take no arguments");
+    std::invoke(fn);
+  }
+};
+
+template <typename F>
+struct DefaultCase {
+  F fn;
+};
+
+// recv_case: receive from `ch`; fn(std::optional<T>) (or fn()) runs if taken.
+template <typename T, typename F>
+RecvCase<T, std::decay_t<F>> recv_case(const Chan<T>& ch, F&& fn) {
+  return {ch.core_for_select(), std::forward<F>(fn), {}};
+}
+template <typename T>
+auto recv_case(const Chan<T>& ch) {
+  return recv_case(ch, [] {});
+}
+
+// send_case: send `value` on `ch`; fn() runs if taken. If another case is
+// taken, `value` is not sent (and is destroyed with the case).
+template <typename T, typename U, typename F>
+SendCase<T, std::decay_t<F>> send_case(const Chan<T>& ch, U&& value, F&& fn) {
+  return {ch.core_for_select(), T(std::forward<U>(value)), std::forward<F>(fn)};
+}
+template <typename T, typename U>
+auto send_case(const Chan<T>& ch, U&& value) {
+  return send_case(ch, std::forward<U>(value), [] {});
+}
+
+// default_case: makes select non-blocking; fn() runs if nothing is ready.
+template <typename F>
+DefaultCase<std::decay_t<F>> default_case(F&& fn) {
+  return {std::forward<F>(fn)};
+}
+inline auto default_case() {
+  return default_case([] {});
+}
+
+namespace sync_internal {
+
+template <typename C>
+struct IsDefault : std::false_type {};
+template <typename F>
+struct IsDefault<DefaultCase<F>> : std::true_type {};
+
+template <typename... Cs>
+constexpr std::array<int, sizeof...(Cs)> core_indices() {
+  std::array<int, sizeof...(Cs)> r{};
+  constexpr bool is_def[] = {IsDefault<std::decay_t<Cs>>::value..., false};
+  int k = 0;
+  for (std::size_t i = 0; i < sizeof...(Cs); ++i) {
+    r[i] = is_def[i] ? -1 : k++;
+  }
+  return r;
+}
+
+template <typename Tuple, std::size_t... I>
+std::size_t select_impl(Tuple& cases, std::index_sequence<I...>) {
+  using Types = std::tuple<std::decay_t<std::tuple_element_t<I, Tuple>>...>;
+  constexpr auto idx = core_indices<std::tuple_element_t<I, Types>...>();
+  constexpr int kDefaults =
+      (0 + ... + (IsDefault<std::tuple_element_t<I, Types>>::value ? 1 : 0));
+  static_assert(kDefaults <= 1, "goro::select: at most one default_case");
+  constexpr int kN = static_cast<int>(sizeof...(I)) - kDefaults;
+  static_assert(kN < 65536, "goro::select: too many cases");
+
+  std::array<SelectCase, kN == 0 ? 1 : kN> sc;
+  std::array<std::uint16_t, kN == 0 ? 2 : 2 * kN> order;
+  std::array<Waiter, kN == 0 ? 1 : kN> waiters;
+  (
+      [&] {
+        if constexpr (idx[I] >= 0) std::get<I>(cases).prepare(&sc[idx[I]]);
+      }(),
+      ...);
+  const SelectResult r = SelectCore::run(sc.data(), order.data(),
+                                         waiters.data(), kN, kDefaults == 0);
+  std::size_t taken = 0;
+  (
+      [&] {
+        if constexpr (idx[I] < 0) {
+          if (r.index < 0) {
+            taken = I;
+            std::invoke(std::get<I>(cases).fn);
+          }
+        } else {
+          if (r.index == idx[I]) {
+            taken = I;
+            std::get<I>(cases).fire(r.received);
+          }
+        }
+      }(),
+      ...);
+  return taken;
+}
+
+}  // namespace sync_internal
+
+// select: see the top of this file. Returns the index of the case taken.
+template <typename... Cases>
+std::size_t select(Cases&&... cases) {
+  auto refs = std::forward_as_tuple(cases...);
+  return sync_internal::select_impl(
+      refs, std::make_index_sequence<sizeof...(Cases)>());
+}
+
+// Selector: a select over a case list built at run time. Reusable: each
+// select() performs one select over the cases added so far (indices in the
+// order of add()). A send case sends a copy of its value each time (so T must
+// be copy constructible for send cases). Not thread-safe: one fiber uses a
+// Selector at a time. The Selector holds references to its channels.
+class Selector {
+ public:
+  Selector() = default;
+  Selector(const Selector&) = delete;
+  Selector& operator=(const Selector&) = delete;
+
+  template <typename T, typename F>
+  std::size_t add(RecvCase<T, F> c) {
+    auto p = std::make_unique<Recv<T, F>>(std::move(c));
+    return push(std::move(p));
+  }
+  template <typename T, typename F>
+  std::size_t add(SendCase<T, F> c) {
+    static_assert(std::is_copy_constructible_v<T>,
+                  "goro::Selector: send cases need a copyable T");
+    auto p = std::make_unique<Send<T, F>>(std::move(c));
+    return push(std::move(p));
+  }
+  template <typename F>
+  std::size_t add(DefaultCase<F> c) {
+    if (default_fn_) {
+      throw std::logic_error("goro::Selector: more than one default_case");
+    }
+    default_fn_ = std::move(c.fn);
+    default_index_ = total_++;
+    return default_index_;
+  }
+
+  // select performs one select; returns the index of the case taken.
+  std::size_t select() {
+    const int n = static_cast<int>(cases_.size());
+    for (int i = 0; i < n; ++i) cases_[i]->prepare(&sc_[i]);
+    const sync_internal::SelectResult r = sync_internal::SelectCore::run(
+        sc_.data(), order_.data(), waiters_.get(), n, !default_fn_);
+    if (r.index < 0) {
+      default_fn_();
+      return default_index_;
+    }
+    cases_[r.index]->fire(r.received);
+    return index_[r.index];
+  }
+
+  std::size_t size() const { return total_; }
+
+ private:
+  struct Case {
+    virtual ~Case() = default;
+    virtual void prepare(sync_internal::SelectCase* c) = 0;
+    virtual void fire(bool received) = 0;
+  };
+  template <typename T, typename F>
+  struct Recv final : Case {
+    explicit Recv(RecvCase<T, F> c) : ch(c.chan), rc(std::move(c)) {
+      if (ch != nullptr) ch->ref();
+    }
+    ~Recv() override {
+      if (ch != nullptr) ch->unref();
+    }
+    void prepare(sync_internal::SelectCase* c) override { rc.prepare(c); }
+    void fire(bool received) override { rc.fire(received); }
+    sync_internal::ChanCore* ch;
+    RecvCase<T, F> rc;
+  };
+  template <typename T, typename F>
+  struct Send final : Case {
+    explicit Send(SendCase<T, F> c)
+        : ch(c.chan), value(std::move(c.value)), fn(std::move(c.fn)) {
+      if (ch != nullptr) ch->ref();
+    }
+    ~Send() override {
+      if (ch != nullptr) ch->unref();
+      if (armed) tmp.value.~T();
+    }
+    void prepare(sync_internal::SelectCase* c) override {
+      if (armed) tmp.value.~T();
+      ::new (&tmp.value) T(value);
+      armed = true;
+      c->chan = ch;
+      c->elem = &tmp.value;
+      c->is_send = true;
+    }
+    void fire(bool) override { std::invoke(fn); }
+    sync_internal::ChanCore* ch;
+    T value;
+    F fn;
+    sync_internal::Slot<T> tmp;
+    bool armed = false;
+  };
+
+  std::size_t push(std::unique_ptr<Case> c) {
+    cases_.push_back(std::move(c));
+    index_.push_back(total_++);
+    sc_.resize(cases_.size());
+    order_.resize(2 * cases_.size());
+    waiters_ = std::make_unique<sync_internal::Waiter[]>(cases_.size());
+    return index_.back();
+  }
+
+  std::vector<std::unique_ptr<Case>> cases_;
+  std::vector<std::size_t> index_;  // core index -> add() index
+  std::vector<sync_internal::SelectCase> sc_;
+  std::vector<std::uint16_t> order_;
+  std::unique_ptr<sync_internal::Waiter[]> waiters_;
+  std::function<void()> default_fn_;
+  std::size_t default_index_ = 0;
+  std::size_t total_ = 0;
+};
+
+inline std::size_t select(Selector& s) { return s.select(); }
+
+}  // namespace goro
+
+#endif  // GORO_SYNC_SELECT_H_

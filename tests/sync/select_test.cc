@@ -1,0 +1,338 @@
+// Copyright goro authors.
+
+#include "sync/select.h"
+
+#include <atomic>
+#include <cmath>
+#include <vector>
+
+#include "goro.h"
+#include "gtest/gtest.h"
+#include "tests/sync/test_util.h"
+
+namespace {
+
+using goro_test::scaled;
+
+class SelectTest : public goro_test::SyncTest {};
+GORO_INSTANTIATE_SYNC_TEST(SelectTest);
+
+TEST_P(SelectTest, EveryCaseKindWhenReady) {
+  run([] {
+    goro::Chan<int> a(1), b(1), c(0);
+    a.send(1);
+    int got = 0;
+    std::size_t i = goro::select(
+        goro::recv_case(a, [&](std::optional<int> v) { got = *v; }),
+        goro::recv_case(c, [&](std::optional<int>) { FAIL(); }),
+        goro::default_case([] { FAIL(); }));
+    EXPECT_EQ(i, 0u);
+    EXPECT_EQ(got, 1);
+    bool sent = false;
+    i = goro::select(goro::recv_case(c, [] { FAIL(); }),
+                     goro::send_case(b, 9, [&] { sent = true; }));
+    EXPECT_EQ(i, 1u);
+    EXPECT_TRUE(sent);
+    EXPECT_EQ(b.recv(), 9);
+  });
+}
+
+TEST_P(SelectTest, DefaultWhenNothingReady) {
+  run([] {
+    goro::Chan<int> a(0), b(1);
+    b.send(1);  // b is full: the send case is not ready
+    bool def = false;
+    std::size_t i =
+        goro::select(goro::recv_case(a), goro::default_case([&] { def = true; }),
+                     goro::send_case(b, 2));
+    EXPECT_EQ(i, 1u);
+    EXPECT_TRUE(def);
+    EXPECT_EQ(b.size(), 1u);
+    // Only a default: always taken.
+    EXPECT_EQ(goro::select(goro::default_case()), 0u);
+  });
+}
+
+TEST_P(SelectTest, ParkedSelectWokenBySend) {
+  run([] {
+    goro::Chan<int> a(0), b(0);
+    goro::go([b]() mutable {
+      goro::sleep_for(std::chrono::milliseconds(1));
+      b.send(5);
+    });
+    int got = -1;
+    std::size_t i = goro::select(
+        goro::recv_case(a, [&](std::optional<int>) { got = -2; }),
+        goro::recv_case(b, [&](std::optional<int> v) { got = *v; }));
+    EXPECT_EQ(i, 1u);
+    EXPECT_EQ(got, 5);
+    // The select left no waiter behind on a: a try_send finds nobody.
+    EXPECT_FALSE(a.try_send(1));
+  });
+}
+
+TEST_P(SelectTest, ParkedSelectSendTakenByReceiver) {
+  run([] {
+    goro::Chan<int> a(0), b(0);
+    goro::go([a]() mutable { EXPECT_EQ(a.recv(), 11); });
+    std::size_t i = goro::select(goro::send_case(a, 11), goro::recv_case(b));
+    EXPECT_EQ(i, 0u);
+    EXPECT_FALSE(b.try_send(1));
+  });
+}
+
+TEST_P(SelectTest, CloseWakesParkedSelect) {
+  run([] {
+    goro::Chan<int> a(0), b(0);
+    goro::go([a]() mutable {
+      goro::sleep_for(std::chrono::milliseconds(1));
+      a.close();
+    });
+    bool closed = false;
+    std::size_t i = goro::select(
+        goro::recv_case(a, [&](std::optional<int> v) { closed = !v; }),
+        goro::recv_case(b));
+    EXPECT_EQ(i, 0u);
+    EXPECT_TRUE(closed);
+  });
+}
+
+TEST_P(SelectTest, CloseThrowsInParkedSendSelect) {
+  run([] {
+    goro::Chan<int> a(0), b(0);
+    goro::go([a]() mutable {
+      goro::sleep_for(std::chrono::milliseconds(1));
+      a.close();
+    });
+    EXPECT_THROW(goro::select(goro::send_case(a, 1), goro::recv_case(b)),
+                 goro::ChanClosed);
+    // Ready send case on a closed channel throws too.
+    EXPECT_THROW(goro::select(goro::send_case(a, 1), goro::default_case()),
+                 goro::ChanClosed);
+  });
+}
+
+TEST_P(SelectTest, NilChannelNeverChosen) {
+  run([] {
+    goro::Chan<int> nil, a(1);
+    a.send(3);
+    for (int k = 0; k < 100; ++k) {
+      std::size_t i = goro::select(goro::recv_case(nil), goro::send_case(nil, 1),
+                                   goro::default_case());
+      EXPECT_EQ(i, 2u);
+    }
+    EXPECT_EQ(goro::select(goro::recv_case(nil), goro::recv_case(a)), 1u);
+  });
+}
+
+// Ready cases are chosen uniformly: k always-ready channels, N selects; each
+// count within 10 standard deviations of N/k (a false failure has
+// probability < 1e-20).
+TEST_P(SelectTest, FairOverReadyCases) {
+  run([] {
+    const int k = 4;
+    const int n = goro_test::kSanitizer ? 4000 : 40000;
+    std::vector<goro::Chan<int>> chs;
+    for (int i = 0; i < k; ++i) {
+      chs.emplace_back(1);
+      chs.back().send(0);
+    }
+    int count[k] = {};
+    for (int r = 0; r < n; ++r) {
+      auto refill = [&](int i) {
+        return [&, i](std::optional<int>) {
+          ++count[i];
+          chs[i].send(0);
+        };
+      };
+      goro::select(goro::recv_case(chs[0], refill(0)),
+                   goro::recv_case(chs[1], refill(1)),
+                   goro::recv_case(chs[2], refill(2)),
+                   goro::recv_case(chs[3], refill(3)));
+    }
+    const double p = 1.0 / k;
+    const double sd = std::sqrt(n * p * (1 - p));
+    for (int i = 0; i < k; ++i) {
+      EXPECT_NEAR(count[i], n * p, 10 * sd) << "case " << i;
+    }
+  });
+}
+
+TEST_P(SelectTest, SameChannelTwice) {
+  run([] {
+    goro::Chan<int> a(1);
+    a.send(1);
+    std::size_t i = goro::select(goro::recv_case(a), goro::recv_case(a));
+    EXPECT_LT(i, 2u);
+    // Parked on the same channel through two cases; woken exactly once.
+    goro::go([a]() mutable { a.send(2); });
+    int got = 0;
+    goro::select(goro::recv_case(a, [&](std::optional<int> v) { got += *v; }),
+                 goro::recv_case(a, [&](std::optional<int> v) { got += *v; }));
+    EXPECT_EQ(got, 2);
+    EXPECT_EQ(a.size(), 0u);
+  });
+}
+
+TEST_P(SelectTest, SelectorFanIn) {
+  run([] {
+    const int k = 8, per = scaled(2000);
+    std::vector<goro::Chan<int>> chs;
+    for (int i = 0; i < k; ++i) chs.emplace_back(i % 2 ? 0 : 4);
+    for (int i = 0; i < k; ++i) {
+      goro::go([c = chs[i], per]() mutable {
+        for (int j = 0; j < per; ++j) c.send(j);
+      });
+    }
+    std::vector<int> next(k, 0);
+    goro::Selector sel;
+    for (int i = 0; i < k; ++i) {
+      sel.add(goro::recv_case(chs[i], [&, i](std::optional<int> v) {
+        ASSERT_TRUE(v);
+        EXPECT_EQ(*v, next[i]);  // per-channel FIFO
+        ++next[i];
+      }));
+    }
+    EXPECT_EQ(sel.size(), std::size_t(k));
+    for (int m = 0; m < k * per; ++m) sel.select();
+    for (int i = 0; i < k; ++i) EXPECT_EQ(next[i], per);
+  });
+}
+
+TEST_P(SelectTest, SelectorWithDefaultAndSend) {
+  run([] {
+    goro::Chan<int> a(2);
+    goro::Selector sel;
+    int sent = 0, defaults = 0;
+    EXPECT_EQ(sel.add(goro::send_case(a, 7, [&] { ++sent; })), 0u);
+    EXPECT_EQ(sel.add(goro::default_case([&] { ++defaults; })), 1u);
+    EXPECT_EQ(sel.select(), 0u);
+    EXPECT_EQ(goro::select(sel), 0u);
+    EXPECT_EQ(sel.select(), 1u);
+    EXPECT_EQ(sent, 2);
+    EXPECT_EQ(defaults, 1);
+    EXPECT_EQ(a.recv(), 7);
+    EXPECT_EQ(a.recv(), 7);
+  });
+}
+
+// Selectors that both send and receive over shared channels, against plain
+// producers and consumers: every value is received exactly once.
+TEST_P(SelectTest, SendRecvSelectorsExactlyOnce) {
+  run([] {
+    const int nch = 3, producers = 4, selectors = 4, consumers = 3;
+    const int per = scaled(2000);
+    std::vector<goro::Chan<int>> in, out;
+    for (int i = 0; i < nch; ++i) {
+      in.emplace_back(i);  // capacities 0, 1, 2
+      out.emplace_back(i);
+    }
+    const int total = producers * per;
+    std::vector<std::atomic<int>> seen(total);
+    std::atomic<int> received{0};
+    goro::WaitGroup pw, sw, cw;
+    pw.add(producers);
+    for (int p = 0; p < producers; ++p) {
+      goro::go([&, p] {
+        for (int i = 0; i < per; ++i) in[(p + i) % nch].send(p * per + i);
+        pw.done();
+      });
+    }
+    // A selector holds at most one value: it either receives from any `in`
+    // or forwards its value to any `out`.
+    sw.add(selectors);
+    for (int s = 0; s < selectors; ++s) {
+      goro::go([&] {
+        std::optional<int> held;
+        int closed = 0;
+        while (held || closed < nch) {
+          if (held) {
+            goro::select(goro::send_case(out[0], *held, [&] { held.reset(); }),
+                         goro::send_case(out[1], *held, [&] { held.reset(); }),
+                         goro::send_case(out[2], *held, [&] { held.reset(); }));
+          } else {
+            closed = 0;
+            for (auto& c : in) closed += c.closed() && c.size() == 0;
+            if (closed == nch) break;
+            goro::select(
+                goro::recv_case(in[0], [&](std::optional<int> v) { held = v; }),
+                goro::recv_case(in[1], [&](std::optional<int> v) { held = v; }),
+                goro::recv_case(in[2], [&](std::optional<int> v) { held = v; }));
+          }
+        }
+        sw.done();
+      });
+    }
+    cw.add(consumers);
+    for (int c = 0; c < consumers; ++c) {
+      goro::go([&, c] {
+        int open = nch;
+        bool closed[nch] = {};
+        while (open > 0) {
+          auto on = [&](int i) {
+            return [&, i](std::optional<int> v) {
+              if (!v) {
+                if (!closed[i]) --open;
+                closed[i] = true;
+                return;
+              }
+              seen[*v].fetch_add(1);
+              received.fetch_add(1);
+            };
+          };
+          goro::Chan<int> nil;
+          goro::select(goro::recv_case(closed[0] ? nil : out[0], on(0)),
+                       goro::recv_case(closed[1] ? nil : out[1], on(1)),
+                       goro::recv_case(closed[2] ? nil : out[2], on(2)));
+        }
+        cw.done();
+      });
+    }
+    pw.wait();
+    for (auto& c : in) c.close();
+    sw.wait();
+    for (auto& c : out) c.close();
+    cw.wait();
+    EXPECT_EQ(received.load(), total);
+    for (int v = 0; v < total; ++v) ASSERT_EQ(seen[v].load(), 1) << v;
+  });
+}
+
+// Close against many parked selectors: each wakes exactly once.
+TEST_P(SelectTest, CloseAgainstParkedSelectors) {
+  run([] {
+    for (int round = 0; round < scaled(20); ++round) {
+      goro::Chan<int> a(0), b(0), c(0);
+      const int n = 12;
+      std::atomic<int> woke{0}, got_value{0};
+      goro::WaitGroup wg;
+      wg.add(n);
+      for (int i = 0; i < n; ++i) {
+        goro::go([&] {
+          goro::select(goro::recv_case(a,
+                                       [&](std::optional<int> v) {
+                                         woke.fetch_add(1);
+                                         if (v) got_value.fetch_add(1);
+                                       }),
+                       goro::recv_case(b, [&](std::optional<int> v) {
+                         woke.fetch_add(1);
+                         if (v) got_value.fetch_add(1);
+                       }));
+          wg.done();
+        });
+      }
+      goro::yield();
+      int sent = 0;
+      for (int k = 0; k < round % 4; ++k) sent += b.try_send(k);
+      a.close();
+      wg.wait();
+      EXPECT_EQ(woke.load(), n);
+      EXPECT_EQ(got_value.load(), sent);
+      // Nobody left parked on b.
+      EXPECT_FALSE(b.try_send(1));
+      (void)c;
+    }
+  });
+}
+
+}  // namespace
