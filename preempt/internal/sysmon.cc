@@ -15,6 +15,9 @@
 //     another M so the P's other fibers keep running; take it back once the
 //     stuck M runs again.
 //
+// Once a second it also returns the memory of surplus free stacks to the
+// kernel (StackAllocator::scavenge).
+//
 // Period: while any P is busy, time_slice / 10 clamped to [20us, 1ms], so a
 // fiber is noticed within a tenth of a slice after it ends; when all Ps are
 // idle the period doubles up to 10 ms, and after 50 idle rounds sysmon sleeps
@@ -180,8 +183,15 @@ void sysmon_main(Sysmon* sm) {
       std::clamp<std::int64_t>(slice / 10, 20000, 1000000);
   std::int64_t period = busy_period;
   int idle_rounds = 0;
+  std::int64_t next_scavenge = mono_now_ns() + 1000000000;
   while (!sm->stop.load(std::memory_order_acquire)) {
     const std::int64_t now = mono_now_ns();
+    if (now >= next_scavenge) {
+      // Return the memory of stacks a burst of fibers left behind, a bounded
+      // number per second so that sysmon's round stays short.
+      s->stacks.scavenge(4096);
+      next_scavenge = now + 1000000000;
+    }
     const bool idle = s->npidle.load(std::memory_order_relaxed) == s->nprocs;
     if (idle) {
       period = std::min<std::int64_t>(period * 2, 10000000);

@@ -41,7 +41,7 @@ Sched::Sched(const Options& o, int procs) : opts(o), nprocs(procs) {
     p->rand = 0x9E3779B9u * static_cast<std::uint32_t>(i + 1);
     ps.push_back(std::move(p));
   }
-  std::lock_guard<std::mutex> l(lock);
+  std::lock_guard<Mutex> l(lock);
   for (int i = procs; i-- > 0;) {
     ps[static_cast<std::size_t>(i)]->idle_next = idle_p;
     idle_p = ps[static_cast<std::size_t>(i)].get();

@@ -160,10 +160,7 @@ std::size_t g0_stack_size(M* m);
 #endif
 
 inline void before_switch(M* m, Fiber* from, Fiber* to, bool from_dying) {
-  if (from != nullptr) {
-    auto* g = reinterpret_cast<EhGlobals*>(abi::__cxa_get_globals());
-    from->eh = *g;
-  }
+  if (from != nullptr) from->eh = *m->eh_globals;
 #if defined(__SANITIZE_ADDRESS__)
   void** save = from_dying ? nullptr
                 : from    ? &from->asan_fake_stack
@@ -203,7 +200,7 @@ void global_put_locked(Sched* s, Fiber* f) {
 
 void global_put(Sched* s, Fiber* f) {
   {
-    std::lock_guard<std::mutex> l(s->lock);
+    std::lock_guard<Mutex> l(s->lock);
     global_put_locked(s, f);
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);  // see the essay
@@ -239,7 +236,7 @@ void runq_put(P* p, Fiber* f, bool next) {
     batch[n++] = f;
     Sched* s = sched();
     {
-      std::lock_guard<std::mutex> l(s->lock);
+      std::lock_guard<Mutex> l(s->lock);
       for (std::uint32_t i = 0; i < n; ++i) global_put_locked(s, batch[i]);
     }
     return;
@@ -347,7 +344,7 @@ void m_main(Sched* s, M* m);
 // startm runs `p` (or an idle P if null) on an idle or new M. With spinning,
 // the caller has already counted the new M in nmspinning.
 void startm(Sched* s, P* p, bool spinning) {
-  std::unique_lock<std::mutex> l(s->lock);
+  std::unique_lock<Mutex> l(s->lock);
   if (s->stopping.load(std::memory_order_relaxed)) {
     if (p != nullptr) pidle_put_locked(s, p);
     if (spinning) s->nmspinning.fetch_sub(1, std::memory_order_seq_cst);
@@ -415,7 +412,7 @@ void reset_spinning(Sched* s, M* m) {
 
 void init_first_frame(P* p, Fiber* f) {
   Sched* s = sched();
-  f->stack = p->stack_cache.get(s->stacks, f->stack_size);
+  f->stack = p->stack_cache.get(s->stacks, f->stack_size, s->opts.stack_size);
 #if defined(__SANITIZE_ADDRESS__)
   // A recycled stack still carries the poisoned redzones of its previous
   // fiber's frames, which never returned.
@@ -452,8 +449,7 @@ __attribute__((noinline, noipa)) void finish_switch() {
       m->curg ? m->curg->asan_fake_stack : m->asan_g0_fake_stack, nullptr,
       nullptr);
 #endif
-  auto* g = reinterpret_cast<EhGlobals*>(abi::__cxa_get_globals());
-  *g = m->curg ? m->curg->eh : EhGlobals{};
+  *m->eh_globals = m->curg ? m->curg->eh : EhGlobals{};
 
   M::After a = m->after;
   if (a == M::After::kNothing) return;
@@ -625,7 +621,7 @@ void fiber_free(M* m, Fiber* f) {
   p->fibers_exited.add();
   if (++p->free_count > 128) {
     // Share with other Ps: move half to the global free list.
-    std::lock_guard<std::mutex> l(s->lock);
+    std::lock_guard<Mutex> l(s->lock);
     while (p->free_count > 64) {
       Fiber* g = p->free_fibers;
       p->free_fibers = g->sched_next;
@@ -734,7 +730,7 @@ std::int64_t earliest_timer(Sched* s) {
 // a deadline, until then (it then tries to take an idle P itself).
 void stopm(Sched* s, M* m, std::int64_t deadline) {
   {
-    std::lock_guard<std::mutex> l(s->lock);
+    std::lock_guard<Mutex> l(s->lock);
     if (s->stopping.load(std::memory_order_relaxed)) return;
     m->note.clear();
     m->idle = true;
@@ -742,7 +738,7 @@ void stopm(Sched* s, M* m, std::int64_t deadline) {
     s->idle_m = m;
   }
   m->note.sleep(deadline);
-  std::lock_guard<std::mutex> l(s->lock);
+  std::lock_guard<Mutex> l(s->lock);
   if (m->idle) {  // deadline passed: nobody handed us anything
     midle_remove_locked(s, m);
     m->idle = false;
@@ -766,7 +762,7 @@ void retire_spare(Sched* s, M* m) {
   std::vector<Fiber*> moved;
   while (Fiber* f = runq_get(p, &inherit)) moved.push_back(f);
   while (Fiber* f = pinned_pop(m)) moved.push_back(f);
-  std::lock_guard<std::mutex> l(s->lock);
+  std::lock_guard<Mutex> l(s->lock);
   for (Fiber* f : moved) global_put_locked(s, f);
   m->p = nullptr;
   pidle_put_locked(s, p);  // a spare: switched off, not listed
@@ -791,7 +787,7 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
     if (p->timers.earliest() != 0) run_all_timers(s, p, &now);
 
     if (p->schedtick % 61 == 0 && s->gq_size.load(std::memory_order_relaxed)) {
-      std::unique_lock<std::mutex> l(s->lock);
+      std::unique_lock<Mutex> l(s->lock);
       if (Fiber* f = global_get_locked(s, p, 1)) {
         l.unlock();  // reset_spinning may take s->lock (wakep -> startm)
         if (m->spinning) reset_spinning(s, m);
@@ -809,7 +805,7 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
       return f;
     }
     if (s->gq_size.load(std::memory_order_relaxed) > 0) {
-      std::unique_lock<std::mutex> l(s->lock);
+      std::unique_lock<Mutex> l(s->lock);
       if (Fiber* f = global_get_locked(s, p, 0)) {
         l.unlock();
         if (m->spinning) reset_spinning(s, m);
@@ -836,7 +832,7 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
 
     // Nothing to do: give up the P.
     {
-      std::unique_lock<std::mutex> l(s->lock);
+      std::unique_lock<Mutex> l(s->lock);
       if (s->stopping.load(std::memory_order_relaxed)) return nullptr;
       if (Fiber* f = global_get_locked(s, p, 0)) {
         l.unlock();
@@ -856,7 +852,7 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
     std::int64_t deadline = earliest_timer(s);
     const bool timer_due = deadline != 0 && deadline <= mono_now_ns();
     if (any_local_work(s) || timer_due) {
-      std::lock_guard<std::mutex> l(s->lock);
+      std::lock_guard<Mutex> l(s->lock);
       if (P* q = pidle_get_locked(s)) {
         acquirep(m, q);
         if (was_spinning) {
@@ -872,6 +868,7 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
 
 void setup_thread(M* m) {
   set_current_m(m);
+  m->eh_globals = reinterpret_cast<EhGlobals*>(abi::__cxa_get_globals());
   m->tid = static_cast<pid_t>(syscall(SYS_gettid));
   // Sleep to the nanosecond, not the default 50 us of slack.
   prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
@@ -894,7 +891,7 @@ void setup_thread(M* m) {
 void m_main(Sched* s, M* m) {
   setup_thread(m);
   {
-    std::lock_guard<std::mutex> l(s->lock);
+    std::lock_guard<Mutex> l(s->lock);
     if (m->next_p != nullptr) {
       acquirep(m, m->next_p);
       m->spinning = m->next_spinning;
@@ -927,6 +924,12 @@ Fiber* current_fiber() {
 std::uint64_t fiber_id(const Fiber* f) { return f->id; }
 
 GORO_TEXT void no_preempt_inc() { acquirem(); }
+
+GORO_TEXT void locks_inc() { acquirem(); }
+
+GORO_TEXT void locks_dec_noyield() {
+  if (M* m = tls_m) --m->locks;
+}
 
 GORO_TEXT void no_preempt_dec() { releasem(tls_m); }
 
@@ -1013,6 +1016,39 @@ void yield_impl(bool preempted, bool async) {
 
 void preempt_yield(bool async) { yield_impl(true, async); }
 
+namespace {
+
+// Refills an empty per-P free list: a batch from the global list, or new
+// objects allocated outside the lock, so that spawning costs one lock round
+// trip per batch, not per fiber.
+void refill_free_fibers(Sched* s, P* p) {
+  constexpr int kBatch = 32;
+  {
+    std::lock_guard<Mutex> l(s->lock);
+    while (s->free_fibers != nullptr && p->free_count < kBatch) {
+      Fiber* g = s->free_fibers;
+      s->free_fibers = g->sched_next;
+      --s->free_count;
+      g->sched_next = p->free_fibers;
+      p->free_fibers = g;
+      ++p->free_count;
+    }
+  }
+  if (p->free_fibers != nullptr) return;
+  Fiber* batch[kBatch];
+  for (Fiber*& g : batch) g = new Fiber;
+  std::lock_guard<Mutex> l(s->lock);
+  for (Fiber* g : batch) {
+    g->all_next = s->all_fibers;
+    s->all_fibers = g;
+    g->sched_next = p->free_fibers;
+    p->free_fibers = g;
+    ++p->free_count;
+  }
+}
+
+}  // namespace
+
 Fiber* fiber_new(const SpawnOptions* o) {
   Sched* s = sched();
   if (s == nullptr) {
@@ -1025,12 +1061,13 @@ Fiber* fiber_new(const SpawnOptions* o) {
   M* m = acquirem();
   P* p = m != nullptr ? m->p : nullptr;
   Fiber* f = nullptr;
-  if (p != nullptr && p->free_fibers != nullptr) {
+  if (p != nullptr && p->free_fibers == nullptr) refill_free_fibers(s, p);
+  if (p != nullptr) {
     f = p->free_fibers;
     p->free_fibers = f->sched_next;
     --p->free_count;
   } else {
-    std::lock_guard<std::mutex> l(s->lock);
+    std::lock_guard<Mutex> l(s->lock);
     if (s->free_fibers != nullptr) {
       f = s->free_fibers;
       s->free_fibers = f->sched_next;
@@ -1081,7 +1118,7 @@ void fiber_discard(Fiber* f) {
   f->closure_on_heap = false;
   f->name.clear();
   Sched* s = sched();
-  std::lock_guard<std::mutex> l(s->lock);
+  std::lock_guard<Mutex> l(s->lock);
   f->sched_next = s->free_fibers;
   s->free_fibers = f;
   ++s->free_count;
@@ -1127,7 +1164,7 @@ void blocking_exit() {
   P* old = m->blocking_p;
   m->blocking_p = nullptr;
   {
-    std::lock_guard<std::mutex> l(s->lock);
+    std::lock_guard<Mutex> l(s->lock);
     P* p = nullptr;
     if (pidle_remove_locked(s, old)) {
       p = old;
@@ -1172,7 +1209,7 @@ void handoffp(Sched* s, P* p) {
     startm(s, p, true);
     return;
   }
-  std::unique_lock<std::mutex> l(s->lock);
+  std::unique_lock<Mutex> l(s->lock);
   if (s->gq_size.load(std::memory_order_relaxed) > 0) {
     l.unlock();
     s->handoffs.fetch_add(1, std::memory_order_relaxed);
@@ -1193,7 +1230,7 @@ void timer_start(Timer* t) {
   bool earliest = p->timers.add(t);
   if (earliest && (m == nullptr || m->p != p)) {
     // An idle M may be sleeping until a later deadline: wake one to re-plan.
-    std::unique_lock<std::mutex> l(s->lock);
+    std::unique_lock<Mutex> l(s->lock);
     if (M* idle = s->idle_m) {
       s->idle_m = idle->idle_next;
       idle->idle_next = nullptr;
@@ -1238,7 +1275,7 @@ void sleep_until_impl(std::int64_t when) {
 void start_first_m(Sched* s) {
   P* p;
   {
-    std::lock_guard<std::mutex> l(s->lock);
+    std::lock_guard<Mutex> l(s->lock);
     p = pidle_get_locked(s);
   }
   startm(s, p, false);
@@ -1247,7 +1284,7 @@ void start_first_m(Sched* s) {
 void stop_all_ms(Sched* s) {
   std::vector<M*> ms;
   {
-    std::lock_guard<std::mutex> l(s->lock);
+    std::lock_guard<Mutex> l(s->lock);
     s->stopping.store(true, std::memory_order_release);
     while (M* m = s->idle_m) {
       s->idle_m = m->idle_next;

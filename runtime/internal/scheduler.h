@@ -18,6 +18,7 @@
 
 #include "runtime/internal/fiber.h"
 #include "runtime/internal/futex.h"
+#include "runtime/internal/mutex.h"
 #include "runtime/internal/run_queue.h"
 #include "runtime/internal/stack.h"
 #include "runtime/internal/timer_heap.h"
@@ -141,6 +142,8 @@ struct M {
   std::atomic<bool> signal_pending{false};
 
   void* sigaltstack = nullptr;
+  // This thread's libstdc++ exception state, swapped per fiber (EhGlobals).
+  EhGlobals* eh_globals = nullptr;
 #if defined(__SANITIZE_ADDRESS__)
   void* asan_g0_fake_stack = nullptr;
   void* asan_g0_bottom = nullptr;
@@ -161,7 +164,7 @@ class Sched {
   // nprocs Ps, then nprocs spares (see P::is_spare).
   std::vector<std::unique_ptr<P>> ps;
 
-  std::mutex lock;
+  Mutex lock;
   // --- Guarded by lock ---
   Fiber* gq_head = nullptr;
   Fiber* gq_tail = nullptr;

@@ -77,43 +77,88 @@ void StackAllocator::grow_locked(std::size_t size, FreeList& list) {
   }
 }
 
-Stack StackAllocator::allocate(std::size_t size) {
-  std::lock_guard<std::mutex> l(mu_);
-  FreeList& list = free_[size];
-  if (list.stacks.empty()) grow_locked(size, list);
-  Stack s = list.stacks.back();
-  list.stacks.pop_back();
+namespace {
+void arm_canary(const Stack& s) {
   if (s.guard == GuardKind::kCanary) {
     *reinterpret_cast<std::uint64_t*>(s.lo) = kStackCanary;
   }
-  return s;
+}
+}  // namespace
+
+void StackAllocator::allocate_batch(std::size_t size, std::size_t n,
+                                    std::vector<Stack>* out) {
+  std::lock_guard<std::mutex> l(mu_);
+  FreeList& list = free_[size];
+  for (std::size_t i = 0; i < n; ++i) {
+    std::vector<Stack>* from = &list.warm;
+    if (from->empty()) {
+      if (list.stacks.empty()) grow_locked(size, list);
+      from = &list.stacks;
+    }
+    Stack s = from->back();
+    from->pop_back();
+    arm_canary(s);
+    out->push_back(s);
+  }
+}
+
+Stack StackAllocator::allocate(std::size_t size) {
+  std::vector<Stack> one;
+  allocate_batch(size, 1, &one);
+  return one[0];
+}
+
+void StackAllocator::release_batch(const Stack* s, std::size_t n) {
+  std::lock_guard<std::mutex> l(mu_);
+  for (std::size_t i = 0; i < n; ++i) free_[s[i].size].warm.push_back(s[i]);
+}
+
+std::size_t StackAllocator::scavenge(std::size_t max) {
+  std::vector<Stack> cold;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [size, list] : free_) {
+      while (list.warm.size() > kWarmKeep && cold.size() < max) {
+        cold.push_back(list.warm.back());
+        list.warm.pop_back();
+      }
+    }
+  }
+  if (cold.empty()) return 0;
+  // Outside the lock: the system calls are the slow part.
+  for (const Stack& s : cold) madvise(s.lo, s.size, MADV_DONTNEED);
+  std::lock_guard<std::mutex> l(mu_);
+  for (const Stack& s : cold) free_[s.size].stacks.push_back(s);
+  return cold.size();
 }
 
 void StackAllocator::release(Stack s) {
-  // Outside the lock: the syscall is the slow part.
   madvise(s.lo, s.size, MADV_DONTNEED);
   std::lock_guard<std::mutex> l(mu_);
   free_[s.size].stacks.push_back(s);
 }
 
-Stack StackCache::get(StackAllocator& a, std::size_t size) {
-  if (!cache_.empty() && cache_.back().size == size) {
-    Stack s = cache_.back();
-    cache_.pop_back();
-    if (s.guard == GuardKind::kCanary) {
-      *reinterpret_cast<std::uint64_t*>(s.lo) = kStackCanary;
-    }
-    return s;
-  }
-  return a.allocate(size);
+Stack StackCache::get(StackAllocator& a, std::size_t size,
+                      std::size_t default_size) {
+  if (size != default_size) return a.allocate(size);
+  if (cache_.empty()) a.allocate_batch(size, kCap / 2, &cache_);
+  Stack s = cache_.back();
+  cache_.pop_back();
+  arm_canary(s);
+  return s;
 }
 
 void StackCache::put(StackAllocator& a, Stack s, std::size_t default_size) {
-  if (s.size == default_size && cache_.size() < kCap) {
-    cache_.push_back(s);
+  if (s.size != default_size) {
+    a.release(s);
     return;
   }
-  a.release(s);
+  if (cache_.size() >= kCap) {
+    const std::size_t half = kCap / 2;
+    a.release_batch(cache_.data() + cache_.size() - half, half);
+    cache_.resize(cache_.size() - half);
+  }
+  cache_.push_back(s);
 }
 
 }  // namespace goro::runtime_internal

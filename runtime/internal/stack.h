@@ -72,12 +72,31 @@ class StackAllocator {
   // (MADV_DONTNEED) first; the reservation and the guard stay.
   void release(Stack s);
 
+  // Batch forms, one lock round trip for many stacks (the per-P caches
+  // exchange stacks with the allocator half a cache at a time).
+  // release_batch keeps the stacks as they are ("warm": their touched pages
+  // stay committed, so the next fiber does not fault them in again, and no
+  // TLB shootdown interrupts the other threads); scavenge() returns the
+  // memory later, like Go's background scavenger.
+  void allocate_batch(std::size_t size, std::size_t n, std::vector<Stack>* out);
+  void release_batch(const Stack* s, std::size_t n);
+
+  // scavenge gives the memory of warm stacks beyond kWarmKeep per size (at
+  // most `max` of them per call) back to the kernel. Called periodically by
+  // sysmon; returns how many stacks it released.
+  std::size_t scavenge(std::size_t max);
+
+  // Warm stacks a size keeps through scavenging. A stack's warm pages are
+  // usually one or two (what its fiber touched).
+  static constexpr std::size_t kWarmKeep = 1024;
+
   // The kind of guard new stacks get (after probing).
   GuardKind guard_kind() const;
 
  private:
   struct FreeList {
-    std::vector<Stack> stacks;
+    std::vector<Stack> warm;   // memory possibly committed
+    std::vector<Stack> stacks;  // memory returned to the kernel
   };
   void grow_locked(std::size_t size, FreeList& list);
   GuardKind guard_locked(char* guard_page);
@@ -101,7 +120,11 @@ class StackCache {
  public:
   static constexpr std::size_t kCap = 128;
 
-  Stack get(StackAllocator& a, std::size_t size);
+  // get returns a stack of `size`; default-size stacks come from the cache,
+  // refilled kCap/2 at a time.
+  Stack get(StackAllocator& a, std::size_t size, std::size_t default_size);
+  Stack get(StackAllocator& a, std::size_t size) { return get(a, size, size); }
+  // put caches a default-size stack; a full cache gives half back.
   void put(StackAllocator& a, Stack s, std::size_t default_size);
   void drain() { cache_.clear(); }  // the allocator is about to unmap them
 
