@@ -477,8 +477,9 @@ TEST(Preempt, NearlyFullStackIsNotPreemptedIntoOverflow) {
     st = goro::stats();
   });
   stopper.join();
+  // (A preemption may still land early, while the fiber recurses with room
+  // to spare; what matters is the refusals near the end and no crash.)
   EXPECT_GT(st.refused_stack, 0u);
-  EXPECT_EQ(st.preemptions_async, 0u);
 }
 
 }  // namespace
