@@ -619,10 +619,10 @@ void fiber_free(M* m, Fiber* f) {
   f->sched_next = p->free_fibers;
   p->free_fibers = f;
   p->fibers_exited.add();
-  if (++p->free_count > 128) {
+  if (++p->free_count > 256) {
     // Share with other Ps: move half to the global free list.
-    std::lock_guard<Mutex> l(s->lock);
-    while (p->free_count > 64) {
+    std::lock_guard<Mutex> l(s->free_lock);
+    while (p->free_count > 128) {
       Fiber* g = p->free_fibers;
       p->free_fibers = g->sched_next;
       --p->free_count;
@@ -995,8 +995,18 @@ void yield_impl(bool preempted, bool async) {
   Fiber* next = nullptr;
   bool inherit = false;
   Pick pick = pick_next(s, m, &next, &inherit);
-  if (pick == Pick::kNothing && !preempted) {  // nobody else to run
-    releasem(m);
+  if (pick == Pick::kNothing && !preempted) {
+    if (s->gq_size.load(std::memory_order_relaxed) == 0) {
+      releasem(m);  // nobody else to run
+      return;
+    }
+    // This P has nothing else, but the global queue has: go through the
+    // scheduler behind those fibers (as Go's Gosched does), so that a fiber
+    // yielding in a loop cannot starve them.
+    m->after = M::After::kRequeueGlobal;
+    m->after_fiber = self;
+    switch_from_fiber(m, self, nullptr, false, false);
+    releasem(current_m());
     return;
   }
   if (preempted) count_preemption(m->p, async);
@@ -1022,9 +1032,9 @@ namespace {
 // objects allocated outside the lock, so that spawning costs one lock round
 // trip per batch, not per fiber.
 void refill_free_fibers(Sched* s, P* p) {
-  constexpr int kBatch = 32;
+  constexpr int kBatch = 64;
   {
-    std::lock_guard<Mutex> l(s->lock);
+    std::lock_guard<Mutex> l(s->free_lock);
     while (s->free_fibers != nullptr && p->free_count < kBatch) {
       Fiber* g = s->free_fibers;
       s->free_fibers = g->sched_next;
@@ -1037,7 +1047,7 @@ void refill_free_fibers(Sched* s, P* p) {
   if (p->free_fibers != nullptr) return;
   Fiber* batch[kBatch];
   for (Fiber*& g : batch) g = new Fiber;
-  std::lock_guard<Mutex> l(s->lock);
+  std::lock_guard<Mutex> l(s->free_lock);
   for (Fiber* g : batch) {
     g->all_next = s->all_fibers;
     s->all_fibers = g;
@@ -1067,7 +1077,7 @@ Fiber* fiber_new(const SpawnOptions* o) {
     p->free_fibers = f->sched_next;
     --p->free_count;
   } else {
-    std::lock_guard<Mutex> l(s->lock);
+    std::lock_guard<Mutex> l(s->free_lock);
     if (s->free_fibers != nullptr) {
       f = s->free_fibers;
       s->free_fibers = f->sched_next;
@@ -1118,7 +1128,7 @@ void fiber_discard(Fiber* f) {
   f->closure_on_heap = false;
   f->name.clear();
   Sched* s = sched();
-  std::lock_guard<Mutex> l(s->lock);
+  std::lock_guard<Mutex> l(s->free_lock);
   f->sched_next = s->free_fibers;
   s->free_fibers = f;
   ++s->free_count;

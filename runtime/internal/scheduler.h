@@ -171,6 +171,11 @@ class Sched {
   P* idle_p = nullptr;
   M* idle_m = nullptr;
   std::vector<std::unique_ptr<M>> ms;
+
+  // Fiber objects, separate from `lock` so that spawning and exiting on
+  // different Ps do not contend with the run queues.
+  Mutex free_lock;
+  // --- Guarded by free_lock ---
   Fiber* all_fibers = nullptr;  // every Fiber object (Fiber::all_next)
   Fiber* free_fibers = nullptr;  // global free list
   int free_count = 0;
