@@ -27,6 +27,11 @@
 //   sync/chan.h           goro::Chan<T>, goro::ChanClosed
 //   sync/select.h         goro::select, recv_case/send_case/default_case,
 //                         goro::Selector (case lists built at run time)
+//   sync/mutex.h          goro::Mutex
+//   sync/rw_mutex.h       goro::RWMutex
+//   sync/once.h           goro::Once
+//   sync/cond.h           goro::Cond
+//   sync/semaphore.h      goro::Semaphore
 // docs/ explains the scheduler and the rules fibers must follow.
 
 #ifndef GORO_GORO_H_
@@ -40,7 +45,12 @@
 #include "runtime/stats.h"
 #include "runtime/this_fiber.h"
 #include "sync/chan.h"
+#include "sync/cond.h"
+#include "sync/mutex.h"
+#include "sync/once.h"
+#include "sync/rw_mutex.h"
 #include "sync/select.h"
+#include "sync/semaphore.h"
 #include "sync/wait_group.h"
 
 #endif  // GORO_GORO_H_

@@ -51,6 +51,7 @@
 #ifndef GORO_SYNC_SELECT_H_
 #define GORO_SYNC_SELECT_H_
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -249,7 +250,10 @@ class Selector {
   // select performs one select; returns the index of the case taken.
   std::size_t select() {
     const int n = static_cast<int>(cases_.size());
-    for (int i = 0; i < n; ++i) cases_[i]->prepare(&sc_[i]);
+    for (int i = 0; i < n; ++i) {
+      cases_[i]->prepare(&sc_[i]);
+      if (!cases_[i]->enabled) sc_[i].chan = nullptr;
+    }
     const sync_internal::SelectResult r = sync_internal::SelectCore::run(
         sc_.data(), order_.data(), waiters_.get(), n, !default_fn_);
     if (r.index < 0) {
@@ -262,11 +266,36 @@ class Selector {
 
   std::size_t size() const { return total_; }
 
+  // enable turns the case added as `index` on or off; an off case is never
+  // chosen (like a case on a nil channel). Cases start on.
+  void enable(std::size_t index, bool on) {
+    const int k = core_index(index);
+    cases_[k]->enabled = on;
+  }
+
+  // set_send_value replaces the value the send case `index` sends from the
+  // next select() on. Throws std::logic_error if `index` is not a send case
+  // of a Chan<T>.
+  template <typename T>
+  void set_send_value(std::size_t index, T v) {
+    auto* c = dynamic_cast<SendBase<T>*>(cases_[core_index(index)].get());
+    if (c == nullptr) {
+      throw std::logic_error("goro::Selector: not a send case of this type");
+    }
+    c->value = std::move(v);
+  }
+
  private:
   struct Case {
     virtual ~Case() = default;
     virtual void prepare(sync_internal::SelectCase* c) = 0;
     virtual void fire(bool received) = 0;
+    bool enabled = true;
+  };
+  template <typename T>
+  struct SendBase : Case {
+    explicit SendBase(T v) : value(std::move(v)) {}
+    T value;
   };
   template <typename T, typename F>
   struct Recv final : Case {
@@ -282,9 +311,9 @@ class Selector {
     RecvCase<T, F> rc;
   };
   template <typename T, typename F>
-  struct Send final : Case {
+  struct Send final : SendBase<T> {
     explicit Send(SendCase<T, F> c)
-        : ch(c.chan), value(std::move(c.value)), fn(std::move(c.fn)) {
+        : SendBase<T>(std::move(c.value)), ch(c.chan), fn(std::move(c.fn)) {
       if (ch != nullptr) ch->ref();
     }
     ~Send() override {
@@ -293,7 +322,7 @@ class Selector {
     }
     void prepare(sync_internal::SelectCase* c) override {
       if (armed) tmp.value.~T();
-      ::new (&tmp.value) T(value);
+      ::new (&tmp.value) T(this->value);
       armed = true;
       c->chan = ch;
       c->elem = &tmp.value;
@@ -301,11 +330,18 @@ class Selector {
     }
     void fire(bool) override { std::invoke(fn); }
     sync_internal::ChanCore* ch;
-    T value;
     F fn;
     sync_internal::Slot<T> tmp;
     bool armed = false;
   };
+
+  int core_index(std::size_t index) const {
+    auto it = std::lower_bound(index_.begin(), index_.end(), index);
+    if (it != index_.end() && *it == index) {
+      return static_cast<int>(it - index_.begin());
+    }
+    throw std::out_of_range("goro::Selector: no such case");
+  }
 
   std::size_t push(std::unique_ptr<Case> c) {
     cases_.push_back(std::move(c));

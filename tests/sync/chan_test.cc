@@ -63,8 +63,9 @@ TEST(ChanBasics, BufferedStringsDestroyed) {
 
 TEST_P(ChanTest, UnbufferedPingPong) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<int> ping(0), pong(0);
-    goro::go([ping, pong]() mutable {
+    g.go([ping, pong]() mutable {
       for (;;) {
         auto v = ping.recv();
         if (!v) break;
@@ -84,6 +85,7 @@ TEST_P(ChanTest, UnbufferedPingPong) {
 
 TEST_P(ChanTest, BufferedFifoSizeCapacity) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<int> ch(3);
     EXPECT_EQ(ch.capacity(), 3u);
     EXPECT_TRUE(ch.try_send(1));
@@ -103,13 +105,14 @@ TEST_P(ChanTest, BufferedFifoSizeCapacity) {
 
 TEST_P(ChanTest, TryOpsOnUnbuffered) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<int> ch(0);
     EXPECT_FALSE(ch.try_send(1));  // nobody receiving
     EXPECT_EQ(ch.try_recv(), std::nullopt);
     std::atomic<bool> got{false};
     goro::WaitGroup wg;
     wg.add(1);
-    goro::go([&, ch]() mutable {
+    g.go([&, ch]() mutable {
       EXPECT_EQ(ch.recv(), 42);
       got = true;
       wg.done();
@@ -118,7 +121,7 @@ TEST_P(ChanTest, TryOpsOnUnbuffered) {
     while (!ch.try_send(42)) goro::yield();
     wg.wait();
     EXPECT_TRUE(got);
-    goro::go([ch]() mutable { ch.send(5); });
+    g.go([ch]() mutable { ch.send(5); });
     std::optional<int> v;
     while (!(v = ch.try_recv())) goro::yield();
     EXPECT_EQ(v, 5);
@@ -127,9 +130,10 @@ TEST_P(ChanTest, TryOpsOnUnbuffered) {
 
 TEST_P(ChanTest, MoveOnly) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<std::unique_ptr<int>> ch(1);
     ch.send(std::make_unique<int>(1));
-    goro::go([ch]() mutable { ch.send(std::make_unique<int>(2)); });
+    g.go([ch]() mutable { ch.send(std::make_unique<int>(2)); });
     auto a = ch.recv();
     auto b = ch.recv();
     ASSERT_TRUE(a && *a && b && *b);
@@ -146,9 +150,10 @@ TEST_P(ChanTest, MoveOnly) {
 
 TEST_P(ChanTest, RangeForEndsOnClose) {
   run([] {
+    goro_test::FiberGroup g;
     for (int cap : {0, 1, 16}) {
       goro::Chan<int> ch(cap);
-      goro::go([ch]() mutable {
+      g.go([ch]() mutable {
         for (int i = 0; i < 100; ++i) ch.send(i);
         ch.close();
       });
@@ -161,6 +166,7 @@ TEST_P(ChanTest, RangeForEndsOnClose) {
 
 TEST_P(ChanTest, CloseWakesParkedReceivers) {
   run([] {
+    goro_test::FiberGroup g;
     for (int cap : {0, 4}) {
       goro::Chan<int> ch(cap);
       const int n = 20;
@@ -168,7 +174,7 @@ TEST_P(ChanTest, CloseWakesParkedReceivers) {
       goro::WaitGroup wg;
       wg.add(n);
       for (int i = 0; i < n; ++i) {
-        goro::go([&, ch]() mutable {
+        g.go([&, ch]() mutable {
           EXPECT_EQ(ch.recv(), std::nullopt);
           woke.fetch_add(1);
           wg.done();
@@ -186,6 +192,7 @@ TEST_P(ChanTest, CloseWakesParkedReceivers) {
 // delivered: exactly the values of senders that returned normally arrive.
 TEST_P(ChanTest, CloseAgainstParkedSenders) {
   run([] {
+    goro_test::FiberGroup g;
     for (int round = 0; round < scaled(20); ++round) {
       for (int cap : {0, 2}) {
         goro::Chan<int> ch(cap);
@@ -195,7 +202,7 @@ TEST_P(ChanTest, CloseAgainstParkedSenders) {
         goro::WaitGroup wg;
         wg.add(n);
         for (int i = 0; i < n; ++i) {
-          goro::go([&, ch, i]() mutable {
+          g.go([&, ch, i]() mutable {
             try {
               ch.send(i);
               ok.fetch_add(1);
@@ -234,6 +241,7 @@ TEST_P(ChanTest, CloseAgainstParkedSenders) {
 // producer's values arrive in order at each consumer.
 TEST_P(ChanTest, MpmcExactlyOnceAndPerProducerFifo) {
   run([] {
+    goro_test::FiberGroup g;
     for (int cap : {0, 1, 64}) {
       const int producers = 6, consumers = 5;
       const int per = scaled(3000);
@@ -243,7 +251,7 @@ TEST_P(ChanTest, MpmcExactlyOnceAndPerProducerFifo) {
       pw.add(producers);
       cw.add(consumers);
       for (int p = 0; p < producers; ++p) {
-        goro::go([&, ch, p]() mutable {
+        g.go([&, ch, p]() mutable {
           for (int i = 0; i < per; ++i) {
             ch.send((std::uint64_t(p) << 32) | std::uint64_t(i));
             if (i % 97 == 0) goro::yield();
@@ -252,7 +260,7 @@ TEST_P(ChanTest, MpmcExactlyOnceAndPerProducerFifo) {
         });
       }
       for (int c = 0; c < consumers; ++c) {
-        goro::go([&, ch, c]() mutable {
+        g.go([&, ch, c]() mutable {
           for (auto v : ch) got[c].push_back(v);
           cw.done();
         });
@@ -282,12 +290,13 @@ TEST_P(ChanTest, MpmcExactlyOnceAndPerProducerFifo) {
 // Plain threads (not fibers) can send and receive too.
 TEST_P(ChanTest, ThreadsAndFibers) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<int> to_thread(0), from_thread(2);
     std::thread t([=]() mutable {
       for (auto v : to_thread) from_thread.send(v * 2);
       from_thread.close();
     });
-    goro::go([to_thread]() mutable {
+    g.go([to_thread]() mutable {
       for (int i = 0; i < 200; ++i) to_thread.send(i);
       to_thread.close();
     });

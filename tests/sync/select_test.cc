@@ -19,6 +19,7 @@ GORO_INSTANTIATE_SYNC_TEST(SelectTest);
 
 TEST_P(SelectTest, EveryCaseKindWhenReady) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<int> a(1), b(1), c(0);
     a.send(1);
     int got = 0;
@@ -39,6 +40,7 @@ TEST_P(SelectTest, EveryCaseKindWhenReady) {
 
 TEST_P(SelectTest, DefaultWhenNothingReady) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<int> a(0), b(1);
     b.send(1);  // b is full: the send case is not ready
     bool def = false;
@@ -55,8 +57,9 @@ TEST_P(SelectTest, DefaultWhenNothingReady) {
 
 TEST_P(SelectTest, ParkedSelectWokenBySend) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<int> a(0), b(0);
-    goro::go([b]() mutable {
+    g.go([b]() mutable {
       goro::sleep_for(std::chrono::milliseconds(1));
       b.send(5);
     });
@@ -73,8 +76,9 @@ TEST_P(SelectTest, ParkedSelectWokenBySend) {
 
 TEST_P(SelectTest, ParkedSelectSendTakenByReceiver) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<int> a(0), b(0);
-    goro::go([a]() mutable { EXPECT_EQ(a.recv(), 11); });
+    g.go([a]() mutable { EXPECT_EQ(a.recv(), 11); });
     std::size_t i = goro::select(goro::send_case(a, 11), goro::recv_case(b));
     EXPECT_EQ(i, 0u);
     EXPECT_FALSE(b.try_send(1));
@@ -83,8 +87,9 @@ TEST_P(SelectTest, ParkedSelectSendTakenByReceiver) {
 
 TEST_P(SelectTest, CloseWakesParkedSelect) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<int> a(0), b(0);
-    goro::go([a]() mutable {
+    g.go([a]() mutable {
       goro::sleep_for(std::chrono::milliseconds(1));
       a.close();
     });
@@ -99,8 +104,9 @@ TEST_P(SelectTest, CloseWakesParkedSelect) {
 
 TEST_P(SelectTest, CloseThrowsInParkedSendSelect) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<int> a(0), b(0);
-    goro::go([a]() mutable {
+    g.go([a]() mutable {
       goro::sleep_for(std::chrono::milliseconds(1));
       a.close();
     });
@@ -114,6 +120,7 @@ TEST_P(SelectTest, CloseThrowsInParkedSendSelect) {
 
 TEST_P(SelectTest, NilChannelNeverChosen) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<int> nil, a(1);
     a.send(3);
     for (int k = 0; k < 100; ++k) {
@@ -130,6 +137,7 @@ TEST_P(SelectTest, NilChannelNeverChosen) {
 // probability < 1e-20).
 TEST_P(SelectTest, FairOverReadyCases) {
   run([] {
+    goro_test::FiberGroup g;
     const int k = 4;
     const int n = goro_test::kSanitizer ? 4000 : 40000;
     std::vector<goro::Chan<int>> chs;
@@ -160,12 +168,13 @@ TEST_P(SelectTest, FairOverReadyCases) {
 
 TEST_P(SelectTest, SameChannelTwice) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<int> a(1);
     a.send(1);
     std::size_t i = goro::select(goro::recv_case(a), goro::recv_case(a));
     EXPECT_LT(i, 2u);
     // Parked on the same channel through two cases; woken exactly once.
-    goro::go([a]() mutable { a.send(2); });
+    g.go([a]() mutable { a.send(2); });
     int got = 0;
     goro::select(goro::recv_case(a, [&](std::optional<int> v) { got += *v; }),
                  goro::recv_case(a, [&](std::optional<int> v) { got += *v; }));
@@ -176,11 +185,12 @@ TEST_P(SelectTest, SameChannelTwice) {
 
 TEST_P(SelectTest, SelectorFanIn) {
   run([] {
+    goro_test::FiberGroup g;
     const int k = 8, per = scaled(2000);
     std::vector<goro::Chan<int>> chs;
     for (int i = 0; i < k; ++i) chs.emplace_back(i % 2 ? 0 : 4);
     for (int i = 0; i < k; ++i) {
-      goro::go([c = chs[i], per]() mutable {
+      g.go([c = chs[i], per]() mutable {
         for (int j = 0; j < per; ++j) c.send(j);
       });
     }
@@ -201,6 +211,7 @@ TEST_P(SelectTest, SelectorFanIn) {
 
 TEST_P(SelectTest, SelectorWithDefaultAndSend) {
   run([] {
+    goro_test::FiberGroup g;
     goro::Chan<int> a(2);
     goro::Selector sel;
     int sent = 0, defaults = 0;
@@ -220,6 +231,7 @@ TEST_P(SelectTest, SelectorWithDefaultAndSend) {
 // producers and consumers: every value is received exactly once.
 TEST_P(SelectTest, SendRecvSelectorsExactlyOnce) {
   run([] {
+    goro_test::FiberGroup g;
     const int nch = 3, producers = 4, selectors = 4, consumers = 3;
     const int per = scaled(2000);
     std::vector<goro::Chan<int>> in, out;
@@ -233,7 +245,7 @@ TEST_P(SelectTest, SendRecvSelectorsExactlyOnce) {
     goro::WaitGroup pw, sw, cw;
     pw.add(producers);
     for (int p = 0; p < producers; ++p) {
-      goro::go([&, p] {
+      g.go([&, p] {
         for (int i = 0; i < per; ++i) in[(p + i) % nch].send(p * per + i);
         pw.done();
       });
@@ -242,7 +254,7 @@ TEST_P(SelectTest, SendRecvSelectorsExactlyOnce) {
     // or forwards its value to any `out`.
     sw.add(selectors);
     for (int s = 0; s < selectors; ++s) {
-      goro::go([&] {
+      g.go([&] {
         std::optional<int> held;
         int closed = 0;
         while (held || closed < nch) {
@@ -265,7 +277,7 @@ TEST_P(SelectTest, SendRecvSelectorsExactlyOnce) {
     }
     cw.add(consumers);
     for (int c = 0; c < consumers; ++c) {
-      goro::go([&, c] {
+      g.go([&, c] {
         int open = nch;
         bool closed[nch] = {};
         while (open > 0) {
@@ -301,6 +313,7 @@ TEST_P(SelectTest, SendRecvSelectorsExactlyOnce) {
 // Close against many parked selectors: each wakes exactly once.
 TEST_P(SelectTest, CloseAgainstParkedSelectors) {
   run([] {
+    goro_test::FiberGroup g;
     for (int round = 0; round < scaled(20); ++round) {
       goro::Chan<int> a(0), b(0), c(0);
       const int n = 12;
@@ -308,7 +321,7 @@ TEST_P(SelectTest, CloseAgainstParkedSelectors) {
       goro::WaitGroup wg;
       wg.add(n);
       for (int i = 0; i < n; ++i) {
-        goro::go([&] {
+        g.go([&] {
           goro::select(goro::recv_case(a,
                                        [&](std::optional<int> v) {
                                          woke.fetch_add(1);

@@ -45,6 +45,28 @@ class SyncTest : public testing::TestWithParam<Config> {
   }
 };
 
+// FiberGroup spawns fibers and waits for all of them on wait() or
+// destruction, so that no fiber outlives a test (goro::run abandons fibers
+// still alive when main returns, and their captures would leak).
+class FiberGroup {
+ public:
+  FiberGroup() = default;
+  FiberGroup(const FiberGroup&) = delete;
+  ~FiberGroup() { wait(); }
+  template <typename F>
+  void go(F fn) {
+    wg_.add(1);
+    goro::go([this, fn = std::move(fn)]() mutable {
+      fn();
+      wg_.done();
+    });
+  }
+  void wait() { wg_.wait(); }
+
+ private:
+  goro::WaitGroup wg_;
+};
+
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 inline constexpr bool kSanitizer = true;
 #else

@@ -1,0 +1,88 @@
+// Copyright goro authors.
+
+#include "sync/semaphore.h"
+
+#include <mutex>
+#include <stdexcept>
+
+namespace goro {
+
+namespace {
+bool unlock_commit(void* lock) {
+  static_cast<sync_internal::SpinLock*>(lock)->unlock();
+  return true;
+}
+void check_n(std::int64_t n) {
+  if (n < 0) throw std::invalid_argument("goro::Semaphore: negative count");
+}
+}  // namespace
+
+Semaphore::Semaphore(std::int64_t count) : count_(count) {
+  if (count < 0) {
+    throw std::invalid_argument("goro::Semaphore: negative initial count");
+  }
+}
+
+void Semaphore::acquire(std::int64_t n) {
+  check_n(n);
+  lock_.lock();
+  if (waiters_.empty() && count_ >= n) {
+    count_ -= n;
+    lock_.unlock();
+    return;
+  }
+  sync_internal::Waiter self;
+  self.init_self();
+  self.ticket = static_cast<std::uint64_t>(n);
+  waiters_.push_back(&self);
+  if (self.fiber != nullptr) {
+    runtime_internal::park(unlock_commit, &lock_);
+  } else {
+    lock_.unlock();
+    sync_internal::thread_wait(self.wake_word);
+  }
+  // The releaser took our n units for us.
+}
+
+bool Semaphore::try_acquire(std::int64_t n) {
+  check_n(n);
+  std::lock_guard<sync_internal::SpinLock> l(lock_);
+  if (!waiters_.empty() || count_ < n) return false;
+  count_ -= n;
+  return true;
+}
+
+void Semaphore::release(std::int64_t n) {
+  check_n(n);
+  lock_.lock();
+  if (count_ > max() - n) {
+    lock_.unlock();
+    throw std::invalid_argument("goro::Semaphore: count overflow");
+  }
+  count_ += n;
+  // Serve waiters in order while the head's request fits.
+  sync_internal::Waiter* head = nullptr;
+  sync_internal::Waiter** tail = &head;
+  while (sync_internal::Waiter* w = waiters_.front()) {
+    const auto want = static_cast<std::int64_t>(w->ticket);
+    if (count_ < want) break;
+    count_ -= want;
+    waiters_.remove(w);
+    w->next = nullptr;
+    *tail = w;
+    tail = &w->next;
+  }
+  lock_.unlock();
+  while (head != nullptr) {
+    sync_internal::Waiter* w = head;
+    head = w->next;  // before waking: w lives on the woken fiber's stack
+    sync_internal::wake(w);
+  }
+}
+
+std::int64_t Semaphore::count() const {
+  std::lock_guard<sync_internal::SpinLock> l(lock_);
+  return count_;
+}
+
+}  // namespace goro

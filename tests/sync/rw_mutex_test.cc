@@ -1,0 +1,103 @@
+// Copyright goro authors.
+
+#include "sync/rw_mutex.h"
+
+#include <atomic>
+#include <mutex>
+#include <shared_mutex>
+
+#include "goro.h"
+#include "gtest/gtest.h"
+#include "tests/sync/test_util.h"
+
+namespace {
+
+using goro_test::scaled;
+
+class RWMutexTest : public goro_test::SyncTest {};
+GORO_INSTANTIATE_SYNC_TEST(RWMutexTest);
+
+TEST(RWMutexBasics, StateTable) {
+  goro::RWMutex mu;
+  EXPECT_TRUE(mu.try_lock_shared());
+  EXPECT_TRUE(mu.try_lock_shared());
+  EXPECT_FALSE(mu.try_lock());
+  mu.unlock_shared();
+  mu.unlock_shared();
+  EXPECT_TRUE(mu.try_lock());
+  EXPECT_FALSE(mu.try_lock_shared());
+  EXPECT_FALSE(mu.try_lock());
+  mu.unlock();
+  { std::shared_lock<goro::RWMutex> r(mu); }
+  { std::unique_lock<goro::RWMutex> w(mu); }
+}
+
+TEST(RWMutexDeathTest, Misuse) {
+  EXPECT_DEATH({ goro::RWMutex m; m.unlock(); }, "unlock of unlocked goro::RWMutex");
+  EXPECT_DEATH({ goro::RWMutex m; m.unlock_shared(); },
+               "unlock_shared of unlocked goro::RWMutex");
+}
+
+TEST_P(RWMutexTest, ReadersShareWritersExclude) {
+  run([] {
+    goro_test::FiberGroup g;
+    goro::RWMutex mu;
+    std::atomic<int> readers{0}, writers{0}, max_readers{0};
+    long value = 0;
+    const int iters = scaled(3000);
+    for (int w = 0; w < 2; ++w) {
+      g.go([&] {
+        for (int i = 0; i < iters; ++i) {
+          std::lock_guard<goro::RWMutex> l(mu);
+          EXPECT_EQ(writers.fetch_add(1), 0);
+          EXPECT_EQ(readers.load(), 0);
+          ++value;
+          if (i % 64 == 0) goro::yield();
+          writers.fetch_sub(1);
+        }
+      });
+    }
+    for (int r = 0; r < 6; ++r) {
+      g.go([&] {
+        for (int i = 0; i < iters; ++i) {
+          std::shared_lock<goro::RWMutex> l(mu);
+          int n = readers.fetch_add(1) + 1;
+          int m = max_readers.load();
+          while (n > m && !max_readers.compare_exchange_weak(m, n)) {
+          }
+          EXPECT_EQ(writers.load(), 0);
+          volatile long v = value;
+          (void)v;
+          if (i % 16 == 0) goro::yield();
+          readers.fetch_sub(1);
+        }
+      });
+    }
+    g.wait();
+    EXPECT_EQ(value, 2L * iters);
+  });
+}
+
+// A waiting writer gets in although readers keep arriving.
+TEST_P(RWMutexTest, WriterNotStarved) {
+  run([] {
+    goro_test::FiberGroup g;
+    goro::RWMutex mu;
+    std::atomic<bool> stop{false};
+    for (int r = 0; r < 4; ++r) {
+      g.go([&] {
+        while (!stop.load()) {
+          mu.lock_shared();
+          goro::yield();
+          mu.unlock_shared();
+        }
+      });
+    }
+    goro::yield();
+    mu.lock();
+    stop = true;
+    mu.unlock();
+  });
+}
+
+}  // namespace
