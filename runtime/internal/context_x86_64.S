@@ -19,15 +19,21 @@ goro_context_switch:
   .cfi_adjust_cfa_offset 8
   pushq %r15
   .cfi_adjust_cfa_offset 8
-  subq $8, %rsp
+  pushq $0                          // zeroed slot: pad bytes compare equal
   .cfi_adjust_cfa_offset 8
   stmxcsr (%rsp)
   fnstcw 4(%rsp)
   movq %rsp, (%rdi)
+  movq (%rsp), %rax                 // our MXCSR and x87 CW, as saved
   // From here on we run on the other context's stack.
   movq %rsi, %rsp
+  // Loading MXCSR and the x87 CW costs cycles; skip both when the resumed
+  // context saved the same values (the common case).
+  cmpq (%rsp), %rax
+  je 1f
   ldmxcsr (%rsp)
   fldcw 4(%rsp)
+1:
   addq $8, %rsp
   popq %r15
   popq %r14

@@ -434,7 +434,16 @@ void init_first_frame(P* p, Fiber* f) {
 
 // Called on the context that resumes after every switch (and first thing in
 // a new fiber): completes what the previous context asked for in M::after.
-__attribute__((noinline, noipa)) void finish_switch();
+__attribute__((noinline, noipa)) M* finish_switch();
+
+// Drops the M::locks count a switch was made with, on the M that resumed.
+// Inline: after the decrement a preemption is harmless.
+inline void release_after_switch(M* m) {
+  if (--m->locks == 0 && m->curg != nullptr &&
+      m->curg->preempt_requested.load(std::memory_order_relaxed)) {
+    releasem_slow(m);
+  }
+}
 
 }  // namespace
 
@@ -442,7 +451,7 @@ void fiber_free(M* m, Fiber* f);
 
 namespace {
 
-__attribute__((noinline, noipa)) void finish_switch() {
+__attribute__((noinline, noipa)) M* finish_switch() {
   M* m = current_m();
 #if defined(__SANITIZE_ADDRESS__)
   __sanitizer_finish_switch_fiber(
@@ -452,7 +461,7 @@ __attribute__((noinline, noipa)) void finish_switch() {
   *m->eh_globals = m->curg ? m->curg->eh : EhGlobals{};
 
   M::After a = m->after;
-  if (a == M::After::kNothing) return;
+  if (a == M::After::kNothing) return m;
   m->after = M::After::kNothing;
   Fiber* f = m->after_fiber;
   switch (a) {
@@ -491,12 +500,13 @@ __attribute__((noinline, noipa)) void finish_switch() {
       fiber_free(m, f);
       break;
   }
+  return m;
 }
 
 // Switches from the running fiber `self` to `next`, or to g0 if null.
 // m->after must already say what to do with `self`.
-void switch_from_fiber(M* m, Fiber* self, Fiber* next, bool inherit,
-                       bool dying) {
+M* switch_from_fiber(M* m, Fiber* self, Fiber* next, bool inherit,
+                     bool dying) {
   if (!self->stack.canary_intact()) report_stack_overflow(self);
   void* to;
   if (next != nullptr) {
@@ -515,7 +525,7 @@ void switch_from_fiber(M* m, Fiber* self, Fiber* next, bool inherit,
   }
   before_switch(m, self, next, dying);
   goro_context_switch(&self->sp, to);
-  finish_switch();
+  return finish_switch();  // possibly another M
 }
 
 enum class Pick { kFiber, kNeedScheduler, kNothing };
@@ -564,16 +574,15 @@ Pick pick_next(Sched* s, M* m, Fiber** out, bool* inherit) {
 }
 
 // Leaves the current fiber (after m->after is set) for whatever runs next.
-void leave_fiber(M* m, Fiber* self, bool dying) {
+M* leave_fiber(M* m, Fiber* self, bool dying) {
   Fiber* next = nullptr;
   bool inherit = false;
   pick_next(sched(), m, &next, &inherit);
-  switch_from_fiber(m, self, next, inherit, dying);
+  return switch_from_fiber(m, self, next, inherit, dying);
 }
 
 [[noreturn]] void fiber_main(Fiber* f) {
-  finish_switch();
-  releasem(current_m());  // the count the switcher held
+  release_after_switch(finish_switch());  // the count the switcher held
   try {
     f->invoke(f->closure);
   } catch (const std::exception& e) {
@@ -619,10 +628,10 @@ void fiber_free(M* m, Fiber* f) {
   f->sched_next = p->free_fibers;
   p->free_fibers = f;
   p->fibers_exited.add();
-  if (++p->free_count > 256) {
+  if (++p->free_count > 128) {
     // Share with other Ps: move half to the global free list.
-    std::lock_guard<Mutex> l(s->free_lock);
-    while (p->free_count > 128) {
+    std::lock_guard<Mutex> l(s->lock);
+    while (p->free_count > 64) {
       Fiber* g = p->free_fibers;
       p->free_fibers = g->sched_next;
       --p->free_count;
@@ -959,9 +968,8 @@ void park(bool (*commit)(void*), void* arg) {
   m->after_fiber = self;
   m->after_commit = commit;
   m->after_arg = arg;
-  leave_fiber(m, self, false);
   // Resumed, possibly on another M: drop the count the switcher held there.
-  releasem(current_m());
+  release_after_switch(leave_fiber(m, self, false));
 }
 
 void ready(Fiber* f) {
@@ -1005,8 +1013,7 @@ void yield_impl(bool preempted, bool async) {
     // yielding in a loop cannot starve them.
     m->after = M::After::kRequeueGlobal;
     m->after_fiber = self;
-    switch_from_fiber(m, self, nullptr, false, false);
-    releasem(current_m());
+    release_after_switch(switch_from_fiber(m, self, nullptr, false, false));
     return;
   }
   if (preempted) count_preemption(m->p, async);
@@ -1020,8 +1027,7 @@ void yield_impl(bool preempted, bool async) {
   m->after_fiber = self;
   // A preempted fiber's successor starts a fresh time slice.
   if (preempted) inherit = false;
-  switch_from_fiber(m, self, next, inherit, false);
-  releasem(current_m());
+  release_after_switch(switch_from_fiber(m, self, next, inherit, false));
 }
 
 void preempt_yield(bool async) { yield_impl(true, async); }
@@ -1032,9 +1038,9 @@ namespace {
 // objects allocated outside the lock, so that spawning costs one lock round
 // trip per batch, not per fiber.
 void refill_free_fibers(Sched* s, P* p) {
-  constexpr int kBatch = 64;
+  constexpr int kBatch = 32;
   {
-    std::lock_guard<Mutex> l(s->free_lock);
+    std::lock_guard<Mutex> l(s->lock);
     while (s->free_fibers != nullptr && p->free_count < kBatch) {
       Fiber* g = s->free_fibers;
       s->free_fibers = g->sched_next;
@@ -1047,7 +1053,7 @@ void refill_free_fibers(Sched* s, P* p) {
   if (p->free_fibers != nullptr) return;
   Fiber* batch[kBatch];
   for (Fiber*& g : batch) g = new Fiber;
-  std::lock_guard<Mutex> l(s->free_lock);
+  std::lock_guard<Mutex> l(s->lock);
   for (Fiber* g : batch) {
     g->all_next = s->all_fibers;
     s->all_fibers = g;
@@ -1077,7 +1083,7 @@ Fiber* fiber_new(const SpawnOptions* o) {
     p->free_fibers = f->sched_next;
     --p->free_count;
   } else {
-    std::lock_guard<Mutex> l(s->free_lock);
+    std::lock_guard<Mutex> l(s->lock);
     if (s->free_fibers != nullptr) {
       f = s->free_fibers;
       s->free_fibers = f->sched_next;
@@ -1128,7 +1134,7 @@ void fiber_discard(Fiber* f) {
   f->closure_on_heap = false;
   f->name.clear();
   Sched* s = sched();
-  std::lock_guard<Mutex> l(s->free_lock);
+  std::lock_guard<Mutex> l(s->lock);
   f->sched_next = s->free_fibers;
   s->free_fibers = f;
   ++s->free_count;
@@ -1193,8 +1199,7 @@ void blocking_exit() {
     Fiber* self = m->curg;
     m->after = M::After::kRequeueGlobal;
     m->after_fiber = self;
-    switch_from_fiber(m, self, nullptr, false, false);
-    m = current_m();
+    m = switch_from_fiber(m, self, nullptr, false, false);
   }
   releasem(m);
 }
