@@ -30,6 +30,10 @@ std::atomic<bool> g_running{false};
 std::mutex g_last_mu;
 Stats g_last;  // guarded by g_last_mu
 
+// Fiber ids are unique in the process, never reused (this_fiber.h): each
+// runtime continues numbering where the previous one stopped.
+std::atomic<std::uint64_t> g_next_fiber_id{1};
+
 }  // namespace
 
 Sched::Sched(const Options& o, int procs) : opts(o), nprocs(procs) {
@@ -128,6 +132,8 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   const Options opts = resolve_options(options);
   install_overflow_handler();
   auto s = std::make_unique<Sched>(opts, opts.procs);
+  s->next_fiber_id.store(g_next_fiber_id.load(std::memory_order_relaxed),
+                         std::memory_order_relaxed);
   g_sched.store(s.get(), std::memory_order_release);
 
   struct MainClosure {
@@ -164,6 +170,8 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
     // its exit was counted).
     g_last.fibers_live = 0;
     g_sched.store(nullptr, std::memory_order_release);
+    g_next_fiber_id.store(s->next_fiber_id.load(std::memory_order_relaxed),
+                          std::memory_order_relaxed);
   }
   s.reset();
 }

@@ -1,0 +1,278 @@
+// Copyright goro authors.
+//
+// The scheduler: runnext, yield order, global-queue fairness, work stealing
+// across Ps, Ms parking when idle, and fibers readied from plain threads.
+
+#include <sys/resource.h>
+#include <time.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "goro.h"
+#include "gtest/gtest.h"
+#include "tests/runtime/test_util.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+goro::Options Procs(int n) {
+  goro::Options o;
+  o.procs = n;
+  return o;
+}
+
+template <typename F>
+void SpawnAndWait(int n, F body) {
+  goro::WaitGroup wg;
+  wg.add(n);
+  for (int i = 0; i < n; ++i) {
+    goro::go([&wg, &body, i] {
+      body(i);
+      wg.done();
+    });
+  }
+  wg.wait();
+}
+
+void SpinFor(std::chrono::microseconds d) {
+  const auto end = Clock::now() + d;
+  while (Clock::now() < end) {
+  }
+}
+
+TEST(SchedulerTest, SpawnedFiberRunsWhenTheSpawnerYields) {
+  // Go's runnext: with one P, a fiber started by go() runs as soon as its
+  // spawner yields.
+  goro::run(Procs(1), [] {
+    bool ran = false;
+    goro::go([&] { ran = true; });
+    EXPECT_FALSE(ran);  // go() itself does not switch
+    goro::yield();
+    EXPECT_TRUE(ran);
+  });
+}
+
+TEST(SchedulerTest, YieldAlternatesBetweenTwoFibersOnOneP) {
+  std::vector<char> order;
+  constexpr int kRounds = 200;
+  goro::run(Procs(1), [&] {
+    goro::WaitGroup wg;
+    wg.add(2);
+    for (char who : {'A', 'B'}) {
+      goro::go([&, who] {
+        for (int i = 0; i < kRounds; ++i) {
+          order.push_back(who);  // one P: no data race
+          goro::yield();
+        }
+        wg.done();
+      });
+    }
+    wg.wait();
+  });
+  ASSERT_EQ(order.size(), 2u * kRounds);
+  int a = 0;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    a += order[i] == 'A';
+    if (i > 0) {
+      ASSERT_NE(order[i], order[i - 1]) << "at " << i << ": yield did not "
+                                        << "switch to the other fiber";
+    }
+  }
+  EXPECT_EQ(a, kRounds);
+}
+
+TEST(SchedulerTest, YieldWithNothingElseRunnableReturnsAtOnce) {
+  goro::run(Procs(1), [] {
+    const std::uint64_t before = goro::stats().context_switches;
+    for (int i = 0; i < 10000; ++i) goro::yield();
+    EXPECT_LT(goro::stats().context_switches - before, 100u);
+  });
+}
+
+TEST(SchedulerTest, YieldOutsideAFiberIsThreadYield) {
+  goro::yield();  // no runtime at all
+  goro::run([] {
+    std::thread t([] { goro::yield(); });
+    goro::blocking([&] { t.join(); });
+  });
+}
+
+// this_fiber.h: "yield lets other runnable fibers run". A fiber created from a
+// plain thread goes to the global queue; a fiber that yields must let it run
+// at once even when its own P has nothing else queued -- not only when the
+// 61st-schedule fairness check or a preemption happens to come round (which
+// takes about a second of yielding, and never comes under TSan, which has no
+// sysmon). Async preemption is off so that only yield() itself is tested.
+TEST(SchedulerTest, YieldRunsFibersFromTheGlobalQueue) {
+  std::atomic<bool> spawned{false}, ran{false};
+  long yields = 0;
+  goro::Options o = Procs(1);
+  o.async_preempt = false;
+  goro::run(o, [&] {
+    std::thread t([&] {
+      goro::go([&] { ran.store(true); });
+      spawned.store(true);
+    });
+    // Spin (no goro call, so no switch) until the fiber is queued.
+    while (!spawned.load()) {
+    }
+    const auto deadline = Clock::now() + 5s;
+    while (!ran.load() && Clock::now() < deadline) {
+      goro::yield();
+      ++yields;
+    }
+    goro::blocking([&] { t.join(); });
+  });
+  EXPECT_TRUE(ran.load());
+  EXPECT_LE(yields, 3) << "yield() calls before a globally queued fiber ran";
+}
+
+TEST(SchedulerTest, GlobalQueueIsPolledWhileLocalWorkExists) {
+  // Two local fibers ping-pong on yield forever; a fiber queued globally (from
+  // a plain thread) must still get to run (every 61st schedule) and stop them.
+  std::atomic<bool> stop{false};
+  goro::run(Procs(1), [&] {
+    goro::WaitGroup wg;
+    wg.add(2);
+    for (int i = 0; i < 2; ++i) {
+      goro::go([&] {
+        const auto deadline = Clock::now() + 30s;
+        while (!stop.load() && Clock::now() < deadline) goro::yield();
+        wg.done();
+      });
+    }
+    std::thread t([&] { goro::go([&] { stop.store(true); }); });
+    wg.wait();
+    goro::blocking([&] { t.join(); });
+  });
+  EXPECT_TRUE(stop.load());
+}
+
+TEST(SchedulerTest, FiberReadiedFromAPlainThreadRuns) {
+  for (int procs : {1, 2}) {
+    goro::run(Procs(procs), [] {
+      for (int i = 0; i < 50; ++i) {
+        goro::WaitGroup wg;
+        wg.add(1);
+        std::thread t([&] {
+          std::this_thread::sleep_for(100us);
+          wg.done();  // ready() from a thread with no P: global queue
+        });
+        wg.wait();
+        goro::blocking([&] { t.join(); });
+      }
+    });
+  }
+}
+
+TEST(SchedulerTest, ManyFibersYielding) {
+  const int kFibers = goro_test::Scaled(10000, 500);
+  constexpr int kYields = 10;
+  std::atomic<long> total{0};
+  goro::run(Procs(2), [&] {
+    SpawnAndWait(kFibers, [&](int) {
+      for (int i = 0; i < kYields; ++i) {
+        total.fetch_add(1, std::memory_order_relaxed);
+        goro::yield();
+      }
+    });
+  });
+  EXPECT_EQ(total.load(), static_cast<long>(kFibers) * kYields);
+  EXPECT_GE(goro::stats().context_switches,
+            static_cast<std::uint64_t>(kFibers));
+}
+
+TEST(SchedulerTest, BurstOverflowsTheLocalRingIntoTheGlobalQueue) {
+  // Far more than the 256-slot ring, spawned without yielding.
+  for (int procs : {1, 2}) {
+    const int kN = goro_test::Scaled(20000, 2000);
+    std::vector<std::atomic<int>> hits(static_cast<std::size_t>(kN));
+    goro::run(Procs(procs), [&] {
+      goro::WaitGroup wg;
+      wg.add(kN);
+      for (int i = 0; i < kN; ++i) {
+        goro::go([&, i] {
+          hits[static_cast<std::size_t>(i)].fetch_add(1);
+          wg.done();
+        });
+      }
+      wg.wait();
+    });
+    for (int i = 0; i < kN; ++i) {
+      ASSERT_EQ(hits[static_cast<std::size_t>(i)].load(), 1)
+          << "fiber " << i << " procs " << procs;
+    }
+  }
+}
+
+// Work spreads over the Ps: CPU-bound fibers spawned on one P are stolen by
+// the other, and run on more than one OS thread.
+TEST(SchedulerTest, WorkSpreadsOverProcsByStealing) {
+  std::mutex mu;
+  std::set<pid_t> tids;
+  std::uint64_t steals = 0;
+  goro::run(Procs(2), [&] {
+    const auto deadline = Clock::now() + 60s;
+    do {
+      SpawnAndWait(32, [&](int) {
+        const pid_t tid = goro_test::Gettid();
+        SpinFor(2ms);
+        std::lock_guard<std::mutex> l(mu);
+        tids.insert(tid);
+      });
+      steals = goro::stats().steals;
+    } while ((steals == 0 || tids.size() < 2) && Clock::now() < deadline);
+    EXPECT_LE(goro::stats().threads, 3);
+  });
+  EXPECT_GT(steals, 0u);
+  EXPECT_GE(tids.size(), 2u);
+  EXPECT_GT(goro::stats().steals, 0u);
+}
+
+TEST(SchedulerTest, NoMoreThreadsThanProcsWithoutBlocking) {
+  goro::run(Procs(2), [] {
+    SpawnAndWait(goro_test::Scaled(2000, 200), [](int i) {
+      if (i % 3 == 0) goro::sleep_for(50us);
+      goro::yield();
+    });
+    EXPECT_LE(goro::stats().threads, 2);
+  });
+}
+
+double ProcessCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+}
+
+TEST(SchedulerTest, IdleRuntimeDoesNotSpin) {
+  // While every fiber sleeps, the Ms park on futexes: the process uses almost
+  // no CPU.
+  double cpu = 0;
+  goro::run(Procs(2), [&] {
+    // Warm up both Ms first.
+    SpawnAndWait(100, [](int) { goro::yield(); });
+    const double c0 = ProcessCpuSeconds();
+    goro::WaitGroup wg;
+    wg.add(4);
+    for (int i = 0; i < 4; ++i) {
+      goro::go([&] {
+        goro::sleep_for(300ms);
+        wg.done();
+      });
+    }
+    wg.wait();
+    cpu = ProcessCpuSeconds() - c0;
+  });
+  EXPECT_LT(cpu, 0.15) << "CPU seconds used during a 300 ms idle sleep";
+}
+
+}  // namespace
