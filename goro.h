@@ -32,6 +32,8 @@
 //   sync/once.h           goro::Once
 //   sync/cond.h           goro::Cond
 //   sync/semaphore.h      goro::Semaphore
+//   sync/timer.h          goro::after, goro::Timer, goro::Ticker
+//   sync/context.h        goro::Context, with_cancel/with_deadline/with_timeout
 // docs/ explains the scheduler and the rules fibers must follow.
 
 #ifndef GORO_GORO_H_
@@ -46,11 +48,13 @@
 #include "runtime/this_fiber.h"
 #include "sync/chan.h"
 #include "sync/cond.h"
+#include "sync/context.h"
 #include "sync/mutex.h"
 #include "sync/once.h"
 #include "sync/rw_mutex.h"
 #include "sync/select.h"
 #include "sync/semaphore.h"
+#include "sync/timer.h"
 #include "sync/wait_group.h"
 
 #endif  // GORO_GORO_H_

@@ -1,0 +1,140 @@
+// Copyright goro authors.
+//
+// Timers on runtime_internal::Timer. The runtime copies fire/arg before
+// calling fire(arg), so `arg` must outlive a firing that already started
+// (park.h). Hence: each arming is a heap object (Arming) owning one
+// reference to the shared TimerState; the firing (or a successful
+// timer_stop) frees it and drops that reference. A firing that lost a race
+// with stop/reset recognises itself by a stale generation and delivers
+// nothing.
+//
+// Invariants (under TimerState::lock):
+//   (T1) current is the live arming or null; gen identifies it.
+//   (T2) refs counts the handle (Timer/Ticker, or after()'s caller until it
+//        returns) plus one per Arming not yet freed.
+
+#include "sync/timer.h"
+
+#include <atomic>
+#include <mutex>
+
+#include "runtime/internal/futex.h"  // mono_now_ns
+#include "runtime/park.h"
+#include "sync/internal/spin_lock.h"
+
+namespace goro::sync_internal {
+
+struct Arming {
+  runtime_internal::Timer t;
+  TimerState* st;
+  std::uint64_t gen;
+};
+
+struct TimerState {
+  std::atomic<int> refs{1};
+  SpinLock lock;
+  Chan<TimePoint> ch{1};
+  std::function<void()> fn;
+  std::int64_t period_ns ABSL_GUARDED_BY(lock) = 0;
+  std::uint64_t gen ABSL_GUARDED_BY(lock) = 0;
+  Arming* current ABSL_GUARDED_BY(lock) = nullptr;
+};
+
+namespace {
+
+void unref(TimerState* s) {
+  if (s->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete s;
+}
+
+void fire(void* arg) {
+  auto* a = static_cast<Arming*>(arg);
+  TimerState* s = a->st;
+  std::function<void()> fn;
+  bool rearmed = false;
+  {
+    std::lock_guard<SpinLock> l(s->lock);
+    if (a->gen == s->gen && s->current == a) {
+      if (s->fn) {
+        fn = s->fn;
+      } else {
+        const TimePoint now = std::chrono::steady_clock::now();
+        s->ch.try_send(now);  // full: the reader fell behind; drop it
+      }
+      if (s->period_ns > 0) {
+        std::int64_t next = a->t.when + s->period_ns;
+        const std::int64_t now = runtime_internal::mono_now_ns();
+        if (next <= now) next = now + s->period_ns;  // skip missed ticks
+        a->t.when = next;
+        runtime_internal::timer_start(&a->t);
+        rearmed = true;
+      } else {
+        s->current = nullptr;
+      }
+    }
+  }
+  if (fn) fn();
+  if (!rearmed) {
+    delete a;
+    unref(s);
+  }
+}
+
+// Disarms the current arming, if any. Returns whether it was pending.
+bool disarm_locked(TimerState* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock) {
+  Arming* a = s->current;
+  s->current = nullptr;
+  ++s->gen;
+  bool was = false;
+  if (a != nullptr) {
+    if (runtime_internal::timer_stop(&a->t)) {
+      delete a;
+      s->refs.fetch_sub(1, std::memory_order_acq_rel);  // the handle remains
+      was = true;
+    } else {
+      // Firing now or fired: that firing frees `a` (stale generation).
+      was = s->period_ns > 0;
+    }
+  }
+  while (s->ch.try_recv()) {
+  }
+  return was;
+}
+
+}  // namespace
+
+TimerState* timer_new(std::int64_t period_ns, std::function<void()> fn) {
+  auto* s = new TimerState;
+  {
+    std::lock_guard<SpinLock> l(s->lock);
+    s->period_ns = period_ns;
+  }
+  s->fn = std::move(fn);
+  return s;
+}
+
+void timer_unref(TimerState* s) { unref(s); }
+
+bool timer_arm(TimerState* s, std::int64_t d_ns, std::int64_t period_ns) {
+  std::lock_guard<SpinLock> l(s->lock);
+  const bool was = disarm_locked(s);
+  s->period_ns = period_ns;
+  auto* a = new Arming;
+  a->st = s;
+  a->gen = s->gen;
+  a->t.when = runtime_internal::mono_now_ns() + (d_ns > 0 ? d_ns : 0);
+  a->t.fire = fire;
+  a->t.arg = a;
+  s->refs.fetch_add(1, std::memory_order_relaxed);
+  s->current = a;
+  runtime_internal::timer_start(&a->t);
+  return was;
+}
+
+bool timer_stop(TimerState* s) {
+  std::lock_guard<SpinLock> l(s->lock);
+  return disarm_locked(s);
+}
+
+Chan<TimePoint> timer_chan(TimerState* s) { return s->ch; }
+
+}  // namespace goro::sync_internal

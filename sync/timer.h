@@ -1,0 +1,132 @@
+// Copyright goro authors.
+//
+// Timers as channels, Go's time.After / time.Timer / time.Ticker.
+//
+//   // A timeout in select:
+//   goro::select(goro::recv_case(replies, [&](auto r) { use(r); }),
+//                goro::recv_case(goro::after(std::chrono::milliseconds(50)),
+//                                [&] { timed_out = true; }));
+//
+//   goro::Ticker tick(std::chrono::seconds(1));
+//   for (;;) { tick.c().recv(); report(); }
+//
+// Each delivers the firing time (steady_clock) on a channel of capacity 1.
+// A Ticker whose reader falls behind drops ticks (as Go's). Timers run on
+// the runtime's timer heaps (no thread per timer) and fire within the
+// kernel's wake-up latency of their deadline.
+//
+// Guarantees:
+//   * after(d): one value, at or after now + d.
+//   * Timer::stop() prevents a firing that has not happened yet and returns
+//     whether it did; after stop() or reset() returns, no value from the
+//     earlier arming is received (the channel is drained, as Go 1.23+).
+//   * Ticker: a value every `period`, until stop() or destruction.
+//   * Memory ordering: none beyond the channel's.
+//
+// Preconditions: a runtime is running (goro::run) when a timer is created or
+// reset. Errors: std::invalid_argument for a Ticker period <= 0.
+//
+// Cost: one small allocation per arming; firing is a non-blocking send.
+
+#ifndef GORO_SYNC_TIMER_H_
+#define GORO_SYNC_TIMER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+
+#include "sync/chan.h"
+
+namespace goro {
+
+using TimePoint = std::chrono::steady_clock::time_point;
+
+namespace sync_internal {
+struct TimerState;
+// Creates a timer state (one reference, for the caller). `fn`, if set, is
+// called at each firing (on a scheduler context: it must not block) instead
+// of sending on the channel.
+TimerState* timer_new(std::int64_t period_ns, std::function<void()> fn);
+void timer_unref(TimerState* s);
+// arm (re)arms at now + d; returns whether it was active. stop disarms.
+bool timer_arm(TimerState* s, std::int64_t d_ns, std::int64_t period_ns);
+bool timer_stop(TimerState* s);
+Chan<TimePoint> timer_chan(TimerState* s);
+
+template <typename Rep, typename Period>
+std::int64_t to_ns(std::chrono::duration<Rep, Period> d) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+}
+}  // namespace sync_internal
+
+// after returns a channel that receives the time once, after `d`.
+template <typename Rep, typename Period>
+Chan<TimePoint> after(std::chrono::duration<Rep, Period> d) {
+  sync_internal::TimerState* s = sync_internal::timer_new(0, nullptr);
+  sync_internal::timer_arm(s, sync_internal::to_ns(d), 0);
+  Chan<TimePoint> c = sync_internal::timer_chan(s);
+  sync_internal::timer_unref(s);  // the armed timer keeps its own reference
+  return c;
+}
+
+// Timer: a one-shot timer that can be stopped and reset.
+class Timer {
+ public:
+  template <typename Rep, typename Period>
+  explicit Timer(std::chrono::duration<Rep, Period> d)
+      : s_(sync_internal::timer_new(0, nullptr)) {
+    sync_internal::timer_arm(s_, sync_internal::to_ns(d), 0);
+  }
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+  ~Timer() {
+    sync_internal::timer_stop(s_);
+    sync_internal::timer_unref(s_);
+  }
+
+  // The channel the firing time is delivered on.
+  Chan<TimePoint> c() const { return sync_internal::timer_chan(s_); }
+  // stop: true if the timer was active (it will not fire now).
+  bool stop() { return sync_internal::timer_stop(s_); }
+  // reset re-arms for `d` from now; true if it was active.
+  template <typename Rep, typename Period>
+  bool reset(std::chrono::duration<Rep, Period> d) {
+    return sync_internal::timer_arm(s_, sync_internal::to_ns(d), 0);
+  }
+
+ private:
+  sync_internal::TimerState* s_;
+};
+
+// Ticker: delivers the time every `period`.
+class Ticker {
+ public:
+  template <typename Rep, typename Period>
+  explicit Ticker(std::chrono::duration<Rep, Period> period)
+      : s_(sync_internal::timer_new(sync_internal::to_ns(period), nullptr)) {
+    reset(period);
+  }
+  Ticker(const Ticker&) = delete;
+  Ticker& operator=(const Ticker&) = delete;
+  ~Ticker() {
+    sync_internal::timer_stop(s_);
+    sync_internal::timer_unref(s_);
+  }
+
+  Chan<TimePoint> c() const { return sync_internal::timer_chan(s_); }
+  void stop() { sync_internal::timer_stop(s_); }
+  // reset changes the period and restarts the ticks from now.
+  template <typename Rep, typename Period>
+  void reset(std::chrono::duration<Rep, Period> period) {
+    const std::int64_t p = sync_internal::to_ns(period);
+    if (p <= 0) throw std::invalid_argument("goro::Ticker: period <= 0");
+    sync_internal::timer_arm(s_, p, p);
+  }
+
+ private:
+  sync_internal::TimerState* s_;
+};
+
+}  // namespace goro
+
+#endif  // GORO_SYNC_TIMER_H_
