@@ -125,8 +125,11 @@ void retake(Sysmon* sm, std::vector<PWatch>& watch, std::vector<int>& fds,
                     thread_state(m->tid, fds, m->id) == 'R';
         if (back) {
           int on = runtime_internal::kSpareOn;
-          spare->spare_state.compare_exchange_strong(
-              on, runtime_internal::kSpareRetire, std::memory_order_acq_rel);
+          if (spare->spare_state.compare_exchange_strong(
+                  on, runtime_internal::kSpareRetire,
+                  std::memory_order_acq_rel)) {
+            runtime_internal::retire_idle_spare(s, spare);
+          }
         }
       }
     }

@@ -282,16 +282,24 @@ Fiber* global_get_locked(Sched* s, P* p, int max) {
 // ---------------------------------------------------------------------------
 // P and M lists (all under Sched::lock).
 
+// A lent spare (kSpareOn) is listed like any idle P, so that timers and
+// wake-ups find it while its stuck M is away; it is not counted in npidle
+// (which counts the nprocs real Ps). A spare being retired or switched off
+// is never listed.
 void pidle_put_locked(Sched* s, P* p) {
   p->status.store(PStatus::kIdle, std::memory_order_relaxed);
   p->m = nullptr;
-  if (p->is_spare) {  // spares are lent by sysmon, never kept idle
-    p->spare_state.store(kSpareOff, std::memory_order_release);
-    return;
+  if (p->is_spare) {
+    int on = kSpareOn;
+    if (!p->spare_state.compare_exchange_strong(on, kSpareOn,
+                                                std::memory_order_acq_rel)) {
+      p->spare_state.store(kSpareOff, std::memory_order_release);
+      return;
+    }
   }
   p->idle_next = s->idle_p;
   s->idle_p = p;
-  s->npidle.fetch_add(1, std::memory_order_seq_cst);
+  if (!p->is_spare) s->npidle.fetch_add(1, std::memory_order_seq_cst);
 }
 
 P* pidle_get_locked(Sched* s) {
@@ -299,7 +307,7 @@ P* pidle_get_locked(Sched* s) {
   if (p == nullptr) return nullptr;
   s->idle_p = p->idle_next;
   p->idle_next = nullptr;
-  s->npidle.fetch_sub(1, std::memory_order_seq_cst);
+  if (!p->is_spare) s->npidle.fetch_sub(1, std::memory_order_seq_cst);
   return p;
 }
 
@@ -308,7 +316,7 @@ bool pidle_remove_locked(Sched* s, P* want) {
     if (*pp == want) {
       *pp = want->idle_next;
       want->idle_next = nullptr;
-      s->npidle.fetch_sub(1, std::memory_order_seq_cst);
+      if (!want->is_spare) s->npidle.fetch_sub(1, std::memory_order_seq_cst);
       return true;
     }
   }
@@ -599,7 +607,9 @@ M* leave_fiber(M* m, Fiber* self, bool dying) {
     std::abort();
   }
   f->destroy(f->closure);
-  if (f->closure_on_heap) ::operator delete(f->closure);
+  if (f->closure_on_heap) {
+    ::operator delete(f->closure, std::align_val_t(f->closure_align));
+  }
   f->closure = nullptr;
   f->invoke = nullptr;
   f->destroy = nullptr;
@@ -783,7 +793,11 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
   for (;;) {
     if (s->stopping.load(std::memory_order_acquire)) return nullptr;
     if (m->p == nullptr) {
-      stopm(s, m, earliest_timer(s));
+      // No P to be had. A timer already due is some P's to run (every P is
+      // busy, or we would have one): sleep until handed a P rather than spin.
+      std::int64_t deadline = earliest_timer(s);
+      if (deadline != 0 && deadline <= mono_now_ns()) deadline = 0;
+      stopm(s, m, deadline);
       continue;
     }
     P* p = m->p;
@@ -1124,12 +1138,15 @@ void* fiber_closure_storage(Fiber* f, std::size_t size, std::size_t align) {
   } else {
     f->closure = ::operator new(size, std::align_val_t(align));
     f->closure_on_heap = true;
+    f->closure_align = align;
   }
   return f->closure;
 }
 
 void fiber_discard(Fiber* f) {
-  if (f->closure_on_heap) ::operator delete(f->closure);
+  if (f->closure_on_heap) {
+    ::operator delete(f->closure, std::align_val_t(f->closure_align));
+  }
   f->closure = nullptr;
   f->closure_on_heap = false;
   f->name.clear();
@@ -1284,6 +1301,15 @@ void sleep_until_impl(std::int64_t when) {
         return true;
       },
       &t);
+}
+
+// Called by sysmon after it marked a spare kSpareRetire: a spare idling on
+// the list is switched off here; one held by an M retires itself.
+void retire_idle_spare(Sched* s, P* spare) {
+  std::lock_guard<Mutex> l(s->lock);
+  if (pidle_remove_locked(s, spare)) {
+    spare->spare_state.store(kSpareOff, std::memory_order_release);
+  }
 }
 
 // Runs the scheduler loop of M0 on a new thread for p; used by run_main.

@@ -57,9 +57,11 @@ struct alignas(64) P {
   // while the M holding P number (id - nprocs) is stuck in the kernel in a
   // system call that did not go through goro::blocking(): the stuck M keeps
   // its P (it will run its fiber on return), the spare runs everything else.
-  // Spares are never on the idle list. spare_state: kSpareOff -> kSpareOn by
-  // sysmon (then startm), kSpareOn -> kSpareRetire by sysmon when the stuck M
-  // is back, -> kSpareOff by the M running the spare as it gives it up.
+  // spare_state: kSpareOff -> kSpareOn by sysmon (then startm); while on,
+  // the spare goes on the idle list like any P when its M runs out of work
+  // (not counted in npidle). kSpareOn -> kSpareRetire by sysmon when the
+  // stuck M is back; then -> kSpareOff by sysmon if the spare was idle on the
+  // list, else by the M running it, at its next scheduling point.
   bool is_spare = false;
   std::atomic<int> spare_state{0};
 

@@ -28,6 +28,7 @@ void wakep(Sched* s);
 void handoffp(Sched* s, P* p);
 void fiber_free(M* m, Fiber* f);
 void start_first_m(Sched* s);
+void retire_idle_spare(Sched* s, P* spare);
 void stop_all_ms(Sched* s);
 void yield_impl(bool preempted, bool async);
 void sleep_until_impl(std::int64_t when_ns);

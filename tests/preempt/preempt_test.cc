@@ -431,8 +431,9 @@ TEST(Preempt, RawBlockingReadDoesNotStopOthersNorSeeEintr) {
     });
     wg.wait();
     EXPECT_EQ(got, 1) << "errno " << err;
-    // ~200 ticks possible; the first few ms pass before sysmon lends a P.
-    EXPECT_GT(ticks.load(), 20);
+    // ~190 ticks on a quiet machine (the first slice passes before sysmon
+    // lends a P); a loaded one still gets far more than a stalled proc's 1.
+    EXPECT_GT(ticks.load(), 50);
     EXPECT_GT(goro::stats().syscall_retakes, 0u);
   });
   writer.join();
