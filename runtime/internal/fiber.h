@@ -96,6 +96,7 @@ struct Fiber {
   void (*destroy)(void*) = nullptr;
   void* closure = nullptr;
   bool closure_on_heap = false;
+  std::size_t closure_align = 0;  // of the heap closure: for operator delete
   static constexpr std::size_t kInlineClosure = 48;
   alignas(16) unsigned char inline_closure[kInlineClosure];
 

@@ -64,7 +64,7 @@ Sched::~Sched() {
       f->destroy(f->closure);
     }
     if (f->closure != nullptr && f->closure_on_heap) {
-      ::operator delete(f->closure);
+      ::operator delete(f->closure, std::align_val_t(f->closure_align));
     }
 #if defined(__SANITIZE_THREAD__)
     if (f->tsan_fiber != nullptr) __tsan_destroy_fiber(f->tsan_fiber);
