@@ -171,9 +171,10 @@ struct CountedClosure {
 };
 
 TEST(RunTest, DestroysClosuresOfFibersThatNeverStarted) {
-  // procs=1: main spawns `never` (it goes to runnext, then is kicked to the
-  // ring by `spinner`) and returns; `spinner` runs next and keeps the only P
-  // until the runtime is stopping, then yields. `never` never runs, and its
+  // procs=1: main spawns the `never` fibers (each goes to runnext, then is
+  // kicked to the ring by the next go()) and the spinner, and returns; the
+  // spinner runs next and keeps the only P (with preemption disabled) until
+  // the runtime is stopping, then yields. `never` never runs, and its
   // closure -- inline and heap-allocated variants -- must be destroyed.
   CountedClosure::destroyed_live = 0;
   std::atomic<bool> ran_small{false}, ran_big{false};
@@ -184,6 +185,7 @@ TEST(RunTest, DestroysClosuresOfFibersThatNeverStarted) {
       (void)big;
     });
     goro::go([] {
+      goro::NoPreempt no_preempt;  // sysmon must not switch to `never`
       auto* s = goro::runtime_internal::g_sched.load();
       const auto deadline = std::chrono::steady_clock::now() + 30s;
       while (!s->stopping.load() &&

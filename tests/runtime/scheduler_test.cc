@@ -230,7 +230,6 @@ TEST(SchedulerTest, WorkSpreadsOverProcsByStealing) {
       });
       steals = goro::stats().steals;
     } while ((steals == 0 || tids.size() < 2) && Clock::now() < deadline);
-    EXPECT_LE(goro::stats().threads, 3);
   });
   EXPECT_GT(steals, 0u);
   EXPECT_GE(tids.size(), 2u);

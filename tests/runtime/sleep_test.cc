@@ -127,13 +127,20 @@ TEST(SleepTest, LatenessIsBounded) {
 }
 
 TEST(SleepTest, ManyConcurrentSleepersLatenessIsBounded) {
+  // All fibers first park on a barrier, so that their start-up (new stacks,
+  // slow under sanitizers) does not count as lateness; then they sleep 1 to
+  // 21 ms each, concurrently, on two Ps.
   const int kN = goro_test::Scaled(1000, 200);
   std::vector<double> late_us(static_cast<std::size_t>(kN));
   goro::run(Procs(2), [&] {
-    goro::WaitGroup wg;
-    wg.add(kN);
+    goro::WaitGroup started, release, finished;
+    started.add(kN);
+    release.add(1);
+    finished.add(kN);
     for (int i = 0; i < kN; ++i) {
       goro::go([&, i] {
+        started.done();
+        release.wait();
         const auto d = std::chrono::microseconds(1000 + (i * 37) % 20000);
         const auto t0 = Clock::now();
         goro::sleep_for(d);
@@ -141,13 +148,22 @@ TEST(SleepTest, ManyConcurrentSleepersLatenessIsBounded) {
         EXPECT_GE(el, d);
         late_us[static_cast<std::size_t>(i)] =
             std::chrono::duration<double, std::micro>(el - d).count();
-        wg.done();
+        finished.done();
       });
     }
-    wg.wait();
+    started.wait();
+    release.done();
+    finished.wait();
   });
   std::sort(late_us.begin(), late_us.end());
-  EXPECT_LT(late_us[late_us.size() / 2], 5000.0) << "median lateness (us)";
+  std::printf("%d concurrent sleepers: lateness median %.0f us, p90 %.0f us, max %.0f us\n",
+              kN, late_us[late_us.size() / 2], late_us[late_us.size() * 9 / 10],
+              late_us.back());
+  // Lateness here includes queueing behind the other woken fibers (a timer
+  // readies its fiber into runnext, pushing the previous one to the back of
+  // the ring), which sanitizers slow down tenfold.
+  EXPECT_LT(late_us[late_us.size() / 2], goro_test::Scaled(5000.0, 50000.0))
+      << "median lateness (us)";
   EXPECT_GE(goro::stats().timers_fired, static_cast<std::uint64_t>(kN));
 }
 
