@@ -1,22 +1,339 @@
 // Copyright goro authors.
 //
-// NOTE: an earlier, untracked version of this file by another engineer (12
-// tests: WaitsForAllFibers, ManyWaitersAllWake, DoneRacesWithWait, Reuse,
-// WaiterMayDestroyTheWaitGroupRightAfterWait, PlainThreadWaitsForFibers,
-// FiberWaitsForPlainThreads, WritesBeforeDoneAreVisibleAfterWait, ...) was
-// accidentally overwritten by the sync/ channel work; these tests stand in
-// until it is restored.
+// goro::WaitGroup: waiting in fibers and plain threads, many waiters, reuse,
+// the negative-counter error, done() racing with wait(), memory ordering, and
+// destroying the WaitGroup right after wait() returns. The last two tests
+// (WaitGroupBasics, and WaitGroupTest over the sync/ configurations) were
+// written by the sync/ work as stand-ins while this file was missing.
 
 #include "sync/wait_group.h"
 
 #include <atomic>
+#include <chrono>
+#include <memory>
 #include <stdexcept>
+#include <thread>
+#include <vector>
 
 #include "goro.h"
 #include "gtest/gtest.h"
 #include "tests/sync/test_util.h"
 
 namespace {
+
+using namespace std::chrono_literals;
+
+// Counts are lowered under sanitizers.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitizer = true;
+#else
+constexpr bool kSanitizer = false;
+#endif
+constexpr int Scaled(int normal, int reduced) {
+  return kSanitizer ? reduced : normal;
+}
+
+goro::Options Procs(int n) {
+  goro::Options o;
+  o.procs = n;
+  return o;
+}
+
+TEST(WaitGroupFiberTest, WaitOnZeroReturnsAtOnce) {
+  goro::WaitGroup wg;
+  EXPECT_EQ(wg.count(), 0);
+  wg.wait();  // plain thread, no runtime
+  goro::run(Procs(1), [] {
+    goro::WaitGroup w;
+    bool other_ran = false;
+    goro::go([&] { other_ran = true; });
+    w.wait();  // must not park (the other fiber would run)
+    EXPECT_FALSE(other_ran);
+    w.add(2);
+    w.add(-2);
+    w.wait();
+    EXPECT_FALSE(other_ran);
+  });
+}
+
+TEST(WaitGroupFiberTest, WaitsForAllFibers) {
+  const int kN = Scaled(1000, 200);
+  std::atomic<int> done{0};
+  goro::run(Procs(2), [&] {
+    goro::WaitGroup wg;
+    wg.add(kN);
+    EXPECT_EQ(wg.count(), kN);
+    for (int i = 0; i < kN; ++i) {
+      goro::go([&, i] {
+        if (i % 10 == 0) goro::sleep_for(std::chrono::microseconds(i));
+        done.fetch_add(1);
+        wg.done();
+      });
+    }
+    wg.wait();
+    EXPECT_EQ(done.load(), kN);
+    EXPECT_EQ(wg.count(), 0);
+  });
+}
+
+TEST(WaitGroupFiberTest, NegativeCounterThrowsAndLeavesTheCounterUnchanged) {
+  goro::WaitGroup wg;
+  EXPECT_THROW(wg.done(), std::logic_error);
+  EXPECT_EQ(wg.count(), 0);
+  EXPECT_THROW(wg.add(-1), std::logic_error);
+  EXPECT_EQ(wg.count(), 0);
+  wg.add(2);
+  EXPECT_THROW(wg.add(-3), std::logic_error);
+  EXPECT_EQ(wg.count(), 2);
+  wg.done();
+  wg.done();
+  EXPECT_THROW(wg.done(), std::logic_error);
+  EXPECT_EQ(wg.count(), 0);
+  wg.wait();  // still usable and zero
+
+  // Inside a fiber, with a waiter parked: the bad call throws, the waiter
+  // stays parked until the counter really reaches zero.
+  goro::run(Procs(2), [] {
+    goro::WaitGroup w;
+    w.add(1);
+    std::atomic<bool> woke{false};
+    goro::WaitGroup finished;
+    finished.add(1);
+    goro::go([&] {
+      w.wait();
+      woke.store(true);
+      finished.done();
+    });
+    goro::sleep_for(5ms);
+    EXPECT_THROW(w.add(-2), std::logic_error);
+    EXPECT_EQ(w.count(), 1);
+    goro::sleep_for(5ms);
+    EXPECT_FALSE(woke.load());
+    w.done();
+    finished.wait();
+    EXPECT_TRUE(woke.load());
+    EXPECT_THROW(w.done(), std::logic_error);
+  });
+}
+
+TEST(WaitGroupFiberTest, Reuse) {
+  const int kRounds = Scaled(200, 50);
+  goro::run(Procs(2), [&] {
+    goro::WaitGroup wg;
+    std::atomic<int> sum{0};
+    for (int r = 0; r < kRounds; ++r) {
+      const int n = 1 + r % 17;
+      wg.add(n);
+      for (int i = 0; i < n; ++i) {
+        goro::go([&] {
+          if (r % 3 == 0) goro::yield();
+          sum.fetch_add(1);
+          wg.done();
+        });
+      }
+      wg.wait();
+      ASSERT_EQ(wg.count(), 0);
+      ASSERT_EQ(sum.exchange(0), n) << "round " << r;
+    }
+  });
+}
+
+TEST(WaitGroupFiberTest, ManyWaitersAllWake) {
+  const int kFiberWaiters = Scaled(500, 50);
+  constexpr int kThreadWaiters = 3;
+  std::atomic<int> woke{0};
+  goro::run(Procs(2), [&] {
+    goro::WaitGroup wg, parked, all_woke;
+    wg.add(1);
+    parked.add(kFiberWaiters);
+    all_woke.add(kFiberWaiters + kThreadWaiters);
+    for (int i = 0; i < kFiberWaiters; ++i) {
+      goro::go([&] {
+        parked.done();
+        wg.wait();
+        EXPECT_EQ(wg.count(), 0);
+        woke.fetch_add(1);
+        all_woke.done();
+      });
+    }
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreadWaiters; ++i) {
+      threads.emplace_back([&] {
+        wg.wait();  // blocks the plain thread
+        woke.fetch_add(1);
+        all_woke.done();
+      });
+    }
+    parked.wait();
+    goro::sleep_for(10ms);  // let the threads block too (not required)
+    EXPECT_EQ(woke.load(), 0);
+    wg.done();  // one done() wakes every waiter
+    all_woke.wait();
+    goro::blocking([&] {
+      for (auto& t : threads) t.join();
+    });
+  });
+  EXPECT_EQ(woke.load(), kFiberWaiters + kThreadWaiters);
+}
+
+TEST(WaitGroupFiberTest, WaitFromAPlainThreadWithoutARuntime) {
+  goro::WaitGroup wg;
+  wg.add(3);
+  std::atomic<int> n{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&] {
+      std::this_thread::sleep_for(5ms);
+      n.fetch_add(1);
+      wg.done();
+    });
+  }
+  wg.wait();
+  EXPECT_EQ(n.load(), 3);
+  for (auto& t : threads) t.join();
+}
+
+TEST(WaitGroupFiberTest, PlainThreadWaitsForFibers) {
+  goro::WaitGroup wg;
+  std::atomic<int> n{0};
+  const int kN = 100;
+  wg.add(kN);
+  std::thread waiter;
+  goro::run(Procs(2), [&] {
+    waiter = std::thread([&] {
+      wg.wait();
+      EXPECT_EQ(n.load(), kN);
+    });
+    for (int i = 0; i < kN; ++i) {
+      goro::go([&] {
+        goro::sleep_for(100us);
+        n.fetch_add(1);
+        wg.done();
+      });
+    }
+    goro::blocking([&] { waiter.join(); });
+  });
+  EXPECT_EQ(n.load(), kN);
+}
+
+TEST(WaitGroupFiberTest, FiberWaitsForPlainThreads) {
+  goro::run(Procs(1), [] {
+    goro::WaitGroup wg;
+    std::atomic<int> n{0};
+    constexpr int kThreads = 4;
+    wg.add(kThreads);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      threads.emplace_back([&] {
+        std::this_thread::sleep_for(2ms);
+        n.fetch_add(1);
+        wg.done();  // ready() from a thread without a P
+      });
+    }
+    wg.wait();
+    EXPECT_EQ(n.load(), kThreads);
+    goro::blocking([&] {
+      for (auto& t : threads) t.join();
+    });
+  });
+}
+
+// done() on another P racing with wait(): the waiter either sees zero or is
+// woken; never lost, never woken early.
+TEST(WaitGroupFiberTest, DoneRacesWithWait) {
+  const int kIters = Scaled(20000, 2000);
+  goro::run(Procs(2), [&] {
+    goro::WaitGroup wg;
+    for (int i = 0; i < kIters; ++i) {
+      std::atomic<bool> flag{false};
+      wg.add(1);
+      goro::go([&] {
+        flag.store(true, std::memory_order_relaxed);
+        wg.done();
+      });
+      wg.wait();
+      ASSERT_TRUE(flag.load(std::memory_order_relaxed)) << "iteration " << i;
+    }
+  });
+}
+
+TEST(WaitGroupFiberTest, DoneFromManyFibersRacesWithManyWaiters) {
+  const int kRounds = Scaled(500, 50);
+  goro::run(Procs(2), [&] {
+    for (int r = 0; r < kRounds; ++r) {
+      goro::WaitGroup wg, waiters_done;
+      constexpr int kWorkers = 8, kWaiters = 4;
+      wg.add(kWorkers);
+      waiters_done.add(kWaiters);
+      std::atomic<int> finished{0};
+      for (int i = 0; i < kWaiters; ++i) {
+        goro::go([&] {
+          wg.wait();
+          EXPECT_EQ(finished.load(), kWorkers);
+          waiters_done.done();
+        });
+      }
+      for (int i = 0; i < kWorkers; ++i) {
+        goro::go([&] {
+          finished.fetch_add(1);
+          wg.done();
+        });
+      }
+      waiters_done.wait();
+    }
+  });
+}
+
+// Non-atomic data written before done() is visible after wait() (TSan checks
+// this is a proper happens-before, not luck).
+TEST(WaitGroupFiberTest, WritesBeforeDoneAreVisibleAfterWait) {
+  const int kN = Scaled(64, 16);
+  std::vector<long> data(static_cast<std::size_t>(kN));
+  goro::run(Procs(2), [&] {
+    for (int round = 1; round <= 20; ++round) {
+      goro::WaitGroup wg;
+      wg.add(kN);
+      for (int i = 0; i < kN; ++i) {
+        goro::go([&, i, round] {
+          data[static_cast<std::size_t>(i)] = static_cast<long>(i) * round;
+          wg.done();
+        });
+      }
+      wg.wait();
+      for (int i = 0; i < kN; ++i) {
+        ASSERT_EQ(data[static_cast<std::size_t>(i)], static_cast<long>(i) * round);
+      }
+    }
+  });
+}
+
+// wait_group.h: "a waiter may destroy the WaitGroup as soon as its wait()
+// returns". Under ASan a late touch by done() is a heap-use-after-free.
+TEST(WaitGroupFiberTest, WaiterMayDestroyTheWaitGroupRightAfterWait) {
+  const int kIters = Scaled(20000, 2000);
+  goro::run(Procs(2), [&] {
+    for (int i = 0; i < kIters; ++i) {
+      auto wg = std::make_unique<goro::WaitGroup>();
+      wg->add(1);
+      goro::go([w = wg.get()] { w->done(); });
+      wg->wait();
+      wg.reset();
+    }
+  });
+  // A plain-thread waiter, too.
+  for (int i = 0; i < Scaled(2000, 200); ++i) {
+    auto wg = std::make_unique<goro::WaitGroup>();
+    wg->add(1);
+    std::thread t([w = wg.get()] { w->done(); });
+    wg->wait();
+    wg.reset();
+    t.join();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The sync/ stand-ins, over the sync/ configurations (procs 1, 2, 4; default
+// and 100 us time slices).
 
 class WaitGroupTest : public goro_test::SyncTest {};
 GORO_INSTANTIATE_SYNC_TEST(WaitGroupTest);
