@@ -236,13 +236,16 @@ TEST(SchedulerTest, WorkSpreadsOverProcsByStealing) {
   EXPECT_GT(goro::stats().steals, 0u);
 }
 
-TEST(SchedulerTest, NoMoreThreadsThanProcsWithoutBlocking) {
+TEST(SchedulerTest, FewThreadsWithoutBlocking) {
+  // Without blocking() calls the runtime needs about one M per P. (As in Go,
+  // an M may be started while another is between giving up its P and parking
+  // itself, so one or two extra are allowed -- but not one per fiber.)
   goro::run(Procs(2), [] {
     SpawnAndWait(goro_test::Scaled(2000, 200), [](int i) {
       if (i % 3 == 0) goro::sleep_for(50us);
       goro::yield();
     });
-    EXPECT_LE(goro::stats().threads, 2);
+    EXPECT_LE(goro::stats().threads, 4);
   });
 }
 
