@@ -8,7 +8,7 @@
 //   1. the thread is a goro M running a user fiber on a P, not in
 //      blocking(), not on its scheduler context;
 //   2. the fiber was asked to yield (sysmon's request is still pending);
-//   3. M::locks == 0 (no runtime-internal lock, not inside the runtime's
+//   3. goro_tls_locks == 0 (no runtime-internal lock, not inside the runtime's
 //      own bookkeeping) and the fiber is in no goro::NoPreempt scope;
 //   4. the fiber holds no pthread mutex (std::mutex etc., counted per fiber
 //      by os_locks.cc);
@@ -45,6 +45,7 @@
 #include <atomic>
 
 #include "preempt/internal/preempt.h"
+#include "runtime/internal/locks.h"
 #include "runtime/internal/scheduler_internal.h"
 
 extern "C" {
@@ -140,7 +141,7 @@ __attribute__((no_sanitize_address)) bool try_preempt(M* m,
   if (!f->preempt_requested.load(std::memory_order_relaxed)) {
     return false;  // already yielded since sysmon asked
   }
-  if (m->locks != 0 || f->no_preempt != 0) {
+  if (goro_tls_locks != 0 || f->no_preempt != 0) {
     count(kRefusedNoPreempt);
     return false;
   }

@@ -5,8 +5,8 @@
 // three-state mutex): two threads on two cores hand it back and forth
 // without sleeping, which a std::mutex under contention does not do.
 //
-// Held with asynchronous preemption disabled (the thread's M::locks is
-// raised), so no fiber is preempted while holding it and no other fiber of
+// Held with asynchronous preemption disabled (the thread's goro_tls_locks
+// is raised), so no fiber is preempted while holding it and no other fiber of
 // the same thread can block on it forever. Releasing it never yields.
 //
 // Invariant: state_ == 0 unlocked; 1 locked, no sleeper; 2 locked, maybe
@@ -20,17 +20,15 @@
 
 #include "absl/base/thread_annotations.h"
 #include "runtime/internal/futex.h"
+#include "runtime/internal/locks.h"
 
 namespace goro::runtime_internal {
 
-// Raise/lower the current thread's M::locks without yielding (scheduler.cc).
-void locks_inc();
-void locks_dec_noyield();
 
 class ABSL_LOCKABLE Mutex {
  public:
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
-    locks_inc();
+    tls_locks_inc();
     std::uint32_t zero = 0;
     if (state_.compare_exchange_strong(zero, 1, std::memory_order_acquire)) {
       return;
@@ -41,7 +39,7 @@ class ABSL_LOCKABLE Mutex {
     if (state_.exchange(0, std::memory_order_release) == 2) {
       futex_wake(&state_, 1);
     }
-    locks_dec_noyield();
+    tls_locks_dec();
   }
 
  private:

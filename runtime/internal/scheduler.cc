@@ -61,6 +61,7 @@
 
 #include "runtime/internal/api.h"
 #include "runtime/internal/context_x86_64.h"
+#include "runtime/internal/locks.h"
 #include "runtime/internal/scheduler_internal.h"
 #include "runtime/park.h"
 
@@ -95,11 +96,14 @@ bool pc_in_goro_text(std::uintptr_t pc) {
          pc < reinterpret_cast<std::uintptr_t>(__stop_goro_text);
 }
 
+extern "C" __thread int goro_tls_locks
+    __attribute__((tls_model("initial-exec"))) = 0;
+
 GORO_TEXT M* current_m() { return tls_m; }
 
 GORO_TEXT M* acquirem() {
   M* m = tls_m;
-  if (m != nullptr) ++m->locks;
+  if (m != nullptr) tls_locks_inc();
   return m;
 }
 
@@ -107,7 +111,7 @@ GORO_TEXT void releasem_slow(M* m);
 
 GORO_TEXT void releasem(M* m) {
   if (m == nullptr) return;
-  if (--m->locks == 0 && m->curg != nullptr &&
+  if (tls_locks_dec() && m->curg != nullptr &&
       m->curg->preempt_requested.load(std::memory_order_relaxed)) {
     releasem_slow(m);
   }
@@ -447,7 +451,7 @@ __attribute__((noinline, noipa)) M* finish_switch();
 // Drops the M::locks count a switch was made with, on the M that resumed.
 // Inline: after the decrement a preemption is harmless.
 inline void release_after_switch(M* m) {
-  if (--m->locks == 0 && m->curg != nullptr &&
+  if (tls_locks_dec() && m->curg != nullptr &&
       m->curg->preempt_requested.load(std::memory_order_relaxed)) {
     releasem_slow(m);
   }
@@ -569,8 +573,8 @@ Pick pick_next(Sched* s, M* m, Fiber** out, bool* inherit) {
   }
   std::int64_t t0 = p->timers.earliest();
   if (t0 != 0 && mono_now_ns() >= t0) return Pick::kNeedScheduler;
-  if (p->schedtick % 61 == 0 &&
-      s->gq_size.load(std::memory_order_relaxed) > 0) {
+  if (s->gq_size.load(std::memory_order_relaxed) > 0 &&
+      p->schedtick % 61 == 0) {
     return Pick::kNeedScheduler;
   }
   *out = runq_get(p, inherit);
@@ -666,11 +670,11 @@ void execute(M* m, Fiber* f, bool inherit) {
                      std::memory_order_relaxed);
   p->context_switches.add();
   if (f->sp == nullptr) init_first_frame(p, f);
-  ++m->locks;  // dropped by the fiber as it resumes
+  tls_locks_inc();  // dropped by the fiber as it resumes
   before_switch(m, nullptr, f, false);
   goro_context_switch(&m->g0_sp, f->sp);
   finish_switch();
-  --m->locks;  // the count the fiber held when it switched here
+  tls_locks_dec();  // the count the fiber held when it switched here
 }
 
 // Runs expired timers of every P (ours first). Returns true if any fired.
@@ -937,22 +941,17 @@ void m_main(Sched* s, M* m) {
 // ---------------------------------------------------------------------------
 // Entry points.
 
-Fiber* current_fiber() {
-  M* m = acquirem();
-  Fiber* f = m == nullptr || m->blocking_p != nullptr ? nullptr : m->curg;
-  releasem(m);
-  return f;
+// In goro_text: no preemption can move the fiber between reading the M and
+// reading its curg.
+GORO_TEXT Fiber* current_fiber() {
+  M* m = tls_m;
+  return m == nullptr || m->blocking_p != nullptr ? nullptr : m->curg;
 }
 
 std::uint64_t fiber_id(const Fiber* f) { return f->id; }
 
 GORO_TEXT void no_preempt_inc() { acquirem(); }
 
-GORO_TEXT void locks_inc() { acquirem(); }
-
-GORO_TEXT void locks_dec_noyield() {
-  if (M* m = tls_m) --m->locks;
-}
 
 GORO_TEXT void no_preempt_dec() { releasem(tls_m); }
 

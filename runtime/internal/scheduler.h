@@ -125,12 +125,8 @@ struct M {
   bool idle = false;       // on that list; guarded by Sched::lock_
   P* blocking_p = nullptr;  // the P given up by blocking(), to take back
 
-  // Runtime-internal lock depth (Go's m.locks); async preemption is refused
-  // while non-zero. Only this thread writes it (acquirem/releasem, in
-  // goro_text so that no preemption lands between a read and a write); its
-  // signal handler reads it. Every context switch happens with the switcher
-  // holding one count that the resumed context drops (see acquirem).
-  int locks = 0;
+  // The runtime-lock count (Go's m.locks) is the thread-local
+  // goro_tls_locks, see locks.h.
 
   // Async-preempted fibers that must resume on this thread
   // (Options::preempt_migrate == false), FIFO via sched_next. Owner only.

@@ -117,7 +117,23 @@ class ChanCore {
 
   void move_elem(void* dst, void* src) const {
     if (ops_->trivial) {
-      std::memcpy(dst, src, ops_->size);
+      // Word-sized values (the common case: ints, pointers, small structs)
+      // are copied inline; a call into libc's memcpy would cost more than
+      // the rest of an uncontended send.
+      switch (ops_->size) {
+        case 4:
+          std::memcpy(dst, src, 4);
+          return;
+        case 8:
+          std::memcpy(dst, src, 8);
+          return;
+        case 16:
+          std::memcpy(dst, src, 16);
+          return;
+        default:
+          std::memcpy(dst, src, ops_->size);
+          return;
+      }
     } else {
       ops_->move_construct(dst, src);
     }

@@ -21,20 +21,20 @@
 #include <atomic>
 
 #include "absl/base/thread_annotations.h"
-#include "runtime/park.h"
+#include "runtime/internal/locks.h"
 
 namespace goro::sync_internal {
 
 class ABSL_LOCKABLE SpinLock {
  public:
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
-    runtime_internal::no_preempt_inc();
+    runtime_internal::tls_locks_inc();
     if (!locked_.exchange(true, std::memory_order_acquire)) return;
     lock_slow();
   }
   void unlock() ABSL_UNLOCK_FUNCTION() {
     locked_.store(false, std::memory_order_release);
-    runtime_internal::no_preempt_dec();
+    runtime_internal::tls_locks_dec();
   }
 
  private:
