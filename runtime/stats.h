@@ -14,7 +14,7 @@ namespace goro {
 struct Stats {
   int procs = 0;    // Ps (parallelism)
   int threads = 0;  // Ms: OS threads that run fibers (not sysmon)
-  std::uint64_t fibers_live = 0;     // started and not yet returned
+  std::uint64_t fibers_live = 0;     // created (go) and not yet returned
   std::uint64_t fibers_created = 0;  // go() calls, plus the main fiber
   std::uint64_t context_switches = 0;  // switches into a fiber
   std::uint64_t steals = 0;    // successful steals from another P's queue
@@ -31,7 +31,7 @@ struct Stats {
   std::uint64_t refused_os_lock = 0;     // the fiber holds a pthread mutex
   std::uint64_t refused_pc = 0;          // interrupted in libc, libstdc++, ...
   std::uint64_t refused_stack = 0;       // too little stack for the save area
-  std::uint64_t refused_not_fiber = 0;   // the thread was not in a user fiber
+  std::uint64_t refused_not_fiber = 0;   // not a user fiber on a regular P
   std::uint64_t syscall_retakes = 0;     // Ps taken from threads in syscalls
 };
 

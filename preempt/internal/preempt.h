@@ -19,7 +19,7 @@ enum Refusal : int {
   kRefusedOsLock = 1,     // the fiber holds a pthread mutex
   kRefusedPc = 2,         // interrupted in, or called from, foreign code
   kRefusedStack = 3,      // too little stack left for the save area
-  kRefusedNotFiber = 4,   // not a user fiber on a P
+  kRefusedNotFiber = 4,   // not a user fiber on a regular P
 };
 
 // Stack a preemption needs below the interrupted rsp: red zone, saved

@@ -5,8 +5,9 @@
 // from the handler enters goro_async_preempt.
 //
 // Async-safe point: all of
-//   1. the thread is a goro M running a user fiber on a P, not in
-//      blocking(), not on its scheduler context;
+//   1. the thread is a goro M running a user fiber on a regular P (not a
+//      spare lent for a stuck system call), not in blocking(), not on its
+//      scheduler context;
 //   2. the fiber was asked to yield (sysmon's request is still pending);
 //   3. goro_tls_locks == 0 (no runtime-internal lock, not inside the runtime's
 //      own bookkeeping) and the fiber is in no goro::NoPreempt scope;
@@ -134,7 +135,11 @@ __attribute__((no_sanitize_address)) bool frames_ok(std::uintptr_t rbp,
 __attribute__((no_sanitize_address)) bool try_preempt(M* m,
                                                       ucontext_t* uc) {
   Fiber* f = m->curg;
-  if (f == nullptr || m->p == nullptr || m->blocking_p != nullptr) {
+  // Not on a spare P either: a fiber preempted there would be pinned to an M
+  // that must give the spare back (and could not keep the fiber) as soon as
+  // the stuck thread returns. Fibers on a spare are preempted cooperatively.
+  if (f == nullptr || m->p == nullptr || m->blocking_p != nullptr ||
+      m->p->is_spare) {
     count(kRefusedNotFiber);
     return false;
   }

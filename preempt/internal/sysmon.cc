@@ -160,7 +160,9 @@ void retake(Sysmon* sm, std::vector<PWatch>& watch, std::vector<int>& fds,
       w.last_signal = now;
       continue;
     }
-    if (!s->opts.async_preempt) continue;
+    // Fibers on a spare P are only preempted cooperatively (see the SIGURG
+    // handler), so do not signal its M.
+    if (!s->opts.async_preempt || p->is_spare) continue;
     if (m->signal_pending.exchange(true, std::memory_order_acq_rel)) {
       continue;  // one in flight already
     }

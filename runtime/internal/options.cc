@@ -89,19 +89,19 @@ Options resolve_options(const Options& in) {
   if (o.procs < 0 || o.procs > kMaxProcs) {
     bad("Options::procs", std::to_string(o.procs), "0 (automatic) to 1024");
   }
-  if (o.procs == 0) {
-    if (const char* e = std::getenv("GORO_MAXPROCS")) {
-      unsigned long long v;
-      std::string suffix;
-      if (!parse_number(e, &v, &suffix) || !suffix.empty() || v < 1 ||
-          v > kMaxProcs) {
-        bad("GORO_MAXPROCS", e, "an integer from 1 to 1024");
-      }
-      o.procs = static_cast<int>(v);
-    } else {
-      o.procs = available_cpus();
+  // GORO_MAXPROCS is checked even when Options::procs wins: a malformed
+  // value is an error wherever it appears.
+  int env_procs = 0;
+  if (const char* e = std::getenv("GORO_MAXPROCS")) {
+    unsigned long long v;
+    std::string suffix;
+    if (!parse_number(e, &v, &suffix) || !suffix.empty() || v < 1 ||
+        v > kMaxProcs) {
+      bad("GORO_MAXPROCS", e, "an integer from 1 to 1024");
     }
+    env_procs = static_cast<int>(v);
   }
+  if (o.procs == 0) o.procs = env_procs != 0 ? env_procs : available_cpus();
   if (const char* e = std::getenv("GORO_STACK_SIZE")) {
     unsigned long long v;
     std::string suffix;
