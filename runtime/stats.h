@@ -12,17 +12,17 @@
 namespace goro {
 
 struct Stats {
-  int procs = 0;    // Ps (parallelism)
-  int threads = 0;  // Ms: OS threads that run fibers (not sysmon)
-  std::uint64_t fibers_live = 0;     // created (go) and not yet returned
-  std::uint64_t fibers_created = 0;  // go() calls, plus the main fiber
+  int procs = 0;                  // Ps (parallelism)
+  int threads = 0;                // Ms: OS threads that run fibers (not sysmon)
+  std::uint64_t fibers_live = 0;  // created (go) and not yet returned
+  std::uint64_t fibers_created = 0;    // go() calls, plus the main fiber
   std::uint64_t context_switches = 0;  // switches into a fiber
   std::uint64_t steals = 0;    // successful steals from another P's queue
   std::uint64_t handoffs = 0;  // Ps handed to another thread (blocking())
   std::uint64_t timers_fired = 0;
   std::uint64_t threads_woken = 0;  // idle threads woken to take work
   // Preemption (preempt/):
-  std::uint64_t preempt_requests = 0;  // time-slice overruns noticed
+  std::uint64_t preempt_requests = 0;         // time-slice overruns noticed
   std::uint64_t preemptions_async = 0;        // switches forced by SIGURG
   std::uint64_t preemptions_cooperative = 0;  // requests honoured at a call
   std::uint64_t signals_sent = 0;             // SIGURGs sent by sysmon

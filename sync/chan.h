@@ -2,8 +2,8 @@
 //
 // goro::Chan<T>: Go's channels for fibers.
 //
-//   goro::Chan<int> ch(16);             // buffered, capacity 16 (0: unbuffered)
-//   goro::go([ch] {                     // copies share one channel
+//   goro::Chan<int> ch(16);             // buffered, capacity 16 (0:
+//   unbuffered) goro::go([ch] {                     // copies share one channel
 //     for (int i = 0; i < 100; ++i) ch.send(i);
 //     ch.close();
 //   });

@@ -59,9 +59,7 @@ struct Context::State : std::enable_shared_from_this<Context::State> {
 
 Context Context::background() { return Context(nullptr); }
 
-Chan<Unit> Context::done() const {
-  return s_ ? s_->done : Chan<Unit>();
-}
+Chan<Unit> Context::done() const { return s_ ? s_->done : Chan<Unit>(); }
 
 absl::Status Context::err() const {
   if (!s_) return absl::OkStatus();
@@ -101,7 +99,8 @@ std::pair<Context, CancelFunc> with_cancel(const Context& parent) {
   auto s = new_child(parent.s_);
   std::weak_ptr<Context::State> w = s;
   return {Context(s), [w] {
-            if (auto p = w.lock()) p->cancel(absl::CancelledError("context canceled"));
+            if (auto p = w.lock())
+              p->cancel(absl::CancelledError("context canceled"));
           }};
 }
 
@@ -124,7 +123,8 @@ std::pair<Context, CancelFunc> with_deadline(const Context& parent,
     }
   }
   return {Context(s), [w] {
-            if (auto p = w.lock()) p->cancel(absl::CancelledError("context canceled"));
+            if (auto p = w.lock())
+              p->cancel(absl::CancelledError("context canceled"));
           }};
 }
 

@@ -92,8 +92,9 @@ template <typename Rep, typename Period>
 std::pair<Context, CancelFunc> with_timeout(
     const Context& parent, std::chrono::duration<Rep, Period> timeout) {
   return with_deadline(
-      parent, std::chrono::steady_clock::now() +
-                  std::chrono::ceil<std::chrono::steady_clock::duration>(timeout));
+      parent,
+      std::chrono::steady_clock::now() +
+          std::chrono::ceil<std::chrono::steady_clock::duration>(timeout));
 }
 
 }  // namespace goro

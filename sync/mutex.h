@@ -71,8 +71,7 @@ class ABSL_LOCKABLE Mutex {
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
     std::int32_t zero = 0;
     // cas-acquire: pairs with unlock's release.
-    if (state_.compare_exchange_strong(zero, kLocked,
-                                       std::memory_order_acquire,
+    if (state_.compare_exchange_strong(zero, kLocked, std::memory_order_acquire,
                                        std::memory_order_relaxed)) {
       return;
     }

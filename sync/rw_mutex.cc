@@ -53,8 +53,7 @@ bool RWMutex::try_lock_shared() {
   std::int32_t c = reader_count_.load(std::memory_order_relaxed);
   for (;;) {
     if (c < 0) return false;
-    if (reader_count_.compare_exchange_weak(c, c + 1,
-                                            std::memory_order_acquire,
+    if (reader_count_.compare_exchange_weak(c, c + 1, std::memory_order_acquire,
                                             std::memory_order_relaxed)) {
       return true;
     }

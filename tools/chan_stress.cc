@@ -49,7 +49,8 @@
 #include "absl/time/time.h"
 #include "goro.h"
 
-ABSL_FLAG(int, producers, 4, "Producer fibers; producer p sends on a[p % channels].");
+ABSL_FLAG(int, producers, 4,
+          "Producer fibers; producer p sends on a[p % channels].");
 ABSL_FLAG(int, consumers, 4,
           "Consumer fibers; each receives from every channel through one "
           "goro::Selector (fan-in).");
@@ -103,7 +104,8 @@ class Counters {
     if (s >= kMaxSegs) return false;
     if (segs_[s].load(std::memory_order_acquire) == nullptr) {
       auto* p = new std::atomic<std::uint8_t>[kSeg];
-      for (std::uint64_t i = 0; i < kSeg; ++i) p[i].store(0, std::memory_order_relaxed);
+      for (std::uint64_t i = 0; i < kSeg; ++i)
+        p[i].store(0, std::memory_order_relaxed);
       segs_[s].store(p, std::memory_order_release);
     }
     return true;
@@ -122,7 +124,8 @@ class Counters {
   }
   int get(std::uint64_t seq) const {
     if (seq / kSeg >= kMaxSegs) return 0;
-    std::atomic<std::uint8_t>* p = segs_[seq / kSeg].load(std::memory_order_acquire);
+    std::atomic<std::uint8_t>* p =
+        segs_[seq / kSeg].load(std::memory_order_acquire);
     return p == nullptr ? 0 : p[seq % kSeg].load(std::memory_order_relaxed);
   }
 
@@ -178,14 +181,15 @@ void selector(State& st) {
   goro::Selector sel;
   std::vector<std::size_t> recv_idx(n), send_idx(n);
   for (int i = 0; i < n; ++i) {
-    recv_idx[i] = sel.add(goro::recv_case(st.a[i], [&, i](std::optional<Msg> m) {
-      if (!m) {
-        a_open[i] = false;
-        --open;
-        return;
-      }
-      held.push_back(*m);
-    }));
+    recv_idx[i] =
+        sel.add(goro::recv_case(st.a[i], [&, i](std::optional<Msg> m) {
+          if (!m) {
+            a_open[i] = false;
+            --open;
+            return;
+          }
+          held.push_back(*m);
+        }));
   }
   for (int i = 0; i < n; ++i) {
     send_idx[i] = sel.add(goro::send_case(st.b[i], Msg{}, [&] {
@@ -258,8 +262,8 @@ int run_stress() {
   const absl::Duration duration = absl::GetFlag(FLAGS_duration);
   st.per_producer = duration > absl::ZeroDuration()
                         ? 0
-                        : static_cast<std::uint64_t>(
-                              std::max<std::int64_t>(0, absl::GetFlag(FLAGS_messages)));
+                        : static_cast<std::uint64_t>(std::max<std::int64_t>(
+                              0, absl::GetFlag(FLAGS_messages)));
   st.close_early = absl::GetFlag(FLAGS_close_early);
   st.counts = std::vector<Counters>(st.producers);
   st.sent_by.assign(st.producers, 0);
@@ -299,24 +303,24 @@ int run_stress() {
                           f = st.forwarded.load();
       const std::uint64_t moved = s + r + f;
       if (!quiet) {
-        std::printf(
-            "[%6.1fs] sent %" PRIu64 " received %" PRIu64 " forwarded %" PRIu64
-            " live: producers %d selectors %d consumers %d\n",
-            std::chrono::duration<double>(now - t0).count(), s, r, f,
-            st.live_producers.load(), st.live_selectors.load(),
-            st.live_consumers.load());
+        std::printf("[%6.1fs] sent %" PRIu64 " received %" PRIu64
+                    " forwarded %" PRIu64
+                    " live: producers %d selectors %d consumers %d\n",
+                    std::chrono::duration<double>(now - t0).count(), s, r, f,
+                    st.live_producers.load(), st.live_selectors.load(),
+                    st.live_consumers.load());
         std::fflush(stdout);
       }
       if (moved != last_moved) {
         last_moved = moved;
         last_change = now;
       } else if (now - last_change > absl::ToChronoNanoseconds(hang_timeout)) {
-        std::printf(
-            "HANG: nothing moved for %s; sent %" PRIu64 " received %" PRIu64
-            "; still running: producers %d selectors %d consumers %d\n",
-            absl::FormatDuration(hang_timeout).c_str(), s, r,
-            st.live_producers.load(), st.live_selectors.load(),
-            st.live_consumers.load());
+        std::printf("HANG: nothing moved for %s; sent %" PRIu64
+                    " received %" PRIu64
+                    "; still running: producers %d selectors %d consumers %d\n",
+                    absl::FormatDuration(hang_timeout).c_str(), s, r,
+                    st.live_producers.load(), st.live_selectors.load(),
+                    st.live_consumers.load());
         std::fflush(stdout);
         _exit(2);
       }
@@ -397,10 +401,10 @@ int run_stress() {
     dup += st.counts[p].get(st.sent_by[p]);
   }
   const std::uint64_t received = st.received.load();
-  const double secs =
-      std::chrono::duration<double>(t_end - t0).count();
+  const double secs = std::chrono::duration<double>(t_end - t0).count();
   std::printf("elapsed %.2fs (%.0f msg/s), forwarded by selectors %" PRIu64
-              ", fifo violations %" PRIu64 ", impossible messages %" PRIu64 "\n",
+              ", fifo violations %" PRIu64 ", impossible messages %" PRIu64
+              "\n",
               secs, received / secs, st.forwarded.load(),
               st.order_violations.load(), st.impossible.load());
   std::printf("sent %" PRIu64 " received %" PRIu64 " lost %" PRIu64
@@ -417,7 +421,8 @@ int run_stress() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Stress test of goro channels and select with exact accounting.\n"
-      "Producers send (producer, sequence) messages on channels a[*]; selector\n"
+      "Producers send (producer, sequence) messages on channels a[*]; "
+      "selector\n"
       "fibers receive from a[*] and send to b[*] within one select; consumers\n"
       "fan in from every channel. Checks that every message sent is received\n"
       "exactly once, per-producer FIFO on direct paths, and that no fiber is\n"

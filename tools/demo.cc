@@ -31,7 +31,7 @@ double ms_since(Clock::time_point t) {
 
 // A loop with no calls at all: only asynchronous preemption can stop it.
 __attribute__((noinline)) std::uint64_t spin(const std::atomic<bool>& stop,
-                                              std::uint64_t limit) {
+                                             std::uint64_t limit) {
   std::uint64_t n = 0;
   while (!stop.load(std::memory_order_relaxed) && n < limit) ++n;
   return n;

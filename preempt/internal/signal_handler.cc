@@ -132,8 +132,7 @@ __attribute__((no_sanitize_address)) bool frames_ok(std::uintptr_t rbp,
                                                     std::uintptr_t rsp,
                                                     std::uintptr_t hi);
 
-__attribute__((no_sanitize_address)) bool try_preempt(M* m,
-                                                      ucontext_t* uc) {
+__attribute__((no_sanitize_address)) bool try_preempt(M* m, ucontext_t* uc) {
   Fiber* f = m->curg;
   // Not on a spare P either: a fiber preempted there would be pinned to an M
   // that must give the spare back (and could not keep the fiber) as soon as
@@ -181,7 +180,8 @@ __attribute__((no_sanitize_address)) bool try_preempt(M* m,
 
 void chain(int sig, siginfo_t* info, void* uc) {
   if (g_old_urg.sa_flags & SA_SIGINFO) {
-    if (g_old_urg.sa_sigaction != nullptr) g_old_urg.sa_sigaction(sig, info, uc);
+    if (g_old_urg.sa_sigaction != nullptr)
+      g_old_urg.sa_sigaction(sig, info, uc);
   } else if (g_old_urg.sa_handler != SIG_DFL &&
              g_old_urg.sa_handler != SIG_IGN) {
     g_old_urg.sa_handler(sig);

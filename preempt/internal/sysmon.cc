@@ -121,8 +121,7 @@ void retake(Sysmon* sm, std::vector<PWatch>& watch, std::vector<int>& fds,
           runtime_internal::kSpareOn) {
         M* m = std::atomic_ref<M*>(p->m).load(std::memory_order_relaxed);
         bool back = !running || seq != w.seq || now - w.since < slice ||
-                    m == nullptr ||
-                    thread_state(m->tid, fds, m->id) == 'R';
+                    m == nullptr || thread_state(m->tid, fds, m->id) == 'R';
         if (back) {
           int on = runtime_internal::kSpareOn;
           if (spare->spare_state.compare_exchange_strong(

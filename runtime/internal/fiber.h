@@ -11,8 +11,8 @@
 //   kRunnable  Has a closure and is on exactly one run queue: a P's runnext or
 //              ring, the global queue, or an M's pinned list (async-preempted,
 //              must resume on that thread) -- or is being moved between them
-//              by whoever popped it. Not running; no M owns it. If it ran before,
-//              its context is saved at `sp`.
+//              by whoever popped it. Not running; no M owns it. If it ran
+//              before, its context is saved at `sp`.
 //   kRunning   Owned by the M whose curg it is; executing, or switching out.
 //   kWaiting   Parked: on no run queue. Its context is saved. Exactly one party
 //              -- whoever the park commit published it to (a wait list, a

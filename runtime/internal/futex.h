@@ -44,8 +44,8 @@ inline void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
 }
 
 inline void futex_wake(std::atomic<std::uint32_t>* word, int n) {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word),
-          FUTEX_WAKE_PRIVATE, n, nullptr, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE,
+          n, nullptr, nullptr, 0);
 }
 
 // Note: one sleeper, any number of wakers. clear() before each use by the

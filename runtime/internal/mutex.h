@@ -24,7 +24,6 @@
 
 namespace goro::runtime_internal {
 
-
 class ABSL_LOCKABLE Mutex {
  public:
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {

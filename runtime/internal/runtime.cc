@@ -4,8 +4,8 @@
 // down), the public calls about the current fiber, and stats.
 
 #include <chrono>
-#include <new>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <thread>
 

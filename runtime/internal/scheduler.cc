@@ -122,11 +122,16 @@ void set_current_m(M* m) { tls_m = m; }
 
 const char* fiber_state_name(FiberState s) {
   switch (s) {
-    case FiberState::kFree: return "free";
-    case FiberState::kRunnable: return "runnable";
-    case FiberState::kRunning: return "running";
-    case FiberState::kWaiting: return "waiting";
-    case FiberState::kDead: return "dead";
+    case FiberState::kFree:
+      return "free";
+    case FiberState::kRunnable:
+      return "runnable";
+    case FiberState::kRunning:
+      return "running";
+    case FiberState::kWaiting:
+      return "waiting";
+    case FiberState::kDead:
+      return "dead";
   }
   return "?";
 }
@@ -167,8 +172,8 @@ inline void before_switch(M* m, Fiber* from, Fiber* to, bool from_dying) {
   if (from != nullptr) from->eh = *m->eh_globals;
 #if defined(__SANITIZE_ADDRESS__)
   void** save = from_dying ? nullptr
-                : from    ? &from->asan_fake_stack
-                          : &m->asan_g0_fake_stack;
+                : from     ? &from->asan_fake_stack
+                           : &m->asan_g0_fake_stack;
   if (to != nullptr) {
     __sanitizer_start_switch_fiber(save, to->stack.lo, to->stack.size);
   } else {
@@ -362,7 +367,8 @@ void startm(Sched* s, P* p, bool spinning) {
     if (spinning) s->nmspinning.fetch_sub(1, std::memory_order_seq_cst);
     return;
   }
-  if (p != nullptr) p->status.store(PStatus::kRunning, std::memory_order_relaxed);
+  if (p != nullptr)
+    p->status.store(PStatus::kRunning, std::memory_order_relaxed);
   if (p == nullptr) {
     p = pidle_get_locked(s);
     if (p == nullptr) {
@@ -430,7 +436,8 @@ void init_first_frame(P* p, Fiber* f) {
   // fiber's frames, which never returned.
   __asan_unpoison_memory_region(f->stack.lo, f->stack.size);
 #endif
-  auto* fr = reinterpret_cast<SwitchFrame*>(f->stack.hi() - sizeof(SwitchFrame));
+  auto* fr =
+      reinterpret_cast<SwitchFrame*>(f->stack.hi() - sizeof(SwitchFrame));
   std::memset(fr, 0, sizeof(*fr));
   fr->mxcsr = kDefaultMxcsr;
   fr->x87_cw = kDefaultX87Cw;
@@ -517,8 +524,7 @@ __attribute__((noinline, noipa)) M* finish_switch() {
 
 // Switches from the running fiber `self` to `next`, or to g0 if null.
 // m->after must already say what to do with `self`.
-M* switch_from_fiber(M* m, Fiber* self, Fiber* next, bool inherit,
-                     bool dying) {
+M* switch_from_fiber(M* m, Fiber* self, Fiber* next, bool inherit, bool dying) {
   if (!self->stack.canary_intact()) report_stack_overflow(self);
   void* to;
   if (next != nullptr) {
@@ -952,7 +958,6 @@ std::uint64_t fiber_id(const Fiber* f) { return f->id; }
 
 GORO_TEXT void no_preempt_inc() { acquirem(); }
 
-
 GORO_TEXT void no_preempt_dec() { releasem(tls_m); }
 
 GORO_TEXT void releasem_slow(M* m) {
@@ -1034,7 +1039,7 @@ void yield_impl(bool preempted, bool async) {
   // allowed: the compiler may hold thread-local addresses in registers.
   // With migration allowed it goes to the global queue, as in Go, so that
   // any P may pick it up (fairness across workers).
-  m->after = !async                   ? M::After::kRequeue
+  m->after = !async                    ? M::After::kRequeue
              : s->opts.preempt_migrate ? M::After::kRequeueGlobal
                                        : M::After::kPin;
   m->after_fiber = self;
@@ -1081,7 +1086,8 @@ void refill_free_fibers(Sched* s, P* p) {
 Fiber* fiber_new(const SpawnOptions* o) {
   Sched* s = sched();
   if (s == nullptr) {
-    throw std::logic_error("goro::go: no runtime is running (call it inside goro::run)");
+    throw std::logic_error(
+        "goro::go: no runtime is running (call it inside goro::run)");
   }
   std::size_t ss = s->opts.stack_size;
   if (o->stack_size != 0) {

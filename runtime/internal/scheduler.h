@@ -32,8 +32,7 @@ namespace goro::runtime_internal {
 class OwnerCounter {
  public:
   void add(std::uint64_t n = 1) {
-    v_.store(v_.load(std::memory_order_relaxed) + n,
-             std::memory_order_relaxed);
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
   std::uint64_t get() const { return v_.load(std::memory_order_relaxed); }
 
@@ -74,7 +73,7 @@ struct alignas(64) P {
   TimerHeap timers;
 
   // --- Owner only (the M holding this P) ---
-  M* m = nullptr;              // also written under Sched::lock_ when handed
+  M* m = nullptr;               // also written under Sched::lock_ when handed
   std::uint32_t schedtick = 0;  // fibers started from a queue; see sysmon
   std::uint32_t rand = 0;
   StackCache stack_cache;
@@ -104,7 +103,7 @@ struct M {
   // The P this M holds, or null (idle, or inside blocking()). Written only by
   // this M, or by the thread that hands it a P before waking it.
   P* p = nullptr;
-  P* next_p = nullptr;   // handed by startm; guarded by Sched::lock_
+  P* next_p = nullptr;         // handed by startm; guarded by Sched::lock_
   bool next_spinning = false;  // likewise
   Fiber* curg = nullptr;  // the fiber running, null on the scheduler context
   void* g0_sp = nullptr;  // the scheduler context while a fiber runs
@@ -112,17 +111,22 @@ struct M {
   // What the context that resumes after a switch must do for the one that
   // left (see finish_switch in scheduler.cc).
   enum class After : std::uint8_t {
-    kNothing, kRequeue, kRequeueGlobal, kPin, kPark, kExit
+    kNothing,
+    kRequeue,
+    kRequeueGlobal,
+    kPin,
+    kPark,
+    kExit
   };
   After after = After::kNothing;
   Fiber* after_fiber = nullptr;
   bool (*after_commit)(void*) = nullptr;
   void* after_arg = nullptr;
 
-  bool spinning = false;  // looking for work; counted in Sched::nmspinning_
-  Note note;              // idle parking
-  M* idle_next = nullptr;  // Sched idle list; guarded by Sched::lock_
-  bool idle = false;       // on that list; guarded by Sched::lock_
+  bool spinning = false;    // looking for work; counted in Sched::nmspinning_
+  Note note;                // idle parking
+  M* idle_next = nullptr;   // Sched idle list; guarded by Sched::lock_
+  bool idle = false;        // on that list; guarded by Sched::lock_
   P* blocking_p = nullptr;  // the P given up by blocking(), to take back
 
   // The runtime-lock count (Go's m.locks) is the thread-local
@@ -174,14 +178,14 @@ class Sched {
   // different Ps do not contend with the run queues.
   Mutex free_lock;
   // --- Guarded by free_lock ---
-  Fiber* all_fibers = nullptr;  // every Fiber object (Fiber::all_next)
+  Fiber* all_fibers = nullptr;   // every Fiber object (Fiber::all_next)
   Fiber* free_fibers = nullptr;  // global free list
   int free_count = 0;
   // --- Atomics, with who writes them ---
-  std::atomic<int> gq_size{0};       // under lock; read anywhere
-  std::atomic<int> npidle{0};        // under lock; read anywhere
-  std::atomic<int> nmspinning{0};    // by Ms entering/leaving spinning
-  std::atomic<int> nthreads{0};      // under lock
+  std::atomic<int> gq_size{0};        // under lock; read anywhere
+  std::atomic<int> npidle{0};         // under lock; read anywhere
+  std::atomic<int> nmspinning{0};     // by Ms entering/leaving spinning
+  std::atomic<int> nthreads{0};       // under lock
   std::atomic<bool> stopping{false};  // once, by the main fiber's exit
   std::atomic<std::uint64_t> next_fiber_id{1};
   std::atomic<std::uint64_t> handoffs{0}, threads_woken{0};

@@ -61,9 +61,9 @@ void StackAllocator::grow_locked(std::size_t size, FreeList& list) {
   std::size_t n = kChunkBytes / slot;
   if (n == 0) n = 1;
   const std::size_t bytes = n * slot;
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1,
-                 0);
+  void* p =
+      mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   // A huge page would commit 2 MiB for a fiber that touches 4 KiB.
   madvise(p, bytes, MADV_NOHUGEPAGE);

@@ -95,7 +95,7 @@ class StackAllocator {
 
  private:
   struct FreeList {
-    std::vector<Stack> warm;   // memory possibly committed
+    std::vector<Stack> warm;    // memory possibly committed
     std::vector<Stack> stacks;  // memory returned to the kernel
   };
   void grow_locked(std::size_t size, FreeList& list);

@@ -75,8 +75,7 @@ bool TimerHeap::add(Timer* t) {
 
 bool TimerHeap::remove(Timer* t) {
   std::lock_guard<std::mutex> l(mu_);
-  if (std::atomic_ref<void*>(t->heap).load(std::memory_order_relaxed) !=
-          this ||
+  if (std::atomic_ref<void*>(t->heap).load(std::memory_order_relaxed) != this ||
       t->index < 0) {
     return false;
   }

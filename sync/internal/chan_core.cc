@@ -53,7 +53,8 @@ ChanCore* ChanCore::create(std::int64_t capacity, const ElemOps* ops) {
       ops->align > alignof(ChanCore) ? ops->align : alignof(ChanCore);
   const std::size_t head = (sizeof(ChanCore) + align - 1) / align * align;
   void* mem = ::operator new(head + cap * ops->stride, std::align_val_t(align));
-  return ::new (mem) ChanCore(cap, ops, static_cast<unsigned char*>(mem) + head);
+  return ::new (mem)
+      ChanCore(cap, ops, static_cast<unsigned char*>(mem) + head);
 }
 
 void ChanCore::destroy() {

@@ -64,8 +64,10 @@ inline constexpr ElemOps kElemOps = {
     sizeof(T),
     (sizeof(T) + alignof(T) - 1) / alignof(T) * alignof(T),
     alignof(T),
-    std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>,
-    [](void* dst, void* src) { ::new (dst) T(std::move(*static_cast<T*>(src))); },
+    std::is_trivially_copyable_v<T>&& std::is_trivially_destructible_v<T>,
+    [](void* dst, void* src) {
+      ::new (dst) T(std::move(*static_cast<T*>(src)));
+    },
     [](void* p) { static_cast<T*>(p)->~T(); },
 };
 

@@ -90,8 +90,8 @@ bool unlock_all_commit(void* arg) {
 }  // namespace
 
 SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
-                             Waiter* waiters, int n, bool block)
-    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                             Waiter* waiters, int n,
+                             bool block) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   std::uint16_t* pollorder = order;
   std::uint16_t* lockorder = order + n;
   int norder = 0;

@@ -135,14 +135,22 @@ __attribute__((noinline, target("avx512f"))) void avx512_work(double seed,
     a = _mm512_fmadd_pd(a, b, _mm512_mul_pd(c, e));
     b = _mm512_fmadd_pd(b, c, e);
     c = _mm512_add_pd(c, _mm512_mul_pd(a, e));
-    d0 = _mm512_fmadd_pd(d0, b, e); d1 = _mm512_fmadd_pd(d1, d0, e);
-    d2 = _mm512_fmadd_pd(d2, d1, e); d3 = _mm512_fmadd_pd(d3, d2, e);
-    d4 = _mm512_fmadd_pd(d4, d3, e); d5 = _mm512_fmadd_pd(d5, d4, e);
-    d6 = _mm512_fmadd_pd(d6, d5, e); d7 = _mm512_fmadd_pd(d7, d6, e);
-    d8 = _mm512_fmadd_pd(d8, d7, e); d9 = _mm512_fmadd_pd(d9, d8, e);
-    d10 = _mm512_fmadd_pd(d10, d9, e); d11 = _mm512_fmadd_pd(d11, d10, e);
-    d12 = _mm512_fmadd_pd(d12, d11, e); d13 = _mm512_fmadd_pd(d13, d12, e);
-    d14 = _mm512_fmadd_pd(d14, d13, e); d15 = _mm512_fmadd_pd(d15, d14, e);
+    d0 = _mm512_fmadd_pd(d0, b, e);
+    d1 = _mm512_fmadd_pd(d1, d0, e);
+    d2 = _mm512_fmadd_pd(d2, d1, e);
+    d3 = _mm512_fmadd_pd(d3, d2, e);
+    d4 = _mm512_fmadd_pd(d4, d3, e);
+    d5 = _mm512_fmadd_pd(d5, d4, e);
+    d6 = _mm512_fmadd_pd(d6, d5, e);
+    d7 = _mm512_fmadd_pd(d7, d6, e);
+    d8 = _mm512_fmadd_pd(d8, d7, e);
+    d9 = _mm512_fmadd_pd(d9, d8, e);
+    d10 = _mm512_fmadd_pd(d10, d9, e);
+    d11 = _mm512_fmadd_pd(d11, d10, e);
+    d12 = _mm512_fmadd_pd(d12, d11, e);
+    d13 = _mm512_fmadd_pd(d13, d12, e);
+    d14 = _mm512_fmadd_pd(d14, d13, e);
+    d15 = _mm512_fmadd_pd(d15, d14, e);
     d16 = _mm512_fmadd_pd(d16, d15, e);
   }
   __m512d sum = _mm512_add_pd(_mm512_add_pd(a, b), c);
@@ -202,12 +210,13 @@ TEST(Preempt, VectorAndX87StateSurvivesPreemption) {
   if (!avx512) std::printf("note: no AVX-512 on this CPU; checked the rest\n");
 }
 
-// --- The red zone below rsp survives ------------------------------------------
+// --- The red zone below rsp survives
+// ------------------------------------------
 
 // Writes 16 words into the red zone (below rsp, where a leaf function may keep
 // data without moving rsp), spins `iters` times without calls, then sums them.
-__attribute__((noinline)) std::uint64_t red_zone_roundtrip(std::uint64_t seed,
-                                                           std::uint64_t iters) {
+__attribute__((noinline)) std::uint64_t red_zone_roundtrip(
+    std::uint64_t seed, std::uint64_t iters) {
   std::uint64_t sum;
   __asm__ volatile(
       "movq %[seed], %%rax\n"
@@ -260,7 +269,8 @@ TEST(Preempt, RedZoneSurvives) {
   EXPECT_EQ(bad.load(), 0);
 }
 
-// --- Where the runtime must refuse --------------------------------------------
+// --- Where the runtime must refuse
+// --------------------------------------------
 
 TEST(Preempt, NeverSwitchesInsideLibc) {
   // A fiber that spends most of its time inside libc (memcpy/memcmp of large

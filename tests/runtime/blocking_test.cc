@@ -80,7 +80,8 @@ TEST(BlockingTest, PipeReadUnblockedByAnotherFiberOnTheSameP) {
     wg.add(2);
     goro::go([&] {
       char buf[16] = {};
-      ssize_t n = goro::blocking([&] { return ::read(fds[0], buf, sizeof buf); });
+      ssize_t n =
+          goro::blocking([&] { return ::read(fds[0], buf, sizeof buf); });
       if (n > 0) got.assign(buf, static_cast<std::size_t>(n));
       wg.done();
     });

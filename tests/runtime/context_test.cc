@@ -5,13 +5,13 @@
 // context, both through the runtime (yield, sleep, park; possibly resuming on
 // another thread) and when driven directly.
 
-#include <cfenv>
-#include <cstdint>
-#include <cstring>
 #include <xmmintrin.h>
 
 #include <atomic>
+#include <cfenv>
 #include <chrono>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -114,7 +114,8 @@ namespace {
 std::string CheckRegsAcrossSwitch(std::uint64_t seed) {
   std::uint64_t out[6] = {};
   goro_test_regs_across_switch(seed, out);
-  static const char* const kNames[6] = {"rbx", "r12", "r13", "r14", "r15", "rbp"};
+  static const char* const kNames[6] = {"rbx", "r12", "r13",
+                                        "r14", "r15", "rbp"};
   std::string err;
   for (int i = 0; i < 6; ++i) {
     if (out[i] != seed + static_cast<std::uint64_t>(i)) {
@@ -134,17 +135,23 @@ std::uint16_t X87ControlWord() {
   return cw;
 }
 
-void SetX87ControlWord(std::uint16_t cw) { asm volatile("fldcw %0" : : "m"(cw)); }
+void SetX87ControlWord(std::uint16_t cw) {
+  asm volatile("fldcw %0" : : "m"(cw));
+}
 
 // Rounding-control bits: MXCSR bits 13-14, x87 CW bits 10-11.
 unsigned MxcsrRounding() { return (_mm_getcsr() >> 13) & 3u; }
 unsigned X87Rounding() { return (X87ControlWord() >> 10) & 3u; }
 unsigned RcOf(int mode) {
   switch (mode) {
-    case FE_TONEAREST: return 0;
-    case FE_DOWNWARD: return 1;
-    case FE_UPWARD: return 2;
-    case FE_TOWARDZERO: return 3;
+    case FE_TONEAREST:
+      return 0;
+    case FE_DOWNWARD:
+      return 1;
+    case FE_UPWARD:
+      return 2;
+    case FE_TOWARDZERO:
+      return 3;
   }
   return 99;
 }
@@ -158,10 +165,10 @@ double OneThird() {
 // Checks the rounding mode is `mode` everywhere it lives; records failures.
 void ExpectMode(int mode, const char* who) {
   EXPECT_EQ(std::fegetround(), mode) << who;
-  EXPECT_EQ(MxcsrRounding(), RcOf(mode)) << who << " MXCSR " << std::hex
-                                         << _mm_getcsr();
-  EXPECT_EQ(X87Rounding(), RcOf(mode)) << who << " x87 CW " << std::hex
-                                       << X87ControlWord();
+  EXPECT_EQ(MxcsrRounding(), RcOf(mode))
+      << who << " MXCSR " << std::hex << _mm_getcsr();
+  EXPECT_EQ(X87Rounding(), RcOf(mode))
+      << who << " x87 CW " << std::hex << X87ControlWord();
 }
 
 class ContextTest : public testing::Test {
@@ -229,16 +236,23 @@ TEST_F(ContextTest, FpControlStateIsPerFiberOnTwoProcs) {
         const int mode = kModes[f % 4];
         const bool ftz = (f / 4) % 2 == 1;
         // x87 precision control (bits 8-9): 00 single, 10 double, 11 ext.
-        const std::uint16_t pc = (f % 3 == 0) ? 0x000 : (f % 3 == 1) ? 0x200 : 0x300;
+        const std::uint16_t pc = (f % 3 == 0)   ? 0x000
+                                 : (f % 3 == 1) ? 0x200
+                                                : 0x300;
         std::fesetround(mode);
         _mm_setcsr((_mm_getcsr() & ~0x8000u) | (ftz ? 0x8000u : 0u));
-        SetX87ControlWord(static_cast<std::uint16_t>((X87ControlWord() & ~0x300) | pc));
+        SetX87ControlWord(
+            static_cast<std::uint16_t>((X87ControlWord() & ~0x300) | pc));
         const unsigned want_mx = _mm_getcsr() & 0xFFC0u;  // control bits
         const std::uint16_t want_cw = X87ControlWord();
         for (int i = 0; i < kIters; ++i) {
           switch (i % 3) {
-            case 0: goro::yield(); break;
-            case 1: goro::sleep_for(std::chrono::microseconds(i % 50)); break;
+            case 0:
+              goro::yield();
+              break;
+            case 1:
+              goro::sleep_for(std::chrono::microseconds(i % 50));
+              break;
             case 2: {
               goro::WaitGroup w;
               w.add(1);
@@ -247,8 +261,8 @@ TEST_F(ContextTest, FpControlStateIsPerFiberOnTwoProcs) {
               break;
             }
           }
-          if ((_mm_getcsr() & 0xFFC0u) != want_mx || X87ControlWord() != want_cw ||
-              std::fegetround() != mode) {
+          if ((_mm_getcsr() & 0xFFC0u) != want_mx ||
+              X87ControlWord() != want_cw || std::fegetround() != mode) {
             failures.fetch_add(1);
           }
         }
@@ -300,8 +314,9 @@ TEST_F(ContextTest, CalleeSavedRegistersSurviveYield) {
       for (int f = 0; f < kFibers; ++f) {
         goro::go([&, f] {
           for (int i = 0; i < kIters; ++i) {
-            const std::uint64_t seed = 0x1000000000000000ull * (f + 1) +
-                                       0x10000ull * static_cast<std::uint64_t>(i);
+            const std::uint64_t seed =
+                0x1000000000000000ull * (f + 1) +
+                0x10000ull * static_cast<std::uint64_t>(i);
             std::string err = CheckRegsAcrossSwitch(seed);
             if (!err.empty()) {
               failures.fetch_add(1);

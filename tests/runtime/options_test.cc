@@ -29,7 +29,8 @@ const goro::Options& Resolved() {
 
 // Expects goro::run(o, ...) to throw std::invalid_argument whose message
 // contains every one of `needles`; and that main never ran.
-void ExpectInvalid(const goro::Options& o, std::initializer_list<std::string> needles) {
+void ExpectInvalid(const goro::Options& o,
+                   std::initializer_list<std::string> needles) {
   bool ran = false;
   try {
     goro::run(o, [&] { ran = true; });
@@ -138,16 +139,16 @@ TEST(OptionsTest, BadEnvironmentValuesThrowNamingTheVariable) {
   ExpectEnvInvalid("GORO_MAXPROCS", "99999999999999999999999");
 
   ExpectEnvInvalid("GORO_STACK_SIZE", "12Q");
-  ExpectEnvInvalid("GORO_STACK_SIZE", "1K");     // below 16 KiB
-  ExpectEnvInvalid("GORO_STACK_SIZE", "2G");     // above 1 GiB
+  ExpectEnvInvalid("GORO_STACK_SIZE", "1K");  // below 16 KiB
+  ExpectEnvInvalid("GORO_STACK_SIZE", "2G");  // above 1 GiB
   ExpectEnvInvalid("GORO_STACK_SIZE", "K");
   ExpectEnvInvalid("GORO_STACK_SIZE", "-64K");
   ExpectEnvInvalid("GORO_STACK_SIZE", "");
   ExpectEnvInvalid("GORO_STACK_SIZE", "99999999999999999999G");
 
-  ExpectEnvInvalid("GORO_TIMESLICE", "5");       // no unit
-  ExpectEnvInvalid("GORO_TIMESLICE", "50us");    // below 100us
-  ExpectEnvInvalid("GORO_TIMESLICE", "11s");     // above 10s
+  ExpectEnvInvalid("GORO_TIMESLICE", "5");     // no unit
+  ExpectEnvInvalid("GORO_TIMESLICE", "50us");  // below 100us
+  ExpectEnvInvalid("GORO_TIMESLICE", "11s");   // above 10s
   ExpectEnvInvalid("GORO_TIMESLICE", "5 ms");
   ExpectEnvInvalid("GORO_TIMESLICE", "ms");
   ExpectEnvInvalid("GORO_TIMESLICE", "1h");
@@ -260,9 +261,9 @@ TEST(OptionsTest, EnvironmentOverridesStackSizeAndTimeSlice) {
 TEST(OptionsTest, SpawnOptionsStackSizeValidation) {
   CleanGoroEnv clean;
   goro::run([] {
-    for (std::size_t bad : {std::size_t{1}, std::size_t{1000},
-                            std::size_t{16 * 1024 - 1},
-                            (std::size_t{1} << 30) + 1}) {
+    for (std::size_t bad :
+         {std::size_t{1}, std::size_t{1000}, std::size_t{16 * 1024 - 1},
+          (std::size_t{1} << 30) + 1}) {
       EXPECT_THROW(goro::go(goro::SpawnOptions{.stack_size = bad}, [] {}),
                    std::invalid_argument)
           << bad;

@@ -5,6 +5,8 @@
 // element pushed by the owner is delivered exactly once, to the owner or to
 // one of 1-3 thieves.
 
+#include "runtime/internal/run_queue.h"
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -12,7 +14,6 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "runtime/internal/run_queue.h"
 #include "tests/runtime/test_util.h"
 
 namespace {
@@ -143,7 +144,8 @@ void Stress(int thieves) {
       ADD_FAILURE() << "bad element " << it;
       return;
     }
-    seen[static_cast<std::size_t>(it->id)].fetch_add(1, std::memory_order_relaxed);
+    seen[static_cast<std::size_t>(it->id)].fetch_add(1,
+                                                     std::memory_order_relaxed);
   };
 
   std::vector<std::thread> ts;
@@ -182,7 +184,8 @@ void Stress(int thieves) {
     }
     if (i % 2048 == 2047) {
       // Let the thieves take everything (bounded wait).
-      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      const auto give_up =
+          std::chrono::steady_clock::now() + std::chrono::seconds(5);
       while (!q.empty() && std::chrono::steady_clock::now() < give_up) {
         std::this_thread::yield();
       }

@@ -60,9 +60,10 @@ TEST(ScaleTest, SkynetMillion) {
   // 1,111,111 tree nodes (1 + 10 + ... + 10^6): the root runs on main.
   EXPECT_EQ(st.fibers_created, 1111111u);
   EXPECT_EQ(st.fibers_live, 0u);
-  std::printf("skynet: %.0f ms, procs %d, threads %d, steals %llu, max RSS %ld MiB\n",
-              ms, st.procs, st.threads,
-              static_cast<unsigned long long>(st.steals), MaxRssMiB());
+  std::printf(
+      "skynet: %.0f ms, procs %d, threads %d, steals %llu, max RSS %ld MiB\n",
+      ms, st.procs, st.threads, static_cast<unsigned long long>(st.steals),
+      MaxRssMiB());
 }
 
 TEST(ScaleTest, MillionFibersParkedOnOneWaitGroup) {
@@ -95,7 +96,8 @@ TEST(ScaleTest, MillionFibersParkedOnOneWaitGroup) {
     done.wait();
     // Exits are counted just after done(); wait for the last few.
     const auto deadline = Clock::now() + 60s;
-    while ((live_after = goro::stats().fibers_live) > 1 && Clock::now() < deadline) {
+    while ((live_after = goro::stats().fibers_live) > 1 &&
+           Clock::now() < deadline) {
       goro::sleep_for(1ms);
     }
   });

@@ -94,11 +94,12 @@ TEST(SleepTest, WakeInOrderOfDeadline) {
       ASSERT_GE(worst, kSpacing)
           << "procs " << procs << ": fibers woke out of order without a "
           << "stall; worst lateness "
-          << std::chrono::duration_cast<std::chrono::microseconds>(worst).count()
+          << std::chrono::duration_cast<std::chrono::microseconds>(worst)
+                 .count()
           << " us";
     }
-    EXPECT_TRUE(clean_round) << "procs " << procs
-                             << ": never saw a stall-free round";
+    EXPECT_TRUE(clean_round)
+        << "procs " << procs << ": never saw a stall-free round";
   }
 }
 
@@ -122,8 +123,9 @@ TEST(SleepTest, LatenessIsBounded) {
   std::sort(late_us.begin(), late_us.end());
   const double median = late_us[late_us.size() / 2];
   EXPECT_LT(median, 5000.0) << "median lateness (us)";
-  std::printf("sleep_for(1ms) lateness: median %.0f us, p90 %.0f us, max %.0f us\n",
-              median, late_us[late_us.size() * 9 / 10], late_us.back());
+  std::printf(
+      "sleep_for(1ms) lateness: median %.0f us, p90 %.0f us, max %.0f us\n",
+      median, late_us[late_us.size() * 9 / 10], late_us.back());
 }
 
 TEST(SleepTest, ManyConcurrentSleepersLatenessIsBounded) {
@@ -160,9 +162,11 @@ TEST(SleepTest, ManyConcurrentSleepersLatenessIsBounded) {
     finished.wait();
   });
   std::sort(late_us.begin(), late_us.end());
-  std::printf("%d concurrent sleepers: lateness median %.0f us, p90 %.0f us, max %.0f us\n",
-              kN, late_us[late_us.size() / 2], late_us[late_us.size() * 9 / 10],
-              late_us.back());
+  std::printf(
+      "%d concurrent sleepers: lateness median %.0f us, p90 %.0f us, max %.0f "
+      "us\n",
+      kN, late_us[late_us.size() / 2], late_us[late_us.size() * 9 / 10],
+      late_us.back());
   // Lateness here includes queueing behind the other woken fibers (a timer
   // readies its fiber into runnext, pushing the previous one to the back of
   // the ring), which sanitizers slow down tenfold.

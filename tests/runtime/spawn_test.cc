@@ -100,8 +100,8 @@ TEST(SpawnTest, IdsAreNeverReusedAcrossRuns) {
   }
   std::set<std::uint64_t> unique(ids.begin(), ids.end());
   EXPECT_EQ(unique.size(), ids.size())
-      << "fiber ids were reused across runs (main fiber ids: " << ids[0]
-      << ", " << ids[41] << ", " << ids[82] << ")";
+      << "fiber ids were reused across runs (main fiber ids: " << ids[0] << ", "
+      << ids[41] << ", " << ids[82] << ")";
 }
 
 TEST(SpawnTest, NameComesFromSpawnOptions) {
@@ -127,7 +127,8 @@ TEST(SpawnTest, NameComesFromSpawnOptions) {
     });
     wg.wait();
     // Recycled fiber objects must not keep an old name.
-    SpawnAndWait(300, [](int) { EXPECT_TRUE(goro::this_fiber::name().empty()); });
+    SpawnAndWait(300,
+                 [](int) { EXPECT_TRUE(goro::this_fiber::name().empty()); });
   });
   EXPECT_TRUE(goro::this_fiber::name().empty());
 }
@@ -172,7 +173,8 @@ TEST(SpawnTest, MoveOnlyClosureIsDestroyedExactlyOnce) {
 template <std::size_t N>
 void CheckClosureOfSize() {
   std::array<unsigned char, N> data;
-  for (std::size_t i = 0; i < N; ++i) data[i] = static_cast<unsigned char>(i * 7 + 1);
+  for (std::size_t i = 0; i < N; ++i)
+    data[i] = static_cast<unsigned char>(i * 7 + 1);
   std::atomic<bool> ok{false};
   goro::WaitGroup wg;
   wg.add(1);
@@ -193,8 +195,8 @@ void CheckClosureOfSize() {
 TEST(SpawnTest, ClosuresOfEverySize) {
   goro::run([] {
     CheckClosureOfSize<1>();
-    CheckClosureOfSize<32>();   // 48 bytes with the two references: inline
-    CheckClosureOfSize<33>();   // just over the inline limit
+    CheckClosureOfSize<32>();  // 48 bytes with the two references: inline
+    CheckClosureOfSize<33>();  // just over the inline limit
     CheckClosureOfSize<64>();
     CheckClosureOfSize<1000>();
     CheckClosureOfSize<4096>();  // (the main fiber's stack is 64 KiB)
@@ -270,8 +272,9 @@ TEST(SpawnTest, BadStackSizeThrowsInvalidArgument) {
   goro::run([] {
     EXPECT_THROW(goro::go(goro::SpawnOptions{.stack_size = 1000}, [] {}),
                  std::invalid_argument);
-    EXPECT_THROW(goro::go(goro::SpawnOptions{.stack_size = 16 * 1024 - 1}, [] {}),
-                 std::invalid_argument);
+    EXPECT_THROW(
+        goro::go(goro::SpawnOptions{.stack_size = 16 * 1024 - 1}, [] {}),
+        std::invalid_argument);
     EXPECT_THROW(
         goro::go(goro::SpawnOptions{.stack_size = (std::size_t{1} << 30) + 1},
                  [] {}),
@@ -311,7 +314,8 @@ TEST(SpawnTest, StackSizeIsHonoured) {
       wg.done();
     });
     goro::go(goro::SpawnOptions{.stack_size = 1 << 20}, [&] {
-      EXPECT_EQ(goro::runtime_internal::current_m()->curg->stack.size, 1u << 20);
+      EXPECT_EQ(goro::runtime_internal::current_m()->curg->stack.size,
+                1u << 20);
       // Far more than the default 64 KiB.
       EXPECT_GT(UseStack(goro_test::kAsan ? 300 : 700), 0);
       goro::yield();
@@ -322,7 +326,8 @@ TEST(SpawnTest, StackSizeIsHonoured) {
     // Default size.
     wg.add(1);
     goro::go([&] {
-      EXPECT_EQ(goro::runtime_internal::current_m()->curg->stack.size, 64u * 1024);
+      EXPECT_EQ(goro::runtime_internal::current_m()->curg->stack.size,
+                64u * 1024);
       EXPECT_GT(UseStack(40), 0);
       wg.done();
     });

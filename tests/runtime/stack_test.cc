@@ -5,6 +5,8 @@
 // (the default on Linux >= 6.13), the mprotect fallback and its budget, and
 // canaries.
 
+#include "runtime/internal/stack.h"
+
 #include <sys/utsname.h>
 
 #include <algorithm>
@@ -18,7 +20,6 @@
 #include "gmock/gmock.h"
 #include "goro.h"
 #include "gtest/gtest.h"
-#include "runtime/internal/stack.h"
 #include "tests/runtime/test_util.h"
 
 namespace {
@@ -45,7 +46,9 @@ __attribute__((noinline)) int Recurse(int depth) {
 
 class StackDeathTest : public testing::Test {
  protected:
-  void SetUp() override { testing::FLAGS_gtest_death_test_style = "threadsafe"; }
+  void SetUp() override {
+    testing::FLAGS_gtest_death_test_style = "threadsafe";
+  }
 };
 
 TEST_F(StackDeathTest, OverflowIsReportedAndAborts) {
@@ -119,7 +122,8 @@ void ExpectGuardGeometry(const Stack& s, std::size_t size) {
 
 void TouchWholeStack(const Stack& s) {
   // Every usable byte is writable (below `hi`, above the guard).
-  for (char* p = s.lo; p < s.hi(); p += kPageSize) *reinterpret_cast<volatile char*>(p) = 1;
+  for (char* p = s.lo; p < s.hi(); p += kPageSize)
+    *reinterpret_cast<volatile char*>(p) = 1;
   *reinterpret_cast<volatile char*>(s.hi() - 1) = 1;
 }
 
@@ -251,7 +255,8 @@ bool IsMapped(const void* p) {
   std::string line;
   while (std::getline(maps, line)) {
     unsigned long lo = 0, hi = 0;
-    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) == 2 && a >= lo && a < hi) {
+    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) == 2 && a >= lo &&
+        a < hi) {
       return true;
     }
   }
@@ -261,7 +266,8 @@ bool IsMapped(const void* p) {
 TEST(StackAllocatorTest, ManyStacksCostFewMappings) {
   // madvise guards do not split mappings: 100,000 stacks (6.5 GB of address
   // space, untouched) must cost a few hundred mappings, not 100,000.
-  if (!KernelHasGuardInstall()) GTEST_SKIP() << "kernel lacks MADV_GUARD_INSTALL";
+  if (!KernelHasGuardInstall())
+    GTEST_SKIP() << "kernel lacks MADV_GUARD_INSTALL";
   const int kN = goro_test::Scaled(100000, 20000);
   const int before = CountMappings();
   std::vector<char*> some;
@@ -276,7 +282,8 @@ TEST(StackAllocatorTest, ManyStacksCostFewMappings) {
     std::set<char*> distinct;
     for (const Stack& s : stacks) distinct.insert(s.lo);
     EXPECT_EQ(distinct.size(), stacks.size());
-    for (int i = 0; i < kN; i += kN / 10) some.push_back(stacks[static_cast<std::size_t>(i)].lo);
+    for (int i = 0; i < kN; i += kN / 10)
+      some.push_back(stacks[static_cast<std::size_t>(i)].lo);
     for (char* p : some) EXPECT_TRUE(IsMapped(p));
   }
   // The allocator unmapped its chunks.
@@ -287,7 +294,9 @@ TEST(StackAllocatorTest, ManyStacksCostFewMappings) {
 // death tests the child runs no goro runtime, so the plain SIGSEGV kills it.)
 class StackGuardDeathTest : public testing::TestWithParam<GuardMode> {
  protected:
-  void SetUp() override { testing::FLAGS_gtest_death_test_style = "threadsafe"; }
+  void SetUp() override {
+    testing::FLAGS_gtest_death_test_style = "threadsafe";
+  }
 };
 
 TEST_P(StackGuardDeathTest, WriteBelowLoFaults) {
@@ -308,7 +317,8 @@ TEST_P(StackGuardDeathTest, WriteBelowLoFaults) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, StackGuardDeathTest,
-                         testing::Values(GuardMode::kAuto, GuardMode::kMprotect),
+                         testing::Values(GuardMode::kAuto,
+                                         GuardMode::kMprotect),
                          [](const testing::TestParamInfo<GuardMode>& info) {
                            return info.param == GuardMode::kAuto ? "Auto"
                                                                  : "Mprotect";

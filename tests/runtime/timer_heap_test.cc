@@ -4,6 +4,8 @@
 // the earliest() mirror, the armed/disarmed bookkeeping in Timer, and a
 // concurrent stop-versus-fire race where every timer ends exactly one way.
 
+#include "runtime/internal/timer_heap.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -12,7 +14,6 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "runtime/internal/timer_heap.h"
 #include "tests/runtime/test_util.h"
 
 namespace {
@@ -101,8 +102,8 @@ TEST(TimerHeapTest, RunExpiredFiresDueTimersInOrder) {
   EXPECT_EQ(h.earliest(), 50);
   EXPECT_EQ(h.run_expired(50), 1);  // a deadline equal to now is due
   EXPECT_EQ(h.run_expired(1000), 5);
-  EXPECT_EQ(log.whens,
-            (std::vector<std::int64_t>{10, 20, 30, 40, 50, 60, 70, 80, 90, 100}));
+  EXPECT_EQ(log.whens, (std::vector<std::int64_t>{10, 20, 30, 40, 50, 60, 70,
+                                                  80, 90, 100}));
   EXPECT_EQ(h.earliest(), 0);
   for (auto& s : slots) {
     EXPECT_EQ(s.fires.load(), 1);
@@ -118,8 +119,8 @@ TEST(TimerHeapTest, RemoveKeepsTheHeapOrdered) {
     const int n = 1 + static_cast<int>(rng() % 500);
     std::vector<Slot> slots(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) {
-      Arm(slots[static_cast<std::size_t>(i)], 1 + static_cast<std::int64_t>(rng() % 1000), i,
-          &log);
+      Arm(slots[static_cast<std::size_t>(i)],
+          1 + static_cast<std::int64_t>(rng() % 1000), i, &log);
       h.add(&slots[static_cast<std::size_t>(i)].t);
     }
     std::vector<std::int64_t> remaining;
@@ -188,7 +189,7 @@ TEST(TimerHeapTest, FireMayAddAndRemoveTimers) {
   first.fire = [](void* arg) {
     auto* ch = static_cast<Chain*>(arg);
     ++ch->fired_first;
-    ch->h->add(&ch->next.t);                 // due now: fires in this call
+    ch->h->add(&ch->next.t);                    // due now: fires in this call
     EXPECT_TRUE(ch->h->remove(&ch->victim.t));  // stopped before it fired
   };
   h.add(&first);

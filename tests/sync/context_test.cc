@@ -28,7 +28,7 @@ TEST_P(ContextTest, CancelPropagatesToChildrenNotParents) {
     EXPECT_TRUE(absl::IsCancelled(b.err()));
     EXPECT_TRUE(absl::IsCancelled(c.err()));
     EXPECT_EQ(c.done().recv(), std::nullopt);  // closed
-    cancel_b();  // idempotent
+    cancel_b();                                // idempotent
     cancel_a();
     cancel_c();
     // A child of a cancelled context is born cancelled.

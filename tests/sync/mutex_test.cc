@@ -20,9 +20,18 @@ GORO_INSTANTIATE_SYNC_TEST(MutexTest);
 
 TEST(MutexBasics, LockableWithStdGuards) {
   goro::Mutex a, b;
-  { std::lock_guard<goro::Mutex> l(a); EXPECT_FALSE(a.try_lock()); }
-  { std::unique_lock<goro::Mutex> l(a); EXPECT_TRUE(l.owns_lock()); }
-  { std::scoped_lock l(a, b); EXPECT_FALSE(b.try_lock()); }
+  {
+    std::lock_guard<goro::Mutex> l(a);
+    EXPECT_FALSE(a.try_lock());
+  }
+  {
+    std::unique_lock<goro::Mutex> l(a);
+    EXPECT_TRUE(l.owns_lock());
+  }
+  {
+    std::scoped_lock l(a, b);
+    EXPECT_FALSE(b.try_lock());
+  }
   EXPECT_TRUE(a.try_lock());
   a.unlock();
 }
@@ -97,7 +106,8 @@ TEST_P(MutexTest, StarvationModeHandsOver) {
         greedy_started = true;
         // Hold it for a while, release, and immediately try again: in
         // normal mode the running greedy fiber wins nearly every time.
-        auto t = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+        auto t =
+            std::chrono::steady_clock::now() + std::chrono::microseconds(200);
         while (std::chrono::steady_clock::now() < t) {
         }
         mu.unlock();

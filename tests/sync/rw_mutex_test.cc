@@ -33,9 +33,18 @@ TEST(RWMutexBasics, StateTable) {
 }
 
 TEST(RWMutexDeathTest, Misuse) {
-  EXPECT_DEATH({ goro::RWMutex m; m.unlock(); }, "unlock of unlocked goro::RWMutex");
-  EXPECT_DEATH({ goro::RWMutex m; m.unlock_shared(); },
-               "unlock_shared of unlocked goro::RWMutex");
+  EXPECT_DEATH(
+      {
+        goro::RWMutex m;
+        m.unlock();
+      },
+      "unlock of unlocked goro::RWMutex");
+  EXPECT_DEATH(
+      {
+        goro::RWMutex m;
+        m.unlock_shared();
+      },
+      "unlock_shared of unlocked goro::RWMutex");
 }
 
 TEST_P(RWMutexTest, ReadersShareWritersExclude) {

@@ -44,9 +44,9 @@ TEST_P(SelectTest, DefaultWhenNothingReady) {
     goro::Chan<int> a(0), b(1);
     b.send(1);  // b is full: the send case is not ready
     bool def = false;
-    std::size_t i =
-        goro::select(goro::recv_case(a), goro::default_case([&] { def = true; }),
-                     goro::send_case(b, 2));
+    std::size_t i = goro::select(goro::recv_case(a),
+                                 goro::default_case([&] { def = true; }),
+                                 goro::send_case(b, 2));
     EXPECT_EQ(i, 1u);
     EXPECT_TRUE(def);
     EXPECT_EQ(b.size(), 1u);
@@ -124,8 +124,8 @@ TEST_P(SelectTest, NilChannelNeverChosen) {
     goro::Chan<int> nil, a(1);
     a.send(3);
     for (int k = 0; k < 100; ++k) {
-      std::size_t i = goro::select(goro::recv_case(nil), goro::send_case(nil, 1),
-                                   goro::default_case());
+      std::size_t i = goro::select(
+          goro::recv_case(nil), goro::send_case(nil, 1), goro::default_case());
       EXPECT_EQ(i, 2u);
     }
     EXPECT_EQ(goro::select(goro::recv_case(nil), goro::recv_case(a)), 1u);
@@ -269,7 +269,8 @@ TEST_P(SelectTest, SendRecvSelectorsExactlyOnce) {
             goro::select(
                 goro::recv_case(in[0], [&](std::optional<int> v) { held = v; }),
                 goro::recv_case(in[1], [&](std::optional<int> v) { held = v; }),
-                goro::recv_case(in[2], [&](std::optional<int> v) { held = v; }));
+                goro::recv_case(in[2],
+                                [&](std::optional<int> v) { held = v; }));
           }
         }
         sw.done();

@@ -76,16 +76,15 @@ inline constexpr bool kSanitizer = false;
 // scaled shrinks a stress count under sanitizers.
 inline int scaled(int n) { return kSanitizer ? (n / 10 > 0 ? n / 10 : 1) : n; }
 
-#define GORO_INSTANTIATE_SYNC_TEST(Suite)                                  \
-  INSTANTIATE_TEST_SUITE_P(                                                \
-      Configs, Suite,                                                      \
-      testing::Values(                                                     \
-          goro_test::Config{1, std::chrono::microseconds(10000)},          \
-          goro_test::Config{2, std::chrono::microseconds(10000)},          \
-          goro_test::Config{4, std::chrono::microseconds(10000)},          \
-          goro_test::Config{1, std::chrono::microseconds(100)},            \
-          goro_test::Config{2, std::chrono::microseconds(100)},            \
-          goro_test::Config{4, std::chrono::microseconds(100)}),           \
+#define GORO_INSTANTIATE_SYNC_TEST(Suite)                                     \
+  INSTANTIATE_TEST_SUITE_P(                                                   \
+      Configs, Suite,                                                         \
+      testing::Values(goro_test::Config{1, std::chrono::microseconds(10000)}, \
+                      goro_test::Config{2, std::chrono::microseconds(10000)}, \
+                      goro_test::Config{4, std::chrono::microseconds(10000)}, \
+                      goro_test::Config{1, std::chrono::microseconds(100)},   \
+                      goro_test::Config{2, std::chrono::microseconds(100)},   \
+                      goro_test::Config{4, std::chrono::microseconds(100)}),  \
       goro_test::config_name)
 
 }  // namespace goro_test

@@ -31,9 +31,9 @@ TEST_P(TimerTest, TimeoutInSelect) {
   run([] {
     goro::Chan<int> never(0);
     bool timed_out = false;
-    std::size_t i = goro::select(goro::recv_case(never),
-                                 goro::recv_case(goro::after(1ms),
-                                                 [&] { timed_out = true; }));
+    std::size_t i = goro::select(
+        goro::recv_case(never),
+        goro::recv_case(goro::after(1ms), [&] { timed_out = true; }));
     EXPECT_EQ(i, 1u);
     EXPECT_TRUE(timed_out);
   });
@@ -49,7 +49,7 @@ TEST_P(TimerTest, StopPreventsFiring) {
     // Reset after it fired: no stale value, then one new one.
     goro::Timer u(1ms);
     goro::sleep_for(3ms);
-    EXPECT_FALSE(u.reset(2ms));  // already fired: not active
+    EXPECT_FALSE(u.reset(2ms));                 // already fired: not active
     EXPECT_EQ(u.c().try_recv(), std::nullopt);  // drained
     EXPECT_TRUE(u.c().recv());
   });

@@ -301,7 +301,8 @@ TEST(WaitGroupFiberTest, WritesBeforeDoneAreVisibleAfterWait) {
       }
       wg.wait();
       for (int i = 0; i < kN; ++i) {
-        ASSERT_EQ(data[static_cast<std::size_t>(i)], static_cast<long>(i) * round);
+        ASSERT_EQ(data[static_cast<std::size_t>(i)],
+                  static_cast<long>(i) * round);
       }
     }
   });
