@@ -67,6 +67,7 @@ struct PWatch {
   std::uint64_t seq = ~0ULL;
   std::int64_t since = 0;        // when seq was first seen
   std::int64_t last_signal = 0;  // when we last signalled its M
+  std::int64_t waiting_since = 0;  // runnable work seen stranded since
 };
 
 // The thread's scheduling state from /proc/self/task/TID/stat ('R' running
@@ -131,6 +132,23 @@ void retake(Sysmon* sm, std::vector<PWatch>& watch, std::vector<int>& fds,
           }
         }
       }
+    }
+    // Work waiting on a busy P while another P idles and nobody looks for
+    // work: ready() does not wake an M for a fiber it put in runnext (it
+    // usually runs at once), so make sure it is not stranded behind a fiber
+    // that keeps running.
+    if (running && (p->runnext.load(std::memory_order_relaxed) != nullptr ||
+                    !p->runq.empty()) &&
+        s->npidle.load(std::memory_order_relaxed) > 0 &&
+        s->nmspinning.load(std::memory_order_relaxed) == 0) {
+      if (w.waiting_since == 0) {
+        w.waiting_since = now;
+      } else if (now - w.waiting_since >= period) {
+        runtime_internal::wakep(s);
+        w.waiting_since = 0;
+      }
+    } else {
+      w.waiting_since = 0;
     }
     if (!running || now - w.since < slice) continue;
 

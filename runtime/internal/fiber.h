@@ -25,7 +25,8 @@
 //   kRunning -> kRunnable         yield, preemption (onto a run queue, or the
 //                                 M's pinned list), blocking() exit w/o a P
 //   kRunning -> kWaiting          park, after the switch (finish_switch)
-//   kWaiting -> kRunnable         ready (CAS: exactly one waker wins)
+//   kWaiting -> kRunnable         ready (by the one waker the commit published
+//                                 the fiber to)
 //   kRunning -> kDead -> kFree    return from the fiber's function
 //
 // A parked fiber's state becomes kWaiting only after its context is saved and

@@ -991,20 +991,34 @@ void park(bool (*commit)(void*), void* arg) {
 }
 
 void ready(Fiber* f) {
-  FiberState expected = FiberState::kWaiting;
-  if (!f->state.compare_exchange_strong(expected, FiberState::kRunnable,
-                                        std::memory_order_acq_rel)) {
+  // kWaiting -> kRunnable. By the park protocol exactly one waker owns this
+  // transition (whoever removed the fiber from where its commit published
+  // it), so a load and a store suffice; the check still catches a second
+  // ready() of the same park in practice. acquire: pairs with the release
+  // store in finish_switch, so the fiber's saved context is visible.
+  const FiberState st = f->state.load(std::memory_order_acquire);
+  if (st != FiberState::kWaiting) {
     fatal("ready() of fiber %llu in state %s",
-          static_cast<unsigned long long>(f->id), fiber_state_name(expected));
+          static_cast<unsigned long long>(f->id), fiber_state_name(st));
   }
+  f->state.store(FiberState::kRunnable, std::memory_order_relaxed);
   Sched* s = sched();
   M* m = acquirem();
   if (m != nullptr && m->p != nullptr) {
     runq_put(m->p, f, true);
+    // A fiber readied into an empty runnext of a P whose ring is empty runs
+    // as soon as the caller blocks or yields -- usually at once (a channel
+    // hand-off, a mutex release before a wait). Waking an idle M for it
+    // would only have that M steal it across CPUs or go back to sleep, which
+    // costs more than the hand-off itself (Tokio's LIFO slot makes the same
+    // trade). If the caller keeps running instead, sysmon wakes an M for the
+    // waiting fiber within one of its periods (retake). Anything in the ring
+    // is stealable work: wake as usual.
+    if (!m->p->runq.empty()) wakep(s);
   } else {
     global_put(s, f);
+    wakep(s);
   }
-  wakep(s);
   releasem(m);
 }
 

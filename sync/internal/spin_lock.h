@@ -39,14 +39,19 @@ class ABSL_LOCKABLE SpinLock {
 
  private:
   __attribute__((noinline)) void lock_slow() {
-    for (int spins = 0;; ++spins) {
+    // Test-and-test-and-set with exponential backoff: waiters that keep
+    // retrying the exchange steal the lock's cache line from the holder and
+    // slow every critical section down.
+    int backoff = 1;
+    for (int round = 0;; ++round) {
       while (locked_.load(std::memory_order_relaxed)) {
-        if (spins < 64) {
-          __builtin_ia32_pause();
-          ++spins;
+        if (round < 16) {
+          for (int i = 0; i < backoff; ++i) __builtin_ia32_pause();
+          if (backoff < 64) backoff <<= 1;
         } else {
           sched_yield();  // the holder may be descheduled by the kernel
         }
+        ++round;
       }
       if (!locked_.exchange(true, std::memory_order_acquire)) return;
     }
