@@ -34,14 +34,31 @@
 // one of them sees the other's store. A spinning M that finds work stops
 // spinning and, if it was the last spinner, wakes another (reset_spinning), so
 // a burst of go() calls ramps up threads one at a time instead of waking all.
+// One deliberate exception: ready() that puts a fiber into an empty runnext
+// of a P whose ring is empty does not call wakep -- that fiber runs as soon
+// as the caller blocks, which in a hand-off is at once, and waking a thread
+// for it costs more than the hand-off. Nothing is lost: the fiber is on a
+// running P; if that P's fiber keeps running, sysmon calls wakep after one of
+// its periods (under TSan, which runs no sysmon, the fiber waits for the
+// caller's next switch).
+//
+// Preemption. Runtime code that touches M or P state runs with the thread's
+// runtime-lock count raised (locks.h, acquirem), and every context switch is
+// made holding one count that the resumed context drops, so the SIGURG
+// handler (preempt/) never switches a fiber in the middle of the scheduler.
+// An async-preempted fiber is pinned to its M (M::pinned_head) and resumes on
+// the same thread unless Options::preempt_migrate. A spare P (P::is_spare)
+// is lent by sysmon while an M is stuck in a raw system call.
 //
 // Time. Each P has a timer heap; any M that finds a timer due runs it. An M
 // that gives up its P sleeps on its futex until the earliest timer of all Ps
 // (absolute CLOCK_MONOTONIC, timer slack 1 ns), so a sleeping fiber is woken
 // within the kernel's wake-up latency, not a millisecond tick.
 //
-// Lock order: Sched::lock before TimerHeap::mu_ is never needed; neither is
-// held while switching, except a sync/ lock released by a park commit.
+// Locks: Sched::lock (run queues, idle lists, Ms), Sched::free_lock (fiber
+// objects), StackAllocator::mu_ and each TimerHeap::mu_. None is acquired
+// while another is held, so there is no order to respect; none is held across
+// a context switch (only a sync/ lock is, released by a park commit).
 
 #include "runtime/internal/scheduler.h"
 
