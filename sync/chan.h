@@ -2,12 +2,12 @@
 //
 // goro::Chan<T>: Go's channels for fibers.
 //
-//   goro::Chan<int> ch(16);             // buffered, capacity 16 (0:
-//   unbuffered) goro::go([ch] {                     // copies share one channel
+//   goro::Chan<int> ch(16);          // capacity 16; 0 is unbuffered
+//   goro::go([ch]() mutable {        // copies share one channel
 //     for (int i = 0; i < 100; ++i) ch.send(i);
 //     ch.close();
 //   });
-//   for (int v : ch) use(v);            // ends once closed and drained
+//   for (int v : ch) use(v);         // ends once closed and drained
 //
 // A Chan<T> is a cheap handle (one pointer, reference counted): copies share
 // one channel, which lives until the last handle goes. A default-constructed
