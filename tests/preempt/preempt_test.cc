@@ -210,8 +210,7 @@ TEST(Preempt, VectorAndX87StateSurvivesPreemption) {
   if (!avx512) std::printf("note: no AVX-512 on this CPU; checked the rest\n");
 }
 
-// --- The red zone below rsp survives
-// ------------------------------------------
+// --- The red zone below rsp survives ----------------------------------------
 
 // Writes 16 words into the red zone (below rsp, where a leaf function may keep
 // data without moving rsp), spins `iters` times without calls, then sums them.
@@ -269,8 +268,7 @@ TEST(Preempt, RedZoneSurvives) {
   EXPECT_EQ(bad.load(), 0);
 }
 
-// --- Where the runtime must refuse
-// --------------------------------------------
+// --- Where the runtime must refuse ------------------------------------------
 
 TEST(Preempt, NeverSwitchesInsideLibc) {
   // A fiber that spends most of its time inside libc (memcpy/memcmp of large
