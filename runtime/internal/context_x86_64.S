@@ -19,21 +19,28 @@ goro_context_switch:
   .cfi_adjust_cfa_offset 8
   pushq %r15
   .cfi_adjust_cfa_offset 8
-  pushq $0                          // zeroed slot: pad bytes compare equal
+  pushq $0                          // the slot for MXCSR, x87 CW and pad
   .cfi_adjust_cfa_offset 8
   stmxcsr (%rsp)
   fnstcw 4(%rsp)
   movq %rsp, (%rdi)
-  movq (%rsp), %rax                 // our MXCSR and x87 CW, as saved
+  // Our MXCSR and x87 CW, read back with loads of the same size and address
+  // as the stores above, so the CPU forwards them from its store buffer (one
+  // 8-byte load over the two stores would stall until they retire).
+  movl (%rsp), %eax
+  movzwl 4(%rsp), %ecx
   // From here on we run on the other context's stack.
   movq %rsi, %rsp
-  // Loading MXCSR and the x87 CW costs cycles; skip both when the resumed
-  // context saved the same values (the common case).
-  cmpq (%rsp), %rax
+  // Loading MXCSR and the x87 CW costs cycles; skip each when the resumed
+  // context saved the value already in force (the common case).
+  cmpl (%rsp), %eax
   je 1f
   ldmxcsr (%rsp)
-  fldcw 4(%rsp)
 1:
+  cmpw 4(%rsp), %cx
+  je 2f
+  fldcw 4(%rsp)
+2:
   addq $8, %rsp
   popq %r15
   popq %r14

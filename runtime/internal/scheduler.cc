@@ -113,8 +113,9 @@ bool pc_in_goro_text(std::uintptr_t pc) {
          pc < reinterpret_cast<std::uintptr_t>(__stop_goro_text);
 }
 
-extern "C" __thread int goro_tls_locks
-    __attribute__((tls_model("initial-exec"))) = 0;
+extern "C" {
+__thread int goro_tls_locks __attribute__((tls_model("initial-exec"))) = 0;
+}
 
 GORO_TEXT M* current_m() { return tls_m; }
 
