@@ -1,8 +1,8 @@
 // Copyright goro authors.
 //
-// Counting the pthread mutexes a fiber holds, so that async preemption never
-// parks a fiber that holds an OS-level lock (std::mutex, std::shared_mutex's
-// writer side is a rwlock and not counted, any pthread_mutex_t): another
+// Counting the pthread mutexes and rwlocks a fiber holds, so that async
+// preemption never parks a fiber that holds an OS-level lock (std::mutex,
+// std::shared_mutex, any pthread_mutex_t or pthread_rwlock_t): another
 // fiber of the same thread blocking on that lock would block the thread, and
 // the holder could never run again to release it.
 //
@@ -30,11 +30,20 @@ namespace {
 
 using LockFn = int (*)(pthread_mutex_t*);
 using TimedFn = int (*)(pthread_mutex_t*, const struct timespec*);
+using RwFn = int (*)(pthread_rwlock_t*);
+using RwTimedFn = int (*)(pthread_rwlock_t*, const struct timespec*);
 
 LockFn real_lock = nullptr;
 LockFn real_trylock = nullptr;
 LockFn real_unlock = nullptr;
 TimedFn real_timedlock = nullptr;
+RwFn real_rdlock = nullptr;
+RwFn real_wrlock = nullptr;
+RwFn real_tryrdlock = nullptr;
+RwFn real_trywrlock = nullptr;
+RwFn real_rwunlock = nullptr;
+RwTimedFn real_timedrdlock = nullptr;
+RwTimedFn real_timedwrlock = nullptr;
 
 void resolve() {
   // dlsym does not take pthread_mutex_lock (it uses the loader's internal
@@ -46,6 +55,20 @@ void resolve() {
       reinterpret_cast<LockFn>(dlsym(RTLD_NEXT, "pthread_mutex_unlock"));
   real_timedlock =
       reinterpret_cast<TimedFn>(dlsym(RTLD_NEXT, "pthread_mutex_timedlock"));
+  real_rdlock =
+      reinterpret_cast<RwFn>(dlsym(RTLD_NEXT, "pthread_rwlock_rdlock"));
+  real_wrlock =
+      reinterpret_cast<RwFn>(dlsym(RTLD_NEXT, "pthread_rwlock_wrlock"));
+  real_tryrdlock =
+      reinterpret_cast<RwFn>(dlsym(RTLD_NEXT, "pthread_rwlock_tryrdlock"));
+  real_trywrlock =
+      reinterpret_cast<RwFn>(dlsym(RTLD_NEXT, "pthread_rwlock_trywrlock"));
+  real_rwunlock =
+      reinterpret_cast<RwFn>(dlsym(RTLD_NEXT, "pthread_rwlock_unlock"));
+  real_timedrdlock = reinterpret_cast<RwTimedFn>(
+      dlsym(RTLD_NEXT, "pthread_rwlock_timedrdlock"));
+  real_timedwrlock = reinterpret_cast<RwTimedFn>(
+      dlsym(RTLD_NEXT, "pthread_rwlock_timedwrlock"));
 }
 
 // Runs before main and before any static constructor of the program (but a
@@ -93,6 +116,45 @@ GORO_TEXT int pthread_mutex_timedlock(pthread_mutex_t* mu,
     goro::preempt_internal::resolve();
   }
   int r = goro::preempt_internal::real_timedlock(mu, t);
+  if (r == 0) held(1);
+  return r;
+}
+
+// Reader-writer locks (std::shared_mutex, std::shared_timed_mutex): a
+// preempted holder would block -- or make EDEADLK -- another fiber of the
+// same thread that takes the lock.
+#define GORO_RW_WRAPPER(name, fn, delta)         \
+  GORO_TEXT int name(pthread_rwlock_t* rw) {     \
+    if (goro::preempt_internal::fn == nullptr) { \
+      goro::preempt_internal::resolve();         \
+    }                                            \
+    int r = goro::preempt_internal::fn(rw);      \
+    if (r == 0) held(delta);                     \
+    return r;                                    \
+  }
+GORO_RW_WRAPPER(pthread_rwlock_rdlock, real_rdlock, 1)
+GORO_RW_WRAPPER(pthread_rwlock_wrlock, real_wrlock, 1)
+GORO_RW_WRAPPER(pthread_rwlock_tryrdlock, real_tryrdlock, 1)
+GORO_RW_WRAPPER(pthread_rwlock_trywrlock, real_trywrlock, 1)
+GORO_RW_WRAPPER(pthread_rwlock_unlock, real_rwunlock, -1)
+#undef GORO_RW_WRAPPER
+
+GORO_TEXT int pthread_rwlock_timedrdlock(pthread_rwlock_t* rw,
+                                         const struct timespec* t) {
+  if (goro::preempt_internal::real_timedrdlock == nullptr) {
+    goro::preempt_internal::resolve();
+  }
+  int r = goro::preempt_internal::real_timedrdlock(rw, t);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int pthread_rwlock_timedwrlock(pthread_rwlock_t* rw,
+                                         const struct timespec* t) {
+  if (goro::preempt_internal::real_timedwrlock == nullptr) {
+    goro::preempt_internal::resolve();
+  }
+  int r = goro::preempt_internal::real_timedwrlock(rw, t);
   if (r == 0) held(1);
   return r;
 }

@@ -239,5 +239,12 @@ void install_signal_handler() {
 }  // namespace goro::preempt_internal
 
 extern "C" void goro_async_preempt_yield() {
+  // errno belongs to the thread, and other fibers run on it while this one
+  // is switched out: keep the interrupted code's value. (__errno_location is
+  // declared const; call it through a volatile pointer afterwards so that,
+  // with migration allowed, the new thread's errno is the one written.)
+  const int saved_errno = errno;
   goro::runtime_internal::preempt_yield(/*async=*/true);
+  int* (*volatile errno_location)() = &__errno_location;
+  *errno_location() = saved_errno;
 }

@@ -1219,6 +1219,9 @@ bool blocking_enter() {
   }
   Sched* s = sched();
   P* p = m->p;
+  // Fibers pinned to this thread (async-preempted) cannot wait for it: fn
+  // may be waiting for one of them. They go with the P and may migrate.
+  while (Fiber* f = pinned_pop(m)) runq_put(p, f, false);
   p->m = nullptr;
   m->p = nullptr;
   m->blocking_p = p;

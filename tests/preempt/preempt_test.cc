@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
 #include <vector>
 
@@ -489,6 +490,119 @@ TEST(Preempt, NearlyFullStackIsNotPreemptedIntoOverflow) {
   // (A preemption may still land early, while the fiber recurses with room
   // to spare; what matters is the refusals near the end and no crash.)
   EXPECT_GT(st.refused_stack, 0u);
+}
+
+// --- Bugs found by the preemption probes ------------------------------------
+
+// Aborts the test binary if `body` has not returned after `limit`: the
+// failures below are deadlocks.
+template <typename F>
+void with_watchdog(std::chrono::seconds limit, const char* what, F body) {
+  std::atomic<bool> done{false};
+  std::thread dog([&] {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (!done.load() && std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(10ms);
+    }
+    if (!done.load()) {
+      std::fprintf(stderr, "deadlock: %s\n", what);
+      std::_Exit(1);
+    }
+  });
+  body();
+  done = true;
+  dog.join();
+}
+
+TEST(Preempt, ErrnoSurvivesPreemption) {
+  long bad = 0;
+  goro::Stats st;
+  goro::run(one_proc(100us), [&] {
+    std::atomic<bool> stop{false};
+    goro::WaitGroup wg;
+    wg.add(2);
+    goro::go([&] {
+      volatile int* ep = &errno;
+      *ep = 12345;
+      for (long i = 0; i < 100000000; ++i) {
+        if (*ep != 12345) {
+          ++bad;
+          *ep = 12345;
+        }
+      }
+      stop = true;
+      wg.done();
+    });
+    goro::go([&] {
+      volatile int* ep = &errno;  // same thread (one proc): same errno
+      while (!stop.load(std::memory_order_relaxed)) *ep = 777;
+      wg.done();
+    });
+    wg.wait();
+    st = goro::stats();
+  });
+  EXPECT_GT(st.preemptions_async, 10u);
+  EXPECT_EQ(bad, 0);
+}
+
+TEST(Preempt, HeldSharedMutexHoldsOffSwitches) {
+  with_watchdog(30s, "a preempted std::shared_mutex holder never resumed", [] {
+    goro::run(one_proc(1ms), [] {
+      std::shared_mutex mu;
+      std::atomic<bool> holding{false};
+      goro::WaitGroup wg;
+      wg.add(2);
+      goro::go([&] {
+        mu.lock();
+        holding = true;
+        volatile unsigned long x = 0;
+        for (unsigned long i = 0; i < 100000000; ++i) x = x + i;
+        mu.unlock();
+        wg.done();
+      });
+      goro::go([&] {
+        while (!holding.load()) goro::yield();
+        mu.lock();  // EDEADLK or a hang if the holder is parked
+        mu.unlock();
+        wg.done();
+      });
+      wg.wait();
+      EXPECT_GT(goro::stats().refused_os_lock, 0u);
+    });
+  });
+}
+
+TEST(Preempt, BlockingCallDoesNotStrandPreemptedFibers) {
+  // A is preempted (pinned to the thread); B then blocks the thread in
+  // goro::blocking waiting for A's byte. A must run elsewhere meanwhile.
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  with_watchdog(30s, "a fiber pinned to a thread in goro::blocking", [&] {
+    goro::run(one_proc(1ms), [&] {
+      goro::WaitGroup wg;
+      wg.add(2);
+      std::atomic<bool> started{false};
+      ssize_t n = -1;
+      goro::go([&] {
+        started = true;
+        volatile unsigned long x = 0;
+        for (unsigned long i = 0; i < 60000000; ++i) x = x + i;
+        char c = 'a';
+        EXPECT_EQ(write(fds[1], &c, 1), 1);
+        wg.done();
+      });
+      goro::go([&] {
+        char c;
+        while (!started.load()) goro::yield();
+        n = goro::blocking([&] { return read(fds[0], &c, 1); });
+        wg.done();
+      });
+      wg.wait();
+      EXPECT_EQ(n, 1);
+    });
+  });
+  close(fds[0]);
+  close(fds[1]);
 }
 
 }  // namespace
