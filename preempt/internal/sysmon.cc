@@ -65,8 +65,8 @@ Sysmon* g_sysmon = nullptr;  // the running runtime's; set/cleared by run
 
 struct PWatch {
   std::uint64_t seq = ~0ULL;
-  std::int64_t since = 0;        // when seq was first seen
-  std::int64_t last_signal = 0;  // when we last signalled its M
+  std::int64_t since = 0;          // when seq was first seen
+  std::int64_t last_signal = 0;    // when we last signalled its M
   std::int64_t waiting_since = 0;  // runnable work seen stranded since
 };
 
@@ -96,14 +96,18 @@ char thread_state(pid_t tid, std::vector<int>& fds, int mid) {
   return close[2];
 }
 
-void retake(Sysmon* sm, std::vector<PWatch>& watch, std::vector<int>& fds,
-            std::int64_t now, std::int64_t period) {
+// Returns the earliest time at which a fiber seen running will have run a
+// whole slice (INT64_MAX if none).
+std::int64_t retake(Sysmon* sm, std::vector<PWatch>& watch,
+                    std::vector<int>& fds, std::int64_t now, std::int64_t prev,
+                    std::int64_t period) {
   Sched* s = sm->s;
   const std::int64_t slice =
       std::chrono::duration_cast<std::chrono::nanoseconds>(s->opts.time_slice)
           .count();
   const std::int64_t resignal = std::max<std::int64_t>(period, 100000);
   const int n = static_cast<int>(s->ps.size());
+  std::int64_t next_deadline = INT64_MAX;
   for (int i = 0; i < n; ++i) {
     P* p = s->ps[static_cast<std::size_t>(i)].get();
     PWatch& w = watch[static_cast<std::size_t>(i)];
@@ -112,8 +116,14 @@ void retake(Sysmon* sm, std::vector<PWatch>& watch, std::vector<int>& fds,
         p->status.load(std::memory_order_relaxed) == PStatus::kRunning;
     if (!running || seq != w.seq) {
       w.seq = running ? seq : ~0ULL;
-      w.since = now;
+      // The switch happened since the previous round: assume the middle of
+      // that interval (unbiased), unless that round is long past.
+      w.since =
+          prev != 0 && now - prev <= 2 * period ? prev + (now - prev) / 2 : now;
       w.last_signal = 0;
+    }
+    if (running && w.since + slice > now) {
+      next_deadline = std::min(next_deadline, w.since + slice);
     }
     // A spare whose stuck M is running again goes back.
     if (!p->is_spare && i + s->nprocs < n) {
@@ -137,8 +147,9 @@ void retake(Sysmon* sm, std::vector<PWatch>& watch, std::vector<int>& fds,
     // work: ready() does not wake an M for a fiber it put in runnext (it
     // usually runs at once), so make sure it is not stranded behind a fiber
     // that keeps running.
-    if (running && (p->runnext.load(std::memory_order_relaxed) != nullptr ||
-                    !p->runq.empty()) &&
+    if (running &&
+        (p->runnext.load(std::memory_order_relaxed) != nullptr ||
+         !p->runq.empty()) &&
         s->npidle.load(std::memory_order_relaxed) > 0 &&
         s->nmspinning.load(std::memory_order_relaxed) == 0) {
       if (w.waiting_since == 0) {
@@ -190,6 +201,7 @@ void retake(Sysmon* sm, std::vector<PWatch>& watch, std::vector<int>& fds,
       m->signal_pending.store(false, std::memory_order_release);
     }
   }
+  return next_deadline;
 }
 
 void sysmon_main(Sysmon* sm) {
@@ -205,6 +217,7 @@ void sysmon_main(Sysmon* sm) {
       std::clamp<std::int64_t>(slice / 10, 20000, 1000000);
   std::int64_t period = busy_period;
   int idle_rounds = 0;
+  std::int64_t prev_round = 0, next_deadline = INT64_MAX;
   std::int64_t next_scavenge = mono_now_ns() + 1000000000;
   while (!sm->stop.load(std::memory_order_acquire)) {
     const std::int64_t now = mono_now_ns();
@@ -233,10 +246,15 @@ void sysmon_main(Sysmon* sm) {
     } else {
       idle_rounds = 0;
       period = busy_period;
-      retake(sm, watch, fds, now, period);
+      next_deadline = retake(sm, watch, fds, now, prev_round, period);
+      prev_round = now;
     }
     sm->note.clear();
-    sm->note.sleep(mono_now_ns() + period);
+    // Wake at the next period, or exactly when a fiber's slice ends if that
+    // comes first, so that overruns are not rounded up to a whole period.
+    std::int64_t wake = mono_now_ns() + period;
+    if (!idle && next_deadline < wake) wake = next_deadline;
+    sm->note.sleep(wake);
   }
   for (int fd : fds) {
     if (fd >= 0) close(fd);
