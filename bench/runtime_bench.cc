@@ -104,18 +104,47 @@ double Median(std::vector<double> v) {
 //
 // Models: the cost of one cooperative context switch through the scheduler --
 // the floor under every park/ready hand-off (channels, mutexes, WaitGroups).
-// Two fibers on one P each call goro::yield() in a loop, so every yield
-// switches to the other fiber; one benchmark iteration is one switch (each
-// yield of the timed fiber is a round trip: two switches, two iterations),
-// so real_time per iteration and the `ns_per_switch` counter are both
+// Two fibers running the same loop on one P each call goro::yield(), so every
+// yield switches to the other; the main fiber waits (and starts a fresh pair
+// every 2 x 100,000 switches). One benchmark iteration
+// is one switch, so real_time per iteration and `ns_per_switch` are both
 // nanoseconds per switch.
-// Why these parameters: procs=1 isolates the switch itself (with 2 Ps the
-// partner could be stolen and the figure would measure cross-CPU wake-ups);
-// it is the shape of Go's peer (2 goroutines calling runtime.Gosched on
-// GOMAXPROCS=1). Google Benchmark calibrates the count to >= 0.5 s.
+// Why these parameters: the shape of Go's peer exactly (two goroutines
+// running one closure that calls runtime.Gosched, GOMAXPROCS=1, main waits);
+// procs=1 isolates the switch itself. Two fibers running *different* code
+// cost ~13 ns more per switch on this CPU (the return-stack predictor was
+// trained on the other fiber's call chain); BM_Yield_Asymmetric shows that.
 constexpr int kYieldBatch = 1000;  // switches per KeepRunningBatch
 
 void BM_Yield(benchmark::State& state) {
+  // Rounds of 2 x kYieldRound switches: main starts two fibers running the
+  // very same loop and waits; the two spawns per round are noise (< 0.1 %).
+  static constexpr int kYieldRound = 100000;
+  double ns = 0;
+  goro::run(WithProcs(1), [&] {
+    const Clock::time_point t0 = Clock::now();
+    while (state.KeepRunningBatch(2 * kYieldRound)) {
+      goro::WaitGroup wg;
+      wg.add(2);
+      for (int f = 0; f < 2; ++f) {
+        goro::go([&wg] {
+          for (int i = 0; i < kYieldRound; ++i) goro::yield();
+          wg.done();
+        });
+      }
+      wg.wait();
+    }
+    ns = NsSince(t0);
+  });
+  state.counters["ns_per_switch"] =
+      ns / static_cast<double>(state.iterations());
+}
+BENCHMARK(BM_Yield)->MeasureProcessCPUTime()->UseRealTime();
+
+// BM_Yield_Asymmetric: as BM_Yield, but the timed loop runs in the main
+// fiber and its partner in a different function: what switching between
+// fibers that run different code costs (see above).
+void BM_Yield_Asymmetric(benchmark::State& state) {
   double ns = 0;
   goro::run(WithProcs(1), [&] {
     std::atomic<bool> stop{false};
@@ -127,8 +156,6 @@ void BM_Yield(benchmark::State& state) {
     });
     goro::yield();  // the partner starts (takes its stack) before timing
     const Clock::time_point t0 = Clock::now();
-    // Batches of 1000 switches keep Google Benchmark's loop bookkeeping out
-    // of the figure (it may overshoot by < 1000 of many millions).
     while (state.KeepRunningBatch(kYieldBatch)) {
       for (int i = 0; i < kYieldBatch / 2; ++i) goro::yield();
     }
@@ -139,7 +166,7 @@ void BM_Yield(benchmark::State& state) {
   state.counters["ns_per_switch"] =
       ns / static_cast<double>(state.iterations());
 }
-BENCHMARK(BM_Yield)->MeasureProcessCPUTime()->UseRealTime();
+BENCHMARK(BM_Yield_Asymmetric)->MeasureProcessCPUTime()->UseRealTime();
 
 // ---------------------------------------------------------------------------
 // BM_SpawnJoin/procs:P
