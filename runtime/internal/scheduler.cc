@@ -68,6 +68,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -213,14 +214,10 @@ inline void before_switch(M* m, Fiber* from, Fiber* to, bool from_dying) {
 // ---------------------------------------------------------------------------
 // Run queues.
 
+// The global queue holds pointers, not a list through the fibers: moving a
+// batch in or out under the lock touches no (possibly cold) Fiber object.
 void global_put_locked(Sched* s, Fiber* f) {
-  f->sched_next = nullptr;
-  if (s->gq_tail) {
-    s->gq_tail->sched_next = f;
-  } else {
-    s->gq_head = f;
-  }
-  s->gq_tail = f;
+  s->gq.push_back(f);
   s->gq_size.store(s->gq_size.load(std::memory_order_relaxed) + 1,
                    std::memory_order_seq_cst);
 }
@@ -236,11 +233,9 @@ void global_put(Sched* s, Fiber* f) {
 namespace {
 
 Fiber* global_pop_locked(Sched* s) {
-  Fiber* f = s->gq_head;
-  if (f == nullptr) return nullptr;
-  s->gq_head = f->sched_next;
-  if (s->gq_head == nullptr) s->gq_tail = nullptr;
-  f->sched_next = nullptr;
+  if (s->gq.empty()) return nullptr;
+  Fiber* f = s->gq.front();
+  s->gq.pop_front();
   s->gq_size.store(s->gq_size.load(std::memory_order_relaxed) - 1,
                    std::memory_order_relaxed);
   return f;
@@ -650,6 +645,9 @@ M* leave_fiber(M* m, Fiber* self, bool dying) {
 
 }  // namespace
 
+// A P's free Fiber objects beyond this go to the global list, half at a time.
+constexpr std::size_t kFreeFibersCap = 256;
+
 void fiber_free(M* m, Fiber* f) {
   P* p = m->p;
   Sched* s = sched();
@@ -663,20 +661,16 @@ void fiber_free(M* m, Fiber* f) {
   f->sp = nullptr;
   f->name.clear();
   f->state.store(FiberState::kFree, std::memory_order_relaxed);
-  f->sched_next = p->free_fibers;
-  p->free_fibers = f;
   p->fibers_exited.add();
-  if (++p->free_count > 128) {
-    // Share with other Ps: move half to the global free list.
-    std::lock_guard<Mutex> l(s->lock);
-    while (p->free_count > 64) {
-      Fiber* g = p->free_fibers;
-      p->free_fibers = g->sched_next;
-      --p->free_count;
-      g->sched_next = s->free_fibers;
-      s->free_fibers = g;
-      ++s->free_count;
-    }
+  p->free_fibers.push_back(f);
+  if (p->free_fibers.size() > kFreeFibersCap) {
+    // Share with other Ps: move half to the global free list, as an array of
+    // pointers -- no Fiber object is touched under the lock.
+    const std::size_t half = kFreeFibersCap / 2;
+    std::lock_guard<Mutex> l(s->free_lock);
+    s->free_fibers.insert(s->free_fibers.end(), p->free_fibers.end() - half,
+                          p->free_fibers.end());
+    p->free_fibers.resize(p->free_fibers.size() - half);
   }
 }
 
@@ -1088,28 +1082,22 @@ namespace {
 // objects allocated outside the lock, so that spawning costs one lock round
 // trip per batch, not per fiber.
 void refill_free_fibers(Sched* s, P* p) {
-  constexpr int kBatch = 32;
+  constexpr std::size_t kBatch = kFreeFibersCap / 2;
   {
-    std::lock_guard<Mutex> l(s->lock);
-    while (s->free_fibers != nullptr && p->free_count < kBatch) {
-      Fiber* g = s->free_fibers;
-      s->free_fibers = g->sched_next;
-      --s->free_count;
-      g->sched_next = p->free_fibers;
-      p->free_fibers = g;
-      ++p->free_count;
-    }
+    std::lock_guard<Mutex> l(s->free_lock);
+    const std::size_t n = std::min(kBatch, s->free_fibers.size());
+    p->free_fibers.insert(p->free_fibers.end(), s->free_fibers.end() - n,
+                          s->free_fibers.end());
+    s->free_fibers.resize(s->free_fibers.size() - n);
   }
-  if (p->free_fibers != nullptr) return;
+  if (!p->free_fibers.empty()) return;
   Fiber* batch[kBatch];
   for (Fiber*& g : batch) g = new Fiber;
-  std::lock_guard<Mutex> l(s->lock);
+  std::lock_guard<Mutex> l(s->free_lock);
   for (Fiber* g : batch) {
     g->all_next = s->all_fibers;
     s->all_fibers = g;
-    g->sched_next = p->free_fibers;
-    p->free_fibers = g;
-    ++p->free_count;
+    p->free_fibers.push_back(g);
   }
 }
 
@@ -1128,17 +1116,15 @@ Fiber* fiber_new(const SpawnOptions* o) {
   M* m = acquirem();
   P* p = m != nullptr ? m->p : nullptr;
   Fiber* f = nullptr;
-  if (p != nullptr && p->free_fibers == nullptr) refill_free_fibers(s, p);
+  if (p != nullptr && p->free_fibers.empty()) refill_free_fibers(s, p);
   if (p != nullptr) {
-    f = p->free_fibers;
-    p->free_fibers = f->sched_next;
-    --p->free_count;
+    f = p->free_fibers.back();
+    p->free_fibers.pop_back();
   } else {
-    std::lock_guard<Mutex> l(s->lock);
-    if (s->free_fibers != nullptr) {
-      f = s->free_fibers;
-      s->free_fibers = f->sched_next;
-      --s->free_count;
+    std::lock_guard<Mutex> l(s->free_lock);
+    if (!s->free_fibers.empty()) {
+      f = s->free_fibers.back();
+      s->free_fibers.pop_back();
     } else {
       f = new Fiber;
       f->all_next = s->all_fibers;
@@ -1188,10 +1174,8 @@ void fiber_discard(Fiber* f) {
   f->closure_on_heap = false;
   f->name.clear();
   Sched* s = sched();
-  std::lock_guard<Mutex> l(s->lock);
-  f->sched_next = s->free_fibers;
-  s->free_fibers = f;
-  ++s->free_count;
+  std::lock_guard<Mutex> l(s->free_lock);
+  s->free_fibers.push_back(f);
 }
 
 void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*)) {

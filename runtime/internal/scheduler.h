@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -77,8 +78,7 @@ struct alignas(64) P {
   std::uint32_t schedtick = 0;  // fibers started from a queue; see sysmon
   std::uint32_t rand = 0;
   StackCache stack_cache;
-  Fiber* free_fibers = nullptr;  // kFree fibers, linked by sched_next
-  int free_count = 0;
+  std::vector<Fiber*> free_fibers;  // kFree fibers
   std::uint64_t id_next = 0, id_end = 0;  // batch of fiber ids
 
   // sysmon's view of the running fiber: written by the owner at each
@@ -168,8 +168,7 @@ class Sched {
 
   Mutex lock;
   // --- Guarded by lock ---
-  Fiber* gq_head = nullptr;
-  Fiber* gq_tail = nullptr;
+  std::deque<Fiber*> gq;  // the global run queue
   P* idle_p = nullptr;
   M* idle_m = nullptr;
   std::vector<std::unique_ptr<M>> ms;
@@ -179,8 +178,7 @@ class Sched {
   Mutex free_lock;
   // --- Guarded by free_lock ---
   Fiber* all_fibers = nullptr;   // every Fiber object (Fiber::all_next)
-  Fiber* free_fibers = nullptr;  // global free list
-  int free_count = 0;
+  std::vector<Fiber*> free_fibers;  // global free list
   // --- Atomics, with who writes them ---
   std::atomic<int> gq_size{0};        // under lock; read anywhere
   std::atomic<int> npidle{0};         // under lock; read anywhere
