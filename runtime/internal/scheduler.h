@@ -78,7 +78,7 @@ struct alignas(64) P {
   std::uint32_t schedtick = 0;  // fibers started from a queue; see sysmon
   std::uint32_t rand = 0;
   StackCache stack_cache;
-  std::vector<Fiber*> free_fibers;  // kFree fibers
+  std::vector<Fiber*> free_fibers;        // kFree fibers
   std::uint64_t id_next = 0, id_end = 0;  // batch of fiber ids
 
   // sysmon's view of the running fiber: written by the owner at each
@@ -177,7 +177,7 @@ class Sched {
   // different Ps do not contend with the run queues.
   Mutex free_lock;
   // --- Guarded by free_lock ---
-  Fiber* all_fibers = nullptr;   // every Fiber object (Fiber::all_next)
+  Fiber* all_fibers = nullptr;      // every Fiber object (Fiber::all_next)
   std::vector<Fiber*> free_fibers;  // global free list
   // --- Atomics, with who writes them ---
   std::atomic<int> gq_size{0};        // under lock; read anywhere
