@@ -47,7 +47,7 @@ class ABSL_LOCKABLE SpinLock {
       while (locked_.load(std::memory_order_relaxed)) {
         if (round < 16) {
           for (int i = 0; i < backoff; ++i) __builtin_ia32_pause();
-          if (backoff < 64) backoff <<= 1;
+          if (backoff < 256) backoff <<= 1;
         } else {
           sched_yield();  // the holder may be descheduled by the kernel
         }
