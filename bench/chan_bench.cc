@@ -20,22 +20,15 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "benchmark/benchmark.h"
 #include "goro.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double NsSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
-}
-
-goro::Options WithProcs(int procs) {
-  goro::Options o;
-  o.procs = procs;
-  return o;
-}
+using goro_bench::Clock;
+using goro_bench::NsSince;
+using goro_bench::WithProcs;
 
 // ---------------------------------------------------------------------------
 // BM_Chan_PingPong/procs:P
@@ -145,9 +138,9 @@ void BM_Chan_BufferedMPMC(benchmark::State& state) {
     }
   });
   if (!ok) state.SkipWithError("lost or duplicated messages");
-  state.counters["msgs_per_sec"] =
-      static_cast<double>(kMpmcTotal) * static_cast<double>(state.iterations()) /
-      (ns * 1e-9);
+  state.counters["msgs_per_sec"] = static_cast<double>(kMpmcTotal) *
+                                   static_cast<double>(state.iterations()) /
+                                   (ns * 1e-9);
 }
 BENCHMARK(BM_Chan_BufferedMPMC)
     ->Iterations(1)
@@ -210,7 +203,8 @@ bool FanInRun(int per) {
     goro::select(goro::recv_case(chs[0], on(0)), goro::recv_case(chs[1], on(1)),
                  goro::recv_case(chs[2], on(2)), goro::recv_case(chs[3], on(3)),
                  goro::recv_case(chs[4], on(4)), goro::recv_case(chs[5], on(5)),
-                 goro::recv_case(chs[6], on(6)), goro::recv_case(chs[7], on(7)));
+                 goro::recv_case(chs[6], on(6)),
+                 goro::recv_case(chs[7], on(7)));
   }
   wg.wait();
   for (int k = 0; k < kFanIn; ++k) {
@@ -296,7 +290,8 @@ void BM_Mutex_Contended(benchmark::State& state) {
   });
   if (!ok) state.SkipWithError("wrong counter");
   state.counters["ns_per_lock"] =
-      ns / (static_cast<double>(state.iterations()) * kMutexWorkers * kMutexPer);
+      ns /
+      (static_cast<double>(state.iterations()) * kMutexWorkers * kMutexPer);
 }
 BENCHMARK(BM_Mutex_Contended)
     ->Iterations(1)
@@ -316,7 +311,8 @@ void BM_StdMutex_Contended(benchmark::State& state) {
         });
   }
   state.counters["ns_per_lock"] =
-      ns / (static_cast<double>(state.iterations()) * kMutexWorkers * kMutexPer);
+      ns /
+      (static_cast<double>(state.iterations()) * kMutexWorkers * kMutexPer);
 }
 BENCHMARK(BM_StdMutex_Contended)
     ->Iterations(1)

@@ -45,17 +45,18 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "benchmark/benchmark.h"
 #include "goro.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-using namespace std::chrono_literals;
+using goro_bench::Clock;
+using goro_bench::Median;
+using goro_bench::NsSince;
+using goro_bench::Percentile;
 
-double NsSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
-}
+using namespace std::chrono_literals;
 
 double CpuNs(clockid_t clock) {
   timespec ts;
@@ -122,25 +123,6 @@ goro::Options OneProc(std::chrono::microseconds slice, bool async = true) {
   o.time_slice = slice;
   o.async_preempt = async;
   return o;
-}
-
-// Nearest-rank percentile (q in [0, 1]) of `v`, which it sorts; the Go peer's
-// definition.
-double Percentile(std::vector<double>& v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  std::size_t rank =
-      static_cast<std::size_t>(q * static_cast<double>(v.size()) + 0.999999);
-  if (rank < 1) rank = 1;
-  if (rank > v.size()) rank = v.size();
-  return v[rank - 1];
-}
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 // The Go peer's spin: counts until `stop`, no calls in the loop, so only a

@@ -37,22 +37,17 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "benchmark/benchmark.h"
 #include "goro.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double NsSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
-}
-
-goro::Options WithProcs(int procs) {
-  goro::Options o;
-  o.procs = procs;
-  return o;
-}
+using goro_bench::Clock;
+using goro_bench::Median;
+using goro_bench::NsSince;
+using goro_bench::Percentile;
+using goro_bench::WithProcs;
 
 // Resident set size now, from /proc/self/statm (pages), in bytes.
 long ResidentBytes() {
@@ -79,24 +74,6 @@ long StatusKb(const char* key) {
   }
   std::fclose(f);
   return v;
-}
-
-// Nearest-rank percentile (q in [0, 1]) of `v`, which it sorts.
-double Percentile(std::vector<double>& v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  std::size_t rank =
-      static_cast<std::size_t>(q * static_cast<double>(v.size()) + 0.999999);
-  if (rank < 1) rank = 1;
-  if (rank > v.size()) rank = v.size();
-  return v[rank - 1];
-}
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 // ---------------------------------------------------------------------------
