@@ -244,7 +244,16 @@ extern "C" void goro_async_preempt_yield() {
   // declared const; call it through a volatile pointer afterwards so that,
   // with migration allowed, the new thread's errno is the one written.)
   const int saved_errno = errno;
+  // While it resumes, the fiber is still inside an asynchronous preemption:
+  // a request sysmon made meanwhile must not turn into a cooperative yield
+  // on the way out (that one may migrate, and the interrupted code may hold
+  // thread-local addresses). Raising no_preempt makes releasem skip it; the
+  // fiber starts a fresh slice anyway.
+  goro::runtime_internal::Fiber* self =
+      goro::runtime_internal::current_m_signal_safe()->curg;
+  ++self->no_preempt;
   goro::runtime_internal::preempt_yield(/*async=*/true);
+  --self->no_preempt;
   int* (*volatile errno_location)() = &__errno_location;
   *errno_location() = saved_errno;
 }
