@@ -15,7 +15,7 @@ namespace goro::preempt_internal {
 
 // Why the SIGURG handler declined to switch; indexes Sched::refused.
 enum Refusal : int {
-  kRefusedNoPreempt = 0,  // NoPreempt scope or a runtime lock (M::locks)
+  kRefusedNoPreempt = 0,  // NoPreempt, or a runtime lock (goro_tls_locks)
   kRefusedOsLock = 1,     // the fiber holds a pthread mutex
   kRefusedPc = 2,         // interrupted in, or called from, foreign code
   kRefusedStack = 3,      // too little stack left for the save area
