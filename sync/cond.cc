@@ -74,19 +74,10 @@ void Cond::broadcast() {
     return;
   }
   notify_ = wait_.load(std::memory_order_acquire);
-  sync_internal::Waiter* head = nullptr;
-  sync_internal::Waiter** tail = &head;
-  while (sync_internal::Waiter* w = waiters_.dequeue()) {
-    w->next = nullptr;
-    *tail = w;
-    tail = &w->next;
-  }
+  sync_internal::WakeList woken;
+  while (sync_internal::Waiter* w = waiters_.dequeue()) woken.push(w);
   lock_.unlock();
-  while (head != nullptr) {
-    sync_internal::Waiter* w = head;
-    head = w->next;  // before waking: w lives on the woken fiber's stack
-    sync_internal::wake(w);
-  }
+  woken.wake_all();
 }
 
 }  // namespace goro

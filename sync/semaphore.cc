@@ -61,23 +61,16 @@ void Semaphore::release(std::int64_t n) {
   }
   count_ += n;
   // Serve waiters in order while the head's request fits.
-  sync_internal::Waiter* head = nullptr;
-  sync_internal::Waiter** tail = &head;
+  sync_internal::WakeList woken;
   while (sync_internal::Waiter* w = waiters_.front()) {
     const auto want = static_cast<std::int64_t>(w->ticket);
     if (count_ < want) break;
     count_ -= want;
     waiters_.remove(w);
-    w->next = nullptr;
-    *tail = w;
-    tail = &w->next;
+    woken.push(w);
   }
   lock_.unlock();
-  while (head != nullptr) {
-    sync_internal::Waiter* w = head;
-    head = w->next;  // before waking: w lives on the woken fiber's stack
-    sync_internal::wake(w);
-  }
+  woken.wake_all();
 }
 
 std::int64_t Semaphore::count() const {

@@ -89,6 +89,31 @@ inline void wake(Waiter* w) {
 }
 
 // thread_wait blocks a plain thread until *word is non-zero.
+// WakeList collects waiters taken off a queue under a lock, to wake them
+// after the lock is released (a woken fiber may run at once, and must not find
+// the lock held). wake_all reads each link before waking: a waiter lives on
+// its fiber's stack and may be gone right after.
+class WakeList {
+ public:
+  void push(Waiter* w) {
+    w->next = nullptr;
+    *tail_ = w;
+    tail_ = &w->next;
+  }
+  void wake_all() {
+    while (head_ != nullptr) {
+      Waiter* w = head_;
+      head_ = w->next;
+      wake(w);
+    }
+    tail_ = &head_;
+  }
+
+ private:
+  Waiter* head_ = nullptr;
+  Waiter** tail_ = &head_;
+};
+
 inline void thread_wait(std::atomic<std::uint32_t>* word) {
   while (word->load(std::memory_order_acquire) == 0) {
     runtime_internal::futex_wait(word, 0, 0);

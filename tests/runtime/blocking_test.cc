@@ -20,14 +20,10 @@
 
 namespace {
 
+using goro_test::Procs;
+
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-goro::Options Procs(int n) {
-  goro::Options o;
-  o.procs = n;
-  return o;
-}
 
 // With one P, a fiber blocked in blocking() (here: a 200 ms sleep of the OS
 // thread) does not stop another fiber: that one keeps counting, and the P was

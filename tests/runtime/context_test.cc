@@ -23,15 +23,11 @@
 
 namespace {
 
+using goro_test::Procs;
+
 using namespace std::chrono_literals;
 using goro::runtime_internal::kDefaultMxcsr;
 using goro::runtime_internal::kDefaultX87Cw;
-
-goro::Options Procs(int n) {
-  goro::Options o;
-  o.procs = n;
-  return o;
-}
 
 // How the register-checking assembly below switches away: set per test.
 void (*g_switch)() = nullptr;

@@ -19,13 +19,9 @@
 
 namespace {
 
-using namespace std::chrono_literals;
+using goro_test::Procs;
 
-goro::Options Procs(int n) {
-  goro::Options o;
-  o.procs = n;
-  return o;
-}
+using namespace std::chrono_literals;
 
 TEST(RunTest, ReturnsMainsIntResult) {
   EXPECT_EQ(goro::run([] { return 7; }), 7);

@@ -20,27 +20,11 @@
 
 namespace {
 
+using goro_test::Procs;
+using goro_test::SpawnAndWait;
+
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-goro::Options Procs(int n) {
-  goro::Options o;
-  o.procs = n;
-  return o;
-}
-
-template <typename F>
-void SpawnAndWait(int n, F body) {
-  goro::WaitGroup wg;
-  wg.add(n);
-  for (int i = 0; i < n; ++i) {
-    goro::go([&wg, &body, i] {
-      body(i);
-      wg.done();
-    });
-  }
-  wg.wait();
-}
 
 void SpinFor(std::chrono::microseconds d) {
   const auto end = Clock::now() + d;

@@ -19,14 +19,10 @@
 
 namespace {
 
+using goro_test::Procs;
+
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-goro::Options Procs(int n) {
-  goro::Options o;
-  o.procs = n;
-  return o;
-}
 
 TEST(SleepTest, SleepForWaitsAtLeastTheDuration) {
   goro::run([] {

@@ -24,27 +24,10 @@
 
 namespace {
 
+using goro_test::Procs;
+using goro_test::SpawnAndWait;
+
 using namespace std::chrono_literals;
-
-goro::Options Procs(int n) {
-  goro::Options o;
-  o.procs = n;
-  return o;
-}
-
-// Runs `body` in `n` fibers (argument: index) and waits for all of them.
-template <typename F>
-void SpawnAndWait(int n, F body) {
-  goro::WaitGroup wg;
-  wg.add(n);
-  for (int i = 0; i < n; ++i) {
-    goro::go([&wg, &body, i] {
-      body(i);
-      wg.done();
-    });
-  }
-  wg.wait();
-}
 
 // ---------------------------------------------------------------------------
 // Identity.

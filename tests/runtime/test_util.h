@@ -16,6 +16,8 @@
 #include <string>
 #include <thread>
 
+#include "goro.h"
+
 namespace goro_test {
 
 #if defined(__SANITIZE_THREAD__)
@@ -90,6 +92,27 @@ bool WaitFor(Pred pred, std::chrono::milliseconds timeout) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   return true;
+}
+
+// A runtime with `n` procs.
+inline goro::Options Procs(int n) {
+  goro::Options o;
+  o.procs = n;
+  return o;
+}
+
+// Runs `body` in `n` fibers (argument: index) and waits for all of them.
+template <typename F>
+void SpawnAndWait(int n, F body) {
+  goro::WaitGroup wg;
+  wg.add(n);
+  for (int i = 0; i < n; ++i) {
+    goro::go([&wg, &body, i] {
+      body(i);
+      wg.done();
+    });
+  }
+  wg.wait();
 }
 
 }  // namespace goro_test
