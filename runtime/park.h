@@ -47,6 +47,15 @@ void ready(Fiber* f);
 
 std::uint64_t fiber_id(const Fiber* f);
 
+// spin_may_help tells a fiber about to park until another fiber makes
+// progress (a channel becoming non-empty, say) whether to spin briefly
+// first: true iff its P has nothing else to run -- parking would idle this
+// thread anyway -- and at least one other P is running fibers, which may
+// make that progress within microseconds. A park and the wake-up after it
+// cost more than that, and move the fiber away from the CPU it was using.
+// Cheap: a few loads.
+bool spin_may_help();
+
 // preempt_check is a cooperative preemption point: if sysmon asked the
 // current fiber to yield (its time slice is over), it yields here. Cheap (a
 // call and two loads) when nothing is pending; no-op off fibers and while

@@ -5,7 +5,9 @@
 //
 // Each round, per P in kRunning:
 //   * sched_seq unchanged since the round that first saw it, for longer than
-//     Options::time_slice: the fiber overran its slice. Set its
+//     Options::time_slice: the fiber overran its slice. (sched_seq counts
+//     fresh slices; fibers run from runnext inherit the slice, so a chain of
+//     hand-offs is preempted as one fiber.) Set its
 //     preempt_requested flag (honoured at its next cooperative point), then
 //     -- with async preemption on, at most one signal in flight per M, and
 //     only if the M's thread is running on a CPU (state R) -- tgkill SIGURG.
@@ -65,9 +67,10 @@ Sysmon* g_sysmon = nullptr;  // the running runtime's; set/cleared by run
 
 struct PWatch {
   std::uint64_t seq = ~0ULL;
-  std::int64_t since = 0;          // when seq was first seen
-  std::int64_t last_signal = 0;    // when we last signalled its M
-  std::int64_t waiting_since = 0;  // runnable work seen stranded since
+  std::int64_t since = 0;              // when seq was first seen
+  std::int64_t last_signal = 0;        // when we last signalled its M
+  std::int64_t waiting_since = 0;      // runnable work seen stranded since
+  std::uint64_t waiting_switches = 0;  // P::context_switches then
 };
 
 // The thread's scheduling state from /proc/self/task/TID/stat ('R' running
@@ -146,14 +149,20 @@ std::int64_t retake(Sysmon* sm, std::vector<PWatch>& watch,
     // Work waiting on a busy P while another P idles and nobody looks for
     // work: ready() does not wake an M for a fiber it put in runnext (it
     // usually runs at once), so make sure it is not stranded behind a fiber
-    // that keeps running.
+    // that keeps running. A runnext alone counts only if the P has not
+    // switched since: a P that keeps switching runs its runnext fibers
+    // itself (a channel ping-pong has one there half the time), and an M
+    // woken to steal them would only contend for the P's cache lines.
+    const bool ring_work = !p->runq.empty();
+    const std::uint64_t switches = p->context_switches.get();
     if (running &&
-        (p->runnext.load(std::memory_order_relaxed) != nullptr ||
-         !p->runq.empty()) &&
+        (ring_work || p->runnext.load(std::memory_order_relaxed) != nullptr) &&
         s->npidle.load(std::memory_order_relaxed) > 0 &&
         s->nmspinning.load(std::memory_order_relaxed) == 0) {
-      if (w.waiting_since == 0) {
+      if (w.waiting_since == 0 ||
+          (!ring_work && w.waiting_switches != switches)) {
         w.waiting_since = now;
+        w.waiting_switches = switches;
       } else if (now - w.waiting_since >= period) {
         runtime_internal::wakep(s);
         w.waiting_since = 0;

@@ -38,9 +38,15 @@
 // of a P whose ring is empty does not call wakep -- that fiber runs as soon
 // as the caller blocks, which in a hand-off is at once, and waking a thread
 // for it costs more than the hand-off. Nothing is lost: the fiber is on a
-// running P; if that P's fiber keeps running, sysmon calls wakep after one of
-// its periods (under TSan, which runs no sysmon, the fiber waits for the
-// caller's next switch).
+// running P; if that P's fiber keeps running without switching, sysmon calls
+// wakep after one of its periods (under TSan, which runs no sysmon, the fiber
+// waits for the caller's next switch). Such a store needs no locked
+// instruction (runq_put).
+//
+// Time slices. A fiber taken from runnext inherits the rest of its waker's
+// slice (new_slice), so sysmon sees a chain of hand-offs as one fiber and
+// preempts it after one slice; the preempted fiber's runnext then goes behind
+// the ring (yield_impl), so such a chain cannot starve the run queue.
 //
 // Preemption. Runtime code that touches M or P state runs with the thread's
 // runtime-lock count raised (locks.h, acquirem), and every context switch is
@@ -245,8 +251,18 @@ Fiber* global_pop_locked(Sched* s) {
 
 void runq_put(P* p, Fiber* f, bool next) {
   if (next) {
-    // seq_cst: the submitter's half of the wake-up protocol (a full barrier
-    // before wakep reads npidle/nmspinning).
+    // Only the owner (us) stores a non-null value; thieves only take it
+    // (CAS to null). So an empty runnext stays empty until our store, and a
+    // release store publishes f without a locked instruction -- this is the
+    // hot path of every channel hand-off. A caller that goes on to wakep()
+    // must then issue the seq_cst fence of the submitter's half of the
+    // wake-up protocol itself (ready(), fiber_start()).
+    if (p->runnext.load(std::memory_order_relaxed) == nullptr) {
+      p->runnext.store(f, std::memory_order_release);
+      return;
+    }
+    // seq_cst: a thief may take the old one meanwhile; this is also the
+    // full barrier before wakep reads npidle/nmspinning.
     Fiber* old = p->runnext.exchange(f, std::memory_order_seq_cst);
     if (old == nullptr) return;
     f = old;  // the kicked-out fiber goes to the ring
@@ -267,14 +283,26 @@ void runq_put(P* p, Fiber* f, bool next) {
 
 namespace {
 
+// Hand-offs through runnext in a row, while the ring waits, before the ring
+// gets a turn (Tokio's LIFO-slot budget). The time slice bounds such a chain
+// too (sysmon), but only with a sysmon and only after a whole slice; this
+// bound is cooperative and costs nothing while the ring is empty, as it is
+// in a ping-pong.
+constexpr std::uint32_t kMaxRunnextStreak = 64;
+
 // The next fiber of this P: runnext (inherits the time slice) or the ring.
 Fiber* runq_get(P* p, bool* inherit) {
   Fiber* f = p->runnext.load(std::memory_order_relaxed);
   if (f != nullptr && p->runnext.compare_exchange_strong(
                           f, nullptr, std::memory_order_acquire)) {
-    *inherit = true;
-    return f;
+    if (p->runnext_streak < kMaxRunnextStreak || p->runq.empty()) {
+      ++p->runnext_streak;
+      *inherit = true;
+      return f;
+    }
+    runq_put(p, f, false);  // behind the fibers that waited in the ring
   }
+  p->runnext_streak = 0;
   *inherit = false;
   return p->runq.pop();
 }
@@ -535,6 +563,16 @@ __attribute__((noinline, noipa)) M* finish_switch() {
   return m;
 }
 
+// A fiber starts a fresh time slice on P. A fiber taken from runnext
+// inherits the slice of the one that readied it instead (Go's rule): a
+// chain of hand-offs through runnext counts as one fiber for sysmon, which
+// preempts it after one slice, so it cannot starve the run queue.
+void new_slice(P* p) {
+  ++p->schedtick;
+  p->sched_seq.store(p->sched_seq.load(std::memory_order_relaxed) + 1,
+                     std::memory_order_relaxed);
+}
+
 // Switches from the running fiber `self` to `next`, or to g0 if null.
 // m->after must already say what to do with `self`.
 M* switch_from_fiber(M* m, Fiber* self, Fiber* next, bool inherit, bool dying) {
@@ -544,9 +582,7 @@ M* switch_from_fiber(M* m, Fiber* self, Fiber* next, bool inherit, bool dying) {
     P* p = m->p;
     next->state.store(FiberState::kRunning, std::memory_order_relaxed);
     m->curg = next;
-    if (!inherit) ++p->schedtick;
-    p->sched_seq.store(p->sched_seq.load(std::memory_order_relaxed) + 1,
-                       std::memory_order_relaxed);
+    if (!inherit) new_slice(p);
     p->context_switches.add();
     if (next->sp == nullptr) init_first_frame(p, next);
     to = next->sp;
@@ -683,9 +719,7 @@ void execute(M* m, Fiber* f, bool inherit) {
   P* p = m->p;
   f->state.store(FiberState::kRunning, std::memory_order_relaxed);
   m->curg = f;
-  if (!inherit) ++p->schedtick;
-  p->sched_seq.store(p->sched_seq.load(std::memory_order_relaxed) + 1,
-                     std::memory_order_relaxed);
+  if (!inherit) new_slice(p);
   p->context_switches.add();
   if (f->sp == nullptr) init_first_frame(p, f);
   tls_locks_inc();  // dropped by the fiber as it resumes
@@ -988,6 +1022,23 @@ void preempt_check() {
   releasem(m);
 }
 
+bool spin_may_help() {
+  M* m = acquirem();
+  bool ok = false;
+  if (m != nullptr && m->p != nullptr && m->curg != nullptr) {
+    const Sched* s = sched();
+    // Another P is running fibers: neither idle nor spinning for work. Our
+    // own P has nothing else to run (Go's sync_runtime_canSpin).
+    ok = s->npidle.load(std::memory_order_relaxed) +
+                 s->nmspinning.load(std::memory_order_relaxed) + 1 <
+             s->nprocs &&
+         m->p->runq.empty() &&
+         m->p->runnext.load(std::memory_order_relaxed) == nullptr;
+  }
+  releasem(m);
+  return ok;
+}
+
 void park(bool (*commit)(void*), void* arg) {
   M* m = acquirem();
   Fiber* self = m != nullptr ? m->curg : nullptr;
@@ -1026,7 +1077,10 @@ void ready(Fiber* f) {
     // trade). If the caller keeps running instead, sysmon wakes an M for the
     // waiting fiber within one of its periods (retake). Anything in the ring
     // is stealable work: wake as usual.
-    if (!m->p->runq.empty()) wakep(s);
+    if (!m->p->runq.empty()) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);  // see runq_put
+      wakep(s);
+    }
   } else {
     global_put(s, f);
     wakep(s);
@@ -1044,6 +1098,13 @@ void yield_impl(bool preempted, bool async) {
   }
   self->preempt_requested.store(false, std::memory_order_relaxed);
   Sched* s = sched();
+  if (preempted) {
+    // The slice of a runnext chain is over: whoever waits in runnext goes
+    // behind the run queue, whose fibers run first.
+    if (Fiber* r = m->p->runnext.exchange(nullptr, std::memory_order_acquire)) {
+      runq_put(m->p, r, false);
+    }
+  }
   Fiber* next = nullptr;
   bool inherit = false;
   Pick pick = pick_next(s, m, &next, &inherit);
@@ -1191,6 +1252,7 @@ void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*)) {
     s->created_off_p.fetch_add(1, std::memory_order_relaxed);
     global_put(s, f);
   }
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // see runq_put
   wakep(s);
   releasem(m);  // a cooperative preemption point
 }

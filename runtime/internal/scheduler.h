@@ -76,6 +76,7 @@ struct alignas(64) P {
   // --- Owner only (the M holding this P) ---
   M* m = nullptr;               // also written under Sched::lock_ when handed
   std::uint32_t schedtick = 0;  // fibers started from a queue; see sysmon
+  std::uint32_t runnext_streak = 0;  // fibers run from runnext in a row
   std::uint32_t rand = 0;
   StackCache stack_cache;
   std::vector<Fiber*> free_fibers;        // kFree fibers

@@ -5,22 +5,29 @@
 // implementation (chan_core.cc) serves every Chan<T> and select's mix of
 // element types. Internal to sync/; users want sync/chan.h.
 //
-// Invariants (as Go's chan.go):
+// Unbuffered channels follow Go's chan.go: everything under lock_, values
+// pass from stack to stack. Buffered channels keep their values in a Ring
+// (ring.h), a lock-free bounded queue: a send or receive that finds no
+// parked fiber to serve or to queue behind never takes the lock. Parking
+// still happens under lock_, and chan_core.cc explains how the two meet.
+//
+// Invariants:
 //   (C1) At least one of sendq_ and recvq_ is empty, except briefly when one
 //        fiber's select is queued on both sides of the same unbuffered
 //        channel.
-//   (C2) Buffered: if recvq_ is non-empty, the buffer is empty (count_ == 0).
-//   (C3) Buffered: if sendq_ is non-empty, the buffer is full.
-//   (C4) count_ <= cap_; buffer slots [recvx_, recvx_ + count_) (mod cap_)
-//        hold constructed elements, the other slots are raw storage.
-//   (C5) closed_ goes from false to true once, under lock_; after that
-//        nothing is queued on sendq_ or recvq_ and nothing joins them.
+//   (C2) Buffered, whenever lock_ is free and no lock-free operation is
+//        between its ring operation and its wait-queue check: recvq_
+//        non-empty implies the ring is empty, and sendq_ non-empty implies
+//        it is full. (Go keeps this always; here the lock-free operation
+//        that breaks it restores it itself: see settle().)
+//   (C3) closed_ goes from false to true once, under lock_, together with
+//        the ring's close mark; after that nothing joins sendq_ or recvq_,
+//        and close() has emptied both.
 //
-// Lock: lock_ (a SpinLock: preemption disabled while held) guards every
-// field except the atomics read by the lock-free fast paths, which are
-// written only under lock_. Never ready() a fiber while holding lock_ if it
-// can be avoided: the wake happens after unlock, and after the last access to
-// anything the woken fiber may free (its Waiter is on its stack).
+// Lock: lock_ (a SpinLock: preemption disabled while held) guards the wait
+// queues and every change of closed_. The ring needs no lock. Wake-ups
+// happen after unlock (WakeList), and after the last access to anything the
+// woken fiber may free (its Waiter is on its stack).
 
 #ifndef GORO_SYNC_INTERNAL_CHAN_CORE_H_
 #define GORO_SYNC_INTERNAL_CHAN_CORE_H_
@@ -34,6 +41,8 @@
 #include <type_traits>
 
 #include "absl/base/thread_annotations.h"
+#include "sync/internal/elem_ops.h"
+#include "sync/internal/ring.h"
 #include "sync/internal/spin_lock.h"
 #include "sync/internal/waiter.h"
 
@@ -48,28 +57,6 @@ class ChanClosed : public std::logic_error {
 };
 
 namespace sync_internal {
-
-// How to move and destroy elements of one type.
-struct ElemOps {
-  std::size_t size;
-  std::size_t stride;  // size rounded up to the alignment
-  std::size_t align;
-  bool trivial;  // memcpy moves, destroy is a no-op
-  void (*move_construct)(void* dst, void* src);  // dst is raw storage
-  void (*destroy)(void* p);
-};
-
-template <typename T>
-inline constexpr ElemOps kElemOps = {
-    sizeof(T),
-    (sizeof(T) + alignof(T) - 1) / alignof(T) * alignof(T),
-    alignof(T),
-    std::is_trivially_copyable_v<T>&& std::is_trivially_destructible_v<T>,
-    [](void* dst, void* src) {
-      ::new (dst) T(std::move(*static_cast<T*>(src)));
-    },
-    [](void* p) { static_cast<T*>(p)->~T(); },
-};
 
 class SelectCore;
 
@@ -96,76 +83,64 @@ class ChanCore {
   // close closes; throws ChanClosed if already closed.
   void close();
 
-  std::size_t size() const { return count_.load(std::memory_order_relaxed); }
+  std::size_t size() const { return cap_ == 0 ? 0 : ring_.size(); }
   std::size_t capacity() const { return cap_; }
   bool closed() const { return closed_.load(std::memory_order_acquire); }
 
  private:
   friend class SelectCore;
 
-  ChanCore(std::size_t cap, const ElemOps* ops, unsigned char* buf)
-      : cap_(cap), ops_(ops), buf_(buf) {}
+  // The outcome of an operation attempted under lock_.
+  enum class Try { kDone, kWouldBlock, kClosed };
+
+  ChanCore(std::size_t cap, const ElemOps* ops, unsigned char* slots)
+      : cap_(cap), ops_(ops), ring_(cap, ops, slots) {}
   void destroy();
+  static std::size_t header_size(const ElemOps* ops);
+  static std::size_t alloc_align(const ElemOps* ops);
 
-  // Lock-free peeks for the non-blocking fast paths (see chan_core.cc).
+  // A racy look for the non-blocking fast paths.
   bool full_relaxed() const {
-    if (cap_ == 0) return recvq_.empty_relaxed();
-    return count_.load(std::memory_order_relaxed) == cap_;
-  }
-  bool empty_relaxed() const {
-    if (cap_ == 0) return sendq_.empty_relaxed();
-    return count_.load(std::memory_order_relaxed) == 0;
+    return cap_ == 0 ? recvq_.empty_relaxed() : ring_.full_relaxed();
   }
 
-  void move_elem(void* dst, void* src) const {
-    if (ops_->trivial) {
-      // Word-sized values (the common case: ints, pointers, small structs)
-      // are copied inline; a call into libc's memcpy would cost more than
-      // the rest of an uncontended send.
-      switch (ops_->size) {
-        case 4:
-          std::memcpy(dst, src, 4);
-          return;
-        case 8:
-          std::memcpy(dst, src, 8);
-          return;
-        case 16:
-          std::memcpy(dst, src, 16);
-          return;
-        default:
-          std::memcpy(dst, src, ops_->size);
-          return;
-      }
-    } else {
-      ops_->move_construct(dst, src);
-    }
-  }
-  void destroy_elem(void* p) const {
-    if (!ops_->trivial) ops_->destroy(p);
-  }
-  void* slot(std::size_t i) const { return buf_ + i * ops_->stride; }
+  bool send_unbuffered(void* src, bool block);
+  Recv recv_unbuffered(void* dst, bool block);
+  // Buffered: the paths under lock_.
+  bool send_slow(void* src, bool block);
+  Recv recv_slow(void* dst, bool block);
 
-  // The operations below run with lock_ held and leave it held.
-  // send_to hands *src to the dequeued receiver w.
-  void send_to(Waiter* w, void* src) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  // recv_from takes a value for dst from the dequeued sender w (from the
-  // buffer's head, refilled with w's value, when buffered).
-  void recv_from(Waiter* w, void* dst) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  void buf_put(void* src) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  void buf_take(void* dst) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // The operations below run with lock_ held and leave it held; fibers to
+  // wake go to `wl`, for the caller to wake after unlocking.
+  //
+  // try_send_locked: kClosed if closed; else hands *src to a parked
+  // receiver or buffers it (kDone), or kWouldBlock.
+  Try try_send_locked(void* src, WakeList& wl)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // try_recv_locked: takes a value from a parked sender or the buffer into
+  // dst (kDone), kClosed if closed and drained, else kWouldBlock.
+  Try try_recv_locked(void* dst, WakeList& wl)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // settle (buffered only) restores (C2): gives buffered values to parked
+  // receivers and moves parked senders' values into free slots.
+  void settle(WakeList& wl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // settle_unlocked: lock, settle, unlock, wake -- the tail of a lock-free
+  // operation that found a parked waiter.
+  void settle_unlocked();
   // park_unlock parks the caller (recorded in `self`) and releases lock_.
   void park_unlock(Waiter* self) ABSL_UNLOCK_FUNCTION(lock_);
 
+  // Read-mostly: refs_ changes only when handles are copied.
   std::atomic<std::int64_t> refs_{1};
   const std::size_t cap_;
   const ElemOps* const ops_;
-  unsigned char* const buf_;
-  SpinLock lock_;
-  // Written under lock_, read lock-free by the fast paths.
-  std::atomic<std::size_t> count_{0};
+  // Written under lock_ (C3); read lock-free too.
   std::atomic<bool> closed_{false};
-  std::size_t sendx_ ABSL_GUARDED_BY(lock_) = 0;
-  std::size_t recvx_ ABSL_GUARDED_BY(lock_) = 0;
+  // Buffered channels' values; its two ends have cache lines of their own.
+  Ring ring_;
+  // The lock and the wait queues share a line: the lock-free paths read
+  // only the queues' first_ words, which change when fibers park.
+  alignas(64) SpinLock lock_;
   WaitQueue sendq_ ABSL_GUARDED_BY(lock_);
   WaitQueue recvq_ ABSL_GUARDED_BY(lock_);
 };

@@ -14,10 +14,14 @@
 //   4. Otherwise queue one Waiter per case (all pointing to one SelectState)
 //      on every channel and park; the park commit unlocks every channel, so
 //      no waker can see a waiter before the fiber is off its stack.
+//      Buffered channels also change without their lock (chan_core.cc):
+//      after queuing, look at each buffered case's ring again (seq_cst); if
+//      one became ready, unlink everything and start again at 2.
 //   5. Exactly one waker wins SelectState::done (see waiter.h) and records
 //      its waiter in SelectState::winner before waking us. On resumption,
 //      lock every channel again and unlink the other waiters (a waker that
 //      lost the CAS may already have unlinked some: removal is idempotent).
+//      A winner marked `retry` moved nothing (chan_core.cc): start again.
 //
 // Rejected: waking the select on every channel and re-polling (Go before
 // 1.3 and some C++ libraries): simpler, but every losing case would have to
@@ -87,6 +91,21 @@ bool unlock_all_commit(void* arg) {
   return true;
 }
 
+// unlink_all removes every waiter but `keep` from its channel's queue
+// (idempotent: a waker that lost the claim may have removed some already).
+void unlink_all(SelectCase* cases, const std::uint16_t* lockorder,
+                Waiter* waiters, int n,
+                const Waiter* keep) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  for (int k = 0; k < n; ++k) {
+    const int i = lockorder[k];
+    Waiter* w = &waiters[i];
+    if (w == keep) continue;
+    ChanCore* c = cases[i].chan;
+    (cases[i].is_send ? SelectCore::sendq_of(c) : SelectCore::recvq_of(c))
+        .remove(w);
+  }
+}
+
 }  // namespace
 
 SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
@@ -133,100 +152,96 @@ SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
     for (;;) thread_wait(self.wake_word);
   }
 
-  lock_all(locks);
+  for (;;) {
+    lock_all(locks);
+    WakeList wl;
 
-  // Pass 1: look for a case that can proceed now.
-  for (int k = 0; k < norder; ++k) {
-    const int i = pollorder[k];
-    SelectCase& sc = cases[i];
-    ChanCore* c = sc.chan;
-    if (sc.is_send) {
-      if (c->closed_.load(std::memory_order_relaxed)) {
-        unlock_all(locks);
+    // Pass 1: look for a case that can proceed now.
+    for (int k = 0; k < norder; ++k) {
+      const int i = pollorder[k];
+      SelectCase& sc = cases[i];
+      const ChanCore::Try t = sc.is_send
+                                  ? sc.chan->try_send_locked(sc.elem, wl)
+                                  : sc.chan->try_recv_locked(sc.elem, wl);
+      if (t == ChanCore::Try::kWouldBlock) continue;
+      unlock_all(locks);
+      wl.wake_all();
+      if (sc.is_send) {
+        if (t == ChanCore::Try::kClosed) {
+          throw ChanClosed("goro::select: send on closed channel");
+        }
+        return {i, false};
+      }
+      return {i, t == ChanCore::Try::kDone};
+    }
+
+    if (!block) {
+      unlock_all(locks);
+      wl.wake_all();
+      return {-1, false};
+    }
+
+    if (!wl.empty()) {
+      // Pass 1 moved values for fibers that must be woken before we park
+      // (they may be the ones we would wait for). Wake them, start again.
+      unlock_all(locks);
+      wl.wake_all();
+      continue;
+    }
+
+    // Pass 2: queue on every channel, in lock order, and park -- unless a
+    // buffered channel changed under a lock-free operation meanwhile (the
+    // registering half of chan_core.cc's handshake): then unlink and start
+    // again.
+    SelectState st;
+    runtime_internal::Fiber* self = runtime_internal::current_fiber();
+    bool again = false;
+    for (int k = 0; k < norder; ++k) {
+      const int i = lockorder[k];
+      Waiter& w = waiters[i];
+      w.fiber = self;
+      w.wake_word = &st.word;
+      w.elem = cases[i].elem;
+      w.select = &st;
+      w.case_index = static_cast<std::uint32_t>(i);
+      w.success = false;
+      w.retry = false;
+      ChanCore* c = cases[i].chan;
+      WaitQueue& q = cases[i].is_send ? c->sendq_ : c->recvq_;
+      q.push_back(&w);
+      if (c->cap_ != 0 && !again) {
+        q.publish();
+        again = cases[i].is_send ? !c->ring_.full_seq_cst()
+                                 : !c->ring_.empty_seq_cst();
+      }
+    }
+    if (again) {
+      unlink_all(cases, lockorder, waiters, norder, nullptr);
+      unlock_all(locks);
+      continue;
+    }
+    if (self != nullptr) {
+      runtime_internal::park(unlock_all_commit, &locks);
+    } else {
+      unlock_all(locks);
+      thread_wait(&st.word);
+    }
+
+    // Pass 3: woken by exactly one case; unlink the others.
+    lock_all(locks);
+    Waiter* winner = st.winner;
+    unlink_all(cases, lockorder, waiters, norder, winner);
+    unlock_all(locks);
+    if (winner->retry) continue;
+    const int i = static_cast<int>(winner->case_index);
+    if (cases[i].is_send) {
+      if (!winner->success) {
         throw ChanClosed("goro::select: send on closed channel");
       }
-      if (Waiter* w = c->recvq_.dequeue()) {
-        c->send_to(w, sc.elem);
-        unlock_all(locks);
-        wake(w);
-        return {i, false};
-      }
-      if (c->count_.load(std::memory_order_relaxed) < c->cap_) {
-        c->buf_put(sc.elem);
-        unlock_all(locks);
-        return {i, false};
-      }
-    } else {
-      if (Waiter* w = c->sendq_.dequeue()) {
-        c->recv_from(w, sc.elem);
-        unlock_all(locks);
-        wake(w);
-        return {i, true};
-      }
-      if (c->count_.load(std::memory_order_relaxed) > 0) {
-        c->buf_take(sc.elem);
-        unlock_all(locks);
-        return {i, true};
-      }
-      if (c->closed_.load(std::memory_order_relaxed)) {
-        unlock_all(locks);
-        return {i, false};
-      }
+      return {i, false};
     }
+    return {i, winner->success};
   }
-
-  if (!block) {
-    unlock_all(locks);
-    return {-1, false};
-  }
-
-  // Pass 2: queue on every channel, in lock order, and park.
-  SelectState st;
-  runtime_internal::Fiber* self = runtime_internal::current_fiber();
-  for (int k = 0; k < norder; ++k) {
-    const int i = lockorder[k];
-    Waiter& w = waiters[i];
-    w.fiber = self;
-    w.wake_word = &st.word;
-    w.elem = cases[i].elem;
-    w.select = &st;
-    w.case_index = static_cast<std::uint32_t>(i);
-    w.success = false;
-    if (cases[i].is_send) {
-      cases[i].chan->sendq_.push_back(&w);
-    } else {
-      cases[i].chan->recvq_.push_back(&w);
-    }
-  }
-  if (self != nullptr) {
-    runtime_internal::park(unlock_all_commit, &locks);
-  } else {
-    unlock_all(locks);
-    thread_wait(&st.word);
-  }
-
-  // Pass 3: woken by exactly one case; unlink the others.
-  lock_all(locks);
-  Waiter* winner = st.winner;
-  for (int k = 0; k < norder; ++k) {
-    const int i = lockorder[k];
-    Waiter* w = &waiters[i];
-    if (w == winner) continue;
-    if (cases[i].is_send) {
-      cases[i].chan->sendq_.remove(w);
-    } else {
-      cases[i].chan->recvq_.remove(w);
-    }
-  }
-  unlock_all(locks);
-  const int i = static_cast<int>(winner->case_index);
-  if (cases[i].is_send) {
-    if (!winner->success) {
-      throw ChanClosed("goro::select: send on closed channel");
-    }
-    return {i, false};
-  }
-  return {i, winner->success};
 }
 
 }  // namespace goro::sync_internal

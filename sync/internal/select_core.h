@@ -37,6 +37,8 @@ class SelectCore {
 
   // The channel's lock, for select_core.cc's lock_all/unlock_all.
   static SpinLock& lock_of(ChanCore* c) { return c->lock_; }
+  static WaitQueue& sendq_of(ChanCore* c) { return c->sendq_; }
+  static WaitQueue& recvq_of(ChanCore* c) { return c->recvq_; }
 };
 
 }  // namespace goro::sync_internal

@@ -62,6 +62,10 @@ struct Waiter {
   // Set by the waker before wake(): true if the operation completed (value
   // handed over), false if woken because the channel closed.
   bool success = false;
+  // Select only: woken without an operation (a buffered channel's value or
+  // room, seen under the lock, was taken by a lock-free operation between
+  // the claim and the transfer); the select runs again.
+  bool retry = false;
   bool queued = false;  // (Q1)
   Waiter* prev = nullptr;
   Waiter* next = nullptr;
@@ -88,13 +92,13 @@ inline void wake(Waiter* w) {
   }
 }
 
-// thread_wait blocks a plain thread until *word is non-zero.
 // WakeList collects waiters taken off a queue under a lock, to wake them
 // after the lock is released (a woken fiber may run at once, and must not find
 // the lock held). wake_all reads each link before waking: a waiter lives on
 // its fiber's stack and may be gone right after.
 class WakeList {
  public:
+  bool empty() const { return head_ == nullptr; }
   void push(Waiter* w) {
     w->next = nullptr;
     *tail_ = w;
@@ -114,6 +118,7 @@ class WakeList {
   Waiter** tail_ = &head_;
 };
 
+// thread_wait blocks a plain thread until *word is non-zero.
 inline void thread_wait(std::atomic<std::uint32_t>* word) {
   while (word->load(std::memory_order_acquire) == 0) {
     runtime_internal::futex_wait(word, 0, 0);
@@ -129,6 +134,14 @@ class WaitQueue {
     return first_.load(std::memory_order_relaxed) == nullptr;
   }
   Waiter* front() const { return head_; }
+  // publish stores the queue's head again, seq_cst: the registering half of
+  // the Dekker handshake with lock-free channel operations (chan_core.cc).
+  // Under the owner's lock, after push_back.
+  void publish() { first_.store(head_, std::memory_order_seq_cst); }
+  // The other half: a seq_cst look from outside the lock.
+  bool empty_seq_cst() const {
+    return first_.load(std::memory_order_seq_cst) == nullptr;
+  }
 
   void push_back(Waiter* w) {
     w->next = nullptr;

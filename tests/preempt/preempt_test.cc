@@ -277,10 +277,14 @@ TEST(Preempt, NeverSwitchesInsideLibc) {
   std::atomic<int> errors{0};
   goro::Stats st;
   goro::run(one_proc(100us), [&] {
-    std::atomic<bool> stop{false};
+    std::atomic<bool> stop{false}, spinning{false};
     goro::WaitGroup wg;
     wg.add(2);
     goro::go([&] {
+      // Only once the spinner runs: from then on this fiber gets the P back
+      // only by preempting the spinner asynchronously (it has no
+      // cooperative point), so that count cannot stay zero.
+      while (!spinning.load()) goro::yield();
       std::vector<char> a(1 << 22, 'x'), b(1 << 22);
       for (int i = 0; i < 200; ++i) {
         a[static_cast<std::size_t>(i)] = static_cast<char>(i);
@@ -291,6 +295,7 @@ TEST(Preempt, NeverSwitchesInsideLibc) {
       wg.done();
     });
     goro::go([&] {
+      spinning = true;
       spin_until(stop);
       wg.done();
     });

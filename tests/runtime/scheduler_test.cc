@@ -44,6 +44,37 @@ TEST(SchedulerTest, SpawnedFiberRunsWhenTheSpawnerYields) {
   });
 }
 
+TEST(SchedulerTest, RunnextChainDoesNotStarveTheRunQueue) {
+  // Two fibers that hand off to each other forever through runnext (an
+  // unbuffered ping-pong: each wake-up puts the partner in runnext and then
+  // parks) share one time slice; when it is over, sysmon preempts the chain
+  // and the run queue -- here the main fiber, which yielded -- gets the P.
+  // Before that rule the main fiber never ran again.
+  goro::run(Procs(1), [] {
+    std::atomic<bool> stop{false};
+    goro::Chan<int> ping(0), pong(0);
+    goro::WaitGroup done;
+    done.add(2);
+    goro::go([&, ping, pong]() mutable {
+      for (int i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        ping.send(i);
+        pong.recv();
+      }
+      ping.close();
+      done.done();
+    });
+    goro::go([&, ping, pong]() mutable {
+      while (auto v = ping.recv()) pong.send(*v);
+      done.done();
+    });
+    const auto t0 = Clock::now();
+    goro::yield();  // to the ping-pong; back only if it does not starve us
+    EXPECT_LT(Clock::now() - t0, 5s);
+    stop.store(true);
+    done.wait();
+  });
+}
+
 TEST(SchedulerTest, YieldAlternatesBetweenTwoFibersOnOneP) {
   std::vector<char> order;
   constexpr int kRounds = 200;

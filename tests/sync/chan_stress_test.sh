@@ -25,4 +25,7 @@ run --producers=3 --consumers=2 --selectors=0 --capacity=64 --messages="$n" --pr
 run --producers=6 --consumers=4 --selectors=2 --capacity=0 --channels=3 --messages="$n" --procs=2 --close_early
 run --producers=4 --consumers=4 --selectors=4 --capacity=1 --messages="$n" --procs=2 --time_slice=100us --close_early
 run --producers=2 --consumers=2 --selectors=2 --capacity=0 --duration=1s --procs=2
+# Buffered rings of odd capacity (lock-free paths racing parks and close).
+run --producers=5 --consumers=3 --selectors=3 --capacity=3 --channels=2 --messages="$n" --procs=2 --close_early
+run --producers=4 --consumers=4 --selectors=0 --capacity=1024 --messages="$n" --procs=2
 exit $fail

@@ -287,6 +287,137 @@ TEST_P(ChanTest, MpmcExactlyOnceAndPerProducerFifo) {
   });
 }
 
+// Buffered channels whose capacity is not a power of two, over many laps of
+// the ring: FIFO, size(), and try_send/try_recv at exactly full/empty.
+TEST_P(ChanTest, BufferedOddCapacitiesManyLaps) {
+  run([] {
+    for (int cap : {1, 3, 5, 7}) {
+      goro::Chan<int> ch(cap);
+      int in = 0, out = 0;
+      for (int round = 0; round < 100; ++round) {
+        const int fill = 1 + round % cap;
+        for (int i = 0; i < fill && ch.size() < std::size_t(cap); ++i) {
+          ch.send(in++);
+        }
+        if (ch.size() == std::size_t(cap)) {
+          EXPECT_FALSE(ch.try_send(-1));
+        }
+        const int drain = 1 + (round * 3) % cap;
+        for (int i = 0; i < drain && ch.size() > 0; ++i) {
+          EXPECT_EQ(ch.recv(), out++);
+        }
+        EXPECT_EQ(ch.size(), std::size_t(in - out));
+      }
+      while (auto v = ch.try_recv()) EXPECT_EQ(*v, out++);
+      EXPECT_EQ(in, out);
+      EXPECT_EQ(ch.size(), 0u);
+    }
+  });
+}
+
+// Receivers parked on an empty buffered channel are served by senders that
+// find no receiver queued when they look (the lock-free path's hand-shake
+// with parking receivers), and senders parked on a full one get room from
+// receivers: every value arrives exactly once.
+TEST_P(ChanTest, BufferedParkedWaitersServedExactlyOnce) {
+  run([] {
+    goro_test::FiberGroup g;
+    for (int round = 0; round < scaled(50); ++round) {
+      const int cap = 1 + round % 4, n = 8;
+      goro::Chan<int> ch(cap);
+      std::atomic<long> sum{0};
+      std::atomic<int> count{0};
+      goro::WaitGroup rw;
+      rw.add(n);
+      for (int i = 0; i < n; ++i) {
+        g.go([&, ch]() mutable {
+          auto v = ch.recv();
+          ASSERT_TRUE(v);
+          sum.fetch_add(*v);
+          count.fetch_add(1);
+          rw.done();
+        });
+      }
+      if (round % 2 == 0) goro::yield();  // let some of them park
+      for (int i = 1; i <= n; ++i) ch.send(i);
+      rw.wait();
+      EXPECT_EQ(count.load(), n);
+      EXPECT_EQ(sum.load(), long(n) * (n + 1) / 2);
+
+      // Now the other way round: senders parked on a full channel.
+      goro::WaitGroup sw;
+      sw.add(n);
+      for (int i = 0; i < n; ++i) {
+        g.go([&, ch, i]() mutable {
+          ch.send(100 + i);
+          sw.done();
+        });
+      }
+      if (round % 2 == 1) goro::yield();
+      long got = 0;
+      for (int i = 0; i < n; ++i) got += *ch.recv();
+      sw.wait();
+      EXPECT_EQ(got, 100L * n + long(n) * (n - 1) / 2);
+      EXPECT_EQ(ch.size(), 0u);
+    }
+  });
+}
+
+// Senders that keep a buffered channel busy (mostly the lock-free path, not
+// parked) race close(): each send either returns -- and then its value is
+// received exactly once -- or throws ChanClosed and delivered nothing.
+TEST_P(ChanTest, BufferedSendsRacingCloseLoseNothing) {
+  run([] {
+    goro_test::FiberGroup g;
+    for (int round = 0; round < scaled(30); ++round) {
+      goro::Chan<std::uint64_t> ch(1 + round % 9);
+      const int senders = 4, receivers = 2;
+      std::atomic<long> sent{0}, received{0};
+      std::atomic<std::uint64_t> sent_sum{0}, received_sum{0};
+      goro::WaitGroup sw, rw;
+      sw.add(senders);
+      rw.add(receivers);
+      for (int s = 0; s < senders; ++s) {
+        g.go([&, ch, s]() mutable {
+          for (std::uint64_t i = 1;; ++i) {
+            const std::uint64_t v = (std::uint64_t(s + 1) << 40) | i;
+            try {
+              ch.send(v);
+            } catch (const goro::ChanClosed&) {
+              break;
+            }
+            sent.fetch_add(1);
+            sent_sum.fetch_add(v);
+          }
+          sw.done();
+        });
+      }
+      for (int r = 0; r < receivers; ++r) {
+        g.go([&, ch]() mutable {
+          for (std::uint64_t v : ch) {
+            received.fetch_add(1);
+            received_sum.fetch_add(v);
+          }
+          rw.done();
+        });
+      }
+      // The main fiber receives too, then closes (it does not wait for the
+      // others' progress in a yield loop: under TSan there is no preemption
+      // to break a chain of hand-offs that never yields to it).
+      for (int i = 0; i < 100 + round * 7; ++i) {
+        const std::uint64_t v = *ch.recv();
+        received.fetch_add(1);
+        received_sum.fetch_add(v);
+      }
+      ch.close();
+      sw.wait();
+      rw.wait();
+      EXPECT_EQ(received.load(), sent.load());
+      EXPECT_EQ(received_sum.load(), sent_sum.load());
+    }
+  });
+}
+
 // Plain threads (not fibers) can send and receive too.
 TEST_P(ChanTest, ThreadsAndFibers) {
   run([] {
