@@ -89,8 +89,10 @@ class Ring {
   Ring& operator=(const Ring&) = delete;
 
   // push moves *src into the ring (src stays constructed: the caller
-  // destroys it). kOk, kFull, or kClosed once close() has run.
-  Status push(void* src) {
+  // destroys it). kOk, kFull, or kClosed once close() has run. Always
+  // inlined (as pop): the call cost ~1.5 ns of an uncontended ~23 ns
+  // send+recv pair.
+  [[gnu::always_inline]] Status push(void* src) {
     std::uint64_t tail = tail_.load(std::memory_order_relaxed);
     for (int spins = 0;; ++spins) {
       if (tail & mark_) return Status::kClosed;
@@ -121,7 +123,7 @@ class Ring {
 
   // pop moves the oldest element into the raw storage dst. kOk, kEmpty, or
   // kClosed (empty and closed: nothing will ever arrive).
-  Status pop(void* dst) {
+  [[gnu::always_inline]] Status pop(void* dst) {
     std::uint64_t head = head_.load(std::memory_order_relaxed);
     for (int spins = 0;; ++spins) {
       unsigned char* s = slot(head);
