@@ -213,7 +213,6 @@ void selector(State& st) {
 }
 
 void consumer(State& st) {
-  const int n = st.channels;
   std::vector<std::uint64_t> next_direct(st.producers, 0);  // FIFO check
   std::vector<bool> have(st.producers, false);
   int open = 0;

@@ -213,7 +213,7 @@ std::int64_t retake(Sysmon* sm, std::vector<PWatch>& watch,
   return next_deadline;
 }
 
-void sysmon_main(Sysmon* sm) {
+[[maybe_unused]] void sysmon_main(Sysmon* sm) {  // unused under TSan
   pthread_setname_np(pthread_self(), "goro-sysmon");
   prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
   Sched* s = sm->s;

@@ -188,11 +188,6 @@ std::uint32_t fastrand(P* p) {
 // ---------------------------------------------------------------------------
 // Sanitizer and exception-state bookkeeping around a switch.
 
-#if defined(__SANITIZE_ADDRESS__)
-void* g0_stack_bottom(M* m);
-std::size_t g0_stack_size(M* m);
-#endif
-
 inline void before_switch(M* m, Fiber* from, Fiber* to, bool from_dying) {
   if (from != nullptr) from->eh = *m->eh_globals;
 #if defined(__SANITIZE_ADDRESS__)
