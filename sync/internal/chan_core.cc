@@ -243,17 +243,8 @@ bool ChanCore::send(void* src, bool block) {
   if (cap_ == 0) return send_unbuffered(src, block);
   for (bool spun = false;;) {
     if (!sendq_.empty_relaxed() || !recvq_.empty_relaxed()) break;
-    // The lock-free fast path. The runtime-lock count keeps async
-    // preemption out of the ring operation's in-flight window (a fiber on
-    // this M spinning on that slot would wait for the preempted one).
-    runtime_internal::tls_locks_inc();
-    const Ring::Status st = ring_.push(src);
-    const bool receivers = st == Ring::Status::kOk && !recvq_.empty_seq_cst();
-    runtime_internal::tls_locks_dec();
-    if (st == Ring::Status::kOk) {
-      if (receivers) settle_unlocked();
-      return true;
-    }
+    const Ring::Status st = push_lock_free(src);
+    if (st == Ring::Status::kOk) return true;
     if (st == Ring::Status::kClosed) throw ChanClosed(kSendClosed);
     if (!block) return false;
     if (spun || !spin_wait([this] {
@@ -361,17 +352,11 @@ ChanCore::Recv ChanCore::recv(void* dst, bool block) {
   }
   if (cap_ == 0) return recv_unbuffered(dst, block);
   for (bool spun = false;;) {
+    // Parked senders need no lock to be served after us: their values go
+    // behind the buffered ones.
     if (!recvq_.empty_relaxed()) break;
-    // The lock-free fast path (parked senders need no lock to be served
-    // after us: their values go behind the buffered ones).
-    runtime_internal::tls_locks_inc();
-    const Ring::Status st = ring_.pop(dst);
-    const bool senders = st == Ring::Status::kOk && !sendq_.empty_seq_cst();
-    runtime_internal::tls_locks_dec();
-    if (st == Ring::Status::kOk) {
-      if (senders) settle_unlocked();
-      return Recv::kReceived;
-    }
+    const Ring::Status st = pop_lock_free(dst);
+    if (st == Ring::Status::kOk) return Recv::kReceived;
     // The pop read the marked tail (seq_cst): it sees everything the closer
     // did before closing.
     if (st == Ring::Status::kClosed) return Recv::kClosed;

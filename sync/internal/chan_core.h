@@ -41,6 +41,7 @@
 #include <type_traits>
 
 #include "absl/base/thread_annotations.h"
+#include "runtime/internal/locks.h"
 #include "sync/internal/elem_ops.h"
 #include "sync/internal/ring.h"
 #include "sync/internal/spin_lock.h"
@@ -102,6 +103,30 @@ class ChanCore {
   // A racy look for the non-blocking fast paths.
   bool full_relaxed() const {
     return cap_ == 0 ? recvq_.empty_relaxed() : ring_.full_relaxed();
+  }
+
+  // The lock-free operations of buffered channels (ring, then the
+  // hand-shake with parked waiters: settle_unlocked() if any). Callers first
+  // check that nobody is parked whom the operation must not overtake.
+  // Always inlined: they are most of an uncontended send or recv.
+  [[gnu::always_inline]] Ring::Status push_lock_free(void* src) {
+    // The runtime-lock count keeps async preemption out of the ring
+    // operation's in-flight window (a fiber on this M spinning on that slot
+    // would wait for the preempted one).
+    runtime_internal::tls_locks_inc();
+    const Ring::Status st = ring_.push(src);
+    const bool receivers = st == Ring::Status::kOk && !recvq_.empty_seq_cst();
+    runtime_internal::tls_locks_dec();
+    if (receivers) settle_unlocked();
+    return st;
+  }
+  [[gnu::always_inline]] Ring::Status pop_lock_free(void* dst) {
+    runtime_internal::tls_locks_inc();
+    const Ring::Status st = ring_.pop(dst);
+    const bool senders = st == Ring::Status::kOk && !sendq_.empty_seq_cst();
+    runtime_internal::tls_locks_dec();
+    if (senders) settle_unlocked();
+    return st;
   }
 
   bool send_unbuffered(void* src, bool block);

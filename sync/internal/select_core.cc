@@ -6,7 +6,9 @@
 //      is equally likely to be taken), and sort them by channel address into
 //      the lock order (a global order, so two selects cannot deadlock; a
 //      channel listed twice is locked once).
-//   2. Lock every channel. In poll order, take the first case that can
+//   2. If every case is a buffered channel, first try each case's lock-free
+//      ring operation in poll order (the direct operations' fast path).
+//      Then lock every channel. In poll order, take the first case that can
 //      proceed: a recv with a parked sender, buffered data or a closed
 //      channel; a send with a parked receiver or buffer room (or a closed
 //      channel: throw). Unlock all and return it.
@@ -114,8 +116,10 @@ SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
   std::uint16_t* pollorder = order;
   std::uint16_t* lockorder = order + n;
   int norder = 0;
+  bool all_buffered = true;
   for (int i = 0; i < n; ++i) {
     if (cases[i].chan == nullptr) continue;
+    if (cases[i].chan->cap_ == 0) all_buffered = false;
     // Inside-out Fisher-Yates shuffle.
     const std::uint32_t j = cheap_rand(static_cast<std::uint32_t>(norder + 1));
     pollorder[norder] = pollorder[j];
@@ -150,6 +154,35 @@ SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
       runtime_internal::park([](void*) { return true; }, nullptr);
     }
     for (;;) thread_wait(self.wake_word);
+  }
+
+  // Pass 0, without locks, when every case is a buffered channel: in poll
+  // order, each case's ring operation, as the direct send/recv fast paths do
+  // it. At the first doubt -- a fiber parked that the operation must not
+  // overtake, or an empty ring with senders parked -- fall back to the
+  // locked passes, which poll in the same order. Nothing ready: also the
+  // locked passes (a select with a default must see all its channels at
+  // one instant before it reports that none is ready).
+  if (all_buffered) {
+    for (int k = 0; k < norder; ++k) {
+      const int i = pollorder[k];
+      SelectCase& sc = cases[i];
+      ChanCore* c = sc.chan;
+      if (sc.is_send) {
+        if (!c->sendq_.empty_relaxed() || !c->recvq_.empty_relaxed()) break;
+        const Ring::Status st = c->push_lock_free(sc.elem);
+        if (st == Ring::Status::kOk) return {i, false};
+        if (st == Ring::Status::kClosed) {
+          throw ChanClosed("goro::select: send on closed channel");
+        }
+      } else {
+        if (!c->recvq_.empty_relaxed()) break;
+        const Ring::Status st = c->pop_lock_free(sc.elem);
+        if (st == Ring::Status::kOk) return {i, true};
+        if (st == Ring::Status::kClosed) return {i, false};
+        if (!c->sendq_.empty_relaxed()) break;
+      }
+    }
   }
 
   for (;;) {

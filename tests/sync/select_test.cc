@@ -166,6 +166,48 @@ TEST_P(SelectTest, FairOverReadyCases) {
   });
 }
 
+// All cases buffered (the lock-free first pass): a closed and drained
+// channel is a ready recv case, a closed channel a send case that throws,
+// and buffered values still arrive before the close is reported.
+TEST_P(SelectTest, AllBufferedClosedCases) {
+  run([] {
+    goro::Chan<int> a(2), b(1), c(3);
+    a.send(7);
+    a.close();
+    int got = -1;
+    bool closed_seen = false;
+    auto recv_a = [&](std::optional<int> v) {
+      if (v) {
+        got = *v;
+      } else {
+        closed_seen = true;
+      }
+    };
+    EXPECT_EQ(goro::select(goro::recv_case(a, recv_a),
+                           goro::recv_case(c, [] { FAIL(); })),
+              0u);
+    EXPECT_EQ(got, 7);
+    EXPECT_FALSE(closed_seen);
+    EXPECT_EQ(goro::select(goro::recv_case(a, recv_a),
+                           goro::recv_case(c, [] { FAIL(); })),
+              0u);
+    EXPECT_TRUE(closed_seen);
+    b.close();
+    EXPECT_THROW(goro::select(goro::send_case(b, 1, [] { FAIL(); }),
+                              goro::recv_case(c, [] { FAIL(); })),
+                 goro::ChanClosed);
+    // Nothing ready: the default runs (through the locked pass).
+    bool dflt = false;
+    goro::Chan<int> d(1);
+    d.send(0);  // full
+    EXPECT_EQ(goro::select(goro::recv_case(c, [] { FAIL(); }),
+                           goro::send_case(d, 1, [] { FAIL(); }),
+                           goro::default_case([&] { dflt = true; })),
+              2u);
+    EXPECT_TRUE(dflt);
+  });
+}
+
 TEST_P(SelectTest, SameChannelTwice) {
   run([] {
     goro_test::FiberGroup g;
@@ -229,86 +271,91 @@ TEST_P(SelectTest, SelectorWithDefaultAndSend) {
 
 // Selectors that both send and receive over shared channels, against plain
 // producers and consumers: every value is received exactly once.
+// base 0: capacities 0, 1, 2 (mixed: the locked passes); base 1: 1, 2, 3
+// (all buffered: select first tries the lock-free ring operations).
 TEST_P(SelectTest, SendRecvSelectorsExactlyOnce) {
-  run([] {
-    goro_test::FiberGroup g;
-    const int nch = 3, producers = 4, selectors = 4, consumers = 3;
-    const int per = scaled(2000);
-    std::vector<goro::Chan<int>> in, out;
-    for (int i = 0; i < nch; ++i) {
-      in.emplace_back(i);  // capacities 0, 1, 2
-      out.emplace_back(i);
-    }
-    const int total = producers * per;
-    std::vector<std::atomic<int>> seen(total);
-    std::atomic<int> received{0};
-    goro::WaitGroup pw, sw, cw;
-    pw.add(producers);
-    for (int p = 0; p < producers; ++p) {
-      g.go([&, p] {
-        for (int i = 0; i < per; ++i) in[(p + i) % nch].send(p * per + i);
-        pw.done();
-      });
-    }
-    // A selector holds at most one value: it either receives from any `in`
-    // or forwards its value to any `out`.
-    sw.add(selectors);
-    for (int s = 0; s < selectors; ++s) {
-      g.go([&] {
-        std::optional<int> held;
-        int closed = 0;
-        while (held || closed < nch) {
-          if (held) {
-            goro::select(goro::send_case(out[0], *held, [&] { held.reset(); }),
-                         goro::send_case(out[1], *held, [&] { held.reset(); }),
-                         goro::send_case(out[2], *held, [&] { held.reset(); }));
-          } else {
-            closed = 0;
-            for (auto& c : in) closed += c.closed() && c.size() == 0;
-            if (closed == nch) break;
-            goro::select(
-                goro::recv_case(in[0], [&](std::optional<int> v) { held = v; }),
-                goro::recv_case(in[1], [&](std::optional<int> v) { held = v; }),
-                goro::recv_case(in[2],
-                                [&](std::optional<int> v) { held = v; }));
+  for (int base : {0, 1})
+    run([base] {
+      goro_test::FiberGroup g;
+      const int nch = 3, producers = 4, selectors = 4, consumers = 3;
+      const int per = scaled(2000);
+      std::vector<goro::Chan<int>> in, out;
+      for (int i = 0; i < nch; ++i) {
+        in.emplace_back(i + base);
+        out.emplace_back(i + base);
+      }
+      const int total = producers * per;
+      std::vector<std::atomic<int>> seen(total);
+      std::atomic<int> received{0};
+      goro::WaitGroup pw, sw, cw;
+      pw.add(producers);
+      for (int p = 0; p < producers; ++p) {
+        g.go([&, p] {
+          for (int i = 0; i < per; ++i) in[(p + i) % nch].send(p * per + i);
+          pw.done();
+        });
+      }
+      // A selector holds at most one value: it either receives from any `in`
+      // or forwards its value to any `out`.
+      sw.add(selectors);
+      for (int s = 0; s < selectors; ++s) {
+        g.go([&] {
+          std::optional<int> held;
+          int closed = 0;
+          while (held || closed < nch) {
+            if (held) {
+              goro::select(
+                  goro::send_case(out[0], *held, [&] { held.reset(); }),
+                  goro::send_case(out[1], *held, [&] { held.reset(); }),
+                  goro::send_case(out[2], *held, [&] { held.reset(); }));
+            } else {
+              closed = 0;
+              for (auto& c : in) closed += c.closed() && c.size() == 0;
+              if (closed == nch) break;
+              goro::select(goro::recv_case(
+                               in[0], [&](std::optional<int> v) { held = v; }),
+                           goro::recv_case(
+                               in[1], [&](std::optional<int> v) { held = v; }),
+                           goro::recv_case(
+                               in[2], [&](std::optional<int> v) { held = v; }));
+            }
           }
-        }
-        sw.done();
-      });
-    }
-    cw.add(consumers);
-    for (int c = 0; c < consumers; ++c) {
-      g.go([&, c] {
-        int open = nch;
-        bool closed[nch] = {};
-        while (open > 0) {
-          auto on = [&](int i) {
-            return [&, i](std::optional<int> v) {
-              if (!v) {
-                if (!closed[i]) --open;
-                closed[i] = true;
-                return;
-              }
-              seen[*v].fetch_add(1);
-              received.fetch_add(1);
+          sw.done();
+        });
+      }
+      cw.add(consumers);
+      for (int c = 0; c < consumers; ++c) {
+        g.go([&, c] {
+          int open = nch;
+          bool closed[nch] = {};
+          while (open > 0) {
+            auto on = [&](int i) {
+              return [&, i](std::optional<int> v) {
+                if (!v) {
+                  if (!closed[i]) --open;
+                  closed[i] = true;
+                  return;
+                }
+                seen[*v].fetch_add(1);
+                received.fetch_add(1);
+              };
             };
-          };
-          goro::Chan<int> nil;
-          goro::select(goro::recv_case(closed[0] ? nil : out[0], on(0)),
-                       goro::recv_case(closed[1] ? nil : out[1], on(1)),
-                       goro::recv_case(closed[2] ? nil : out[2], on(2)));
-        }
-        cw.done();
-      });
-    }
-    pw.wait();
-    for (auto& c : in) c.close();
-    sw.wait();
-    for (auto& c : out) c.close();
-    cw.wait();
-    EXPECT_EQ(received.load(), total);
-    for (int v = 0; v < total; ++v) ASSERT_EQ(seen[v].load(), 1) << v;
-  });
+            goro::Chan<int> nil;
+            goro::select(goro::recv_case(closed[0] ? nil : out[0], on(0)),
+                         goro::recv_case(closed[1] ? nil : out[1], on(1)),
+                         goro::recv_case(closed[2] ? nil : out[2], on(2)));
+          }
+          cw.done();
+        });
+      }
+      pw.wait();
+      for (auto& c : in) c.close();
+      sw.wait();
+      for (auto& c : out) c.close();
+      cw.wait();
+      EXPECT_EQ(received.load(), total);
+      for (int v = 0; v < total; ++v) ASSERT_EQ(seen[v].load(), 1) << v;
+    });
 }
 
 // Close against many parked selectors: each wakes exactly once.
