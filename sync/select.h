@@ -46,9 +46,9 @@
 // Cost: locks every channel once (twice more if select parks), no
 // allocation; the case objects live on the caller's stack. When every case
 // is a buffered channel, a ready case is usually taken without any lock
-// (the channels' lock-free fast path, tried in the random poll order). The case objects
-// hold a plain pointer to the channel: pass them straight to select (any
-// temporary channel lives until select returns).
+// (the channels' lock-free fast path, tried in the random poll order). The case
+// objects hold a plain pointer to the channel: pass them straight to select
+// (any temporary channel lives until select returns).
 
 #ifndef GORO_SYNC_SELECT_H_
 #define GORO_SYNC_SELECT_H_
