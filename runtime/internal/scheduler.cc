@@ -46,7 +46,9 @@
 // Time slices. A fiber taken from runnext inherits the rest of its waker's
 // slice (new_slice), so sysmon sees a chain of hand-offs as one fiber and
 // preempts it after one slice; the preempted fiber's runnext then goes behind
-// the ring (yield_impl), so such a chain cannot starve the run queue.
+// the ring (yield_impl). And after kMaxRunnextStreak hand-offs in a row the
+// ring gets a turn (runq_get), sysmon or not. So such a chain cannot starve
+// the run queue.
 //
 // Preemption. Runtime code that touches M or P state runs with the thread's
 // runtime-lock count raised (locks.h, acquirem), and every context switch is
