@@ -312,6 +312,28 @@ ChanCore::Recv ChanCore::recv_unbuffered(void* dst, bool block) {
 }
 
 // Buffered channels, when the fast path is not enough.
+
+bool ChanCore::queue_to_park(WaitQueue* q, Waiter* self, void* elem,
+                             WakeList& wl) {
+  self->init_self();
+  self->elem = elem;
+  q->push_back(self);
+  q->publish();
+  const bool blocked =
+      q == &sendq_ ? ring_.full_seq_cst() : ring_.empty_seq_cst();
+  if (blocked && wl.empty()) return true;
+  // A lock-free operation on the other end got in before it could see us,
+  // or settle() left fibers to wake first (they may be the ones we would
+  // wait for). Again.
+  q->remove(self);
+  if (!wl.empty()) {
+    lock_.unlock();
+    wl.wake_all();
+    lock_.lock();
+  }
+  return false;
+}
+
 bool ChanCore::send_slow(void* src, bool block) {
   WakeList wl;
   Waiter self;
@@ -324,19 +346,7 @@ bool ChanCore::send_slow(void* src, bool block) {
       if (t == Try::kClosed) throw ChanClosed(kSendClosed);
       return t == Try::kDone;
     }
-    self.init_self();
-    self.elem = src;
-    sendq_.push_back(&self);
-    sendq_.publish();
-    if (ring_.full_seq_cst() && wl.empty()) break;
-    // A pop made room before it could see us, or settle() left fibers to
-    // wake first (they may be the ones that will make room). Again.
-    sendq_.remove(&self);
-    if (!wl.empty()) {
-      lock_.unlock();
-      wl.wake_all();
-      lock_.lock();
-    }
+    if (queue_to_park(&sendq_, &self, src, wl)) break;
   }
   park_unlock(&self);
   // Woken by a receiver or settle() (success) or by close (not delivered).
@@ -387,19 +397,7 @@ ChanCore::Recv ChanCore::recv_slow(void* dst, bool block) {
       if (t == Try::kDone) return Recv::kReceived;
       return t == Try::kClosed ? Recv::kClosed : Recv::kWouldBlock;
     }
-    self.init_self();
-    self.elem = dst;
-    recvq_.push_back(&self);
-    recvq_.publish();
-    if (ring_.empty_seq_cst() && wl.empty()) break;
-    // A push arrived before it could see us, or settle() left fibers to
-    // wake first. Again.
-    recvq_.remove(&self);
-    if (!wl.empty()) {
-      lock_.unlock();
-      wl.wake_all();
-      lock_.lock();
-    }
+    if (queue_to_park(&recvq_, &self, dst, wl)) break;
   }
   park_unlock(&self);
   return self.success ? Recv::kReceived : Recv::kClosed;

@@ -146,6 +146,12 @@ class ChanCore {
   // dst (kDone), kClosed if closed and drained, else kWouldBlock.
   Try try_recv_locked(void* dst, WakeList& wl)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // queue_to_park (buffered) links `self` (waiting with `elem`) into q, the
+  // registering half of the hand-shake in chan_core.cc, and returns true if
+  // the caller should park; false: it unlinked self again (and may have
+  // dropped lock_ to wake wl), and the caller tries again.
+  bool queue_to_park(WaitQueue* q, Waiter* self, void* elem, WakeList& wl)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // settle (buffered only) restores (C2): gives buffered values to parked
   // receivers and moves parked senders' values into free slots.
   void settle(WakeList& wl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
