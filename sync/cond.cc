@@ -15,13 +15,6 @@
 
 namespace goro {
 
-namespace {
-bool unlock_commit(void* lock) {
-  static_cast<sync_internal::SpinLock*>(lock)->unlock();
-  return true;
-}
-}  // namespace
-
 void Cond::wait(std::unique_lock<Mutex>& l) {
   if (!l.owns_lock()) {
     throw std::logic_error("goro::Cond::wait: the lock is not held");
@@ -37,12 +30,8 @@ void Cond::wait(std::unique_lock<Mutex>& l) {
       lock_.unlock();
     } else {
       waiters_.push_back(&self);
-      if (self.fiber != nullptr) {
-        runtime_internal::park(unlock_commit, &lock_);
-      } else {
-        lock_.unlock();
-        sync_internal::thread_wait(self.wake_word);
-      }
+      runtime_internal::wait_unlock(self.fiber, &lock_, self.wake_word,
+                                    runtime_internal::WaitReason::kCondWait);
     }
   }
   l.lock();

@@ -74,7 +74,7 @@ void Mutex::lock_slow() {
       // Waited before: back to the front of the queue.
       const bool lifo = wait_start != 0;
       if (wait_start == 0) wait_start = runtime_internal::mono_now_ns();
-      sema_.acquire(lifo);
+      sema_.acquire(lifo, runtime_internal::WaitReason::kMutexLock);
       starving = starving || runtime_internal::mono_now_ns() - wait_start >
                                  kStarvationThresholdNs;
       old = state_.load(std::memory_order_acquire);

@@ -23,7 +23,7 @@ void RWMutex::lock() {
       reader_count_.fetch_sub(kMaxReaders, std::memory_order_acq_rel);
   // Wait for the active readers.
   if (r != 0 && reader_wait_.fetch_add(r, std::memory_order_acq_rel) + r != 0) {
-    writer_sem_.acquire(false);
+    writer_sem_.acquire(false, runtime_internal::WaitReason::kRWMutexLock);
   }
 }
 

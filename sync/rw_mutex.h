@@ -56,7 +56,8 @@ class ABSL_LOCKABLE RWMutex {
   void lock_shared() ABSL_SHARED_LOCK_FUNCTION() {
     // acquire: pairs with the writer's unlock.
     if (reader_count_.fetch_add(1, std::memory_order_acquire) + 1 < 0) {
-      reader_sem_.acquire(false);  // a writer is pending
+      // A writer is pending.
+      reader_sem_.acquire(false, runtime_internal::WaitReason::kRWMutexRLock);
     }
   }
   bool try_lock_shared() ABSL_SHARED_TRYLOCK_FUNCTION(true);

@@ -8,10 +8,6 @@
 namespace goro {
 
 namespace {
-bool unlock_commit(void* lock) {
-  static_cast<sync_internal::SpinLock*>(lock)->unlock();
-  return true;
-}
 void check_n(std::int64_t n) {
   if (n < 0) throw std::invalid_argument("goro::Semaphore: negative count");
 }
@@ -35,12 +31,8 @@ void Semaphore::acquire(std::int64_t n) {
   self.init_self();
   self.ticket = static_cast<std::uint64_t>(n);
   waiters_.push_back(&self);
-  if (self.fiber != nullptr) {
-    runtime_internal::park(unlock_commit, &lock_);
-  } else {
-    lock_.unlock();
-    sync_internal::thread_wait(self.wake_word);
-  }
+  runtime_internal::wait_unlock(self.fiber, &lock_, self.wake_word,
+                                runtime_internal::WaitReason::kSemacquire);
   // The releaser took our n units for us.
 }
 

@@ -19,7 +19,7 @@
 #include <mutex>
 
 #include "runtime/internal/futex.h"  // mono_now_ns
-#include "runtime/park.h"
+#include "runtime/internal/park.h"
 #include "sync/internal/spin_lock.h"
 
 namespace goro::sync_internal {

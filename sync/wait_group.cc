@@ -6,7 +6,7 @@
 #include <stdexcept>
 
 #include "runtime/internal/futex.h"
-#include "runtime/park.h"
+#include "runtime/internal/park.h"
 
 namespace goro {
 
@@ -47,8 +47,7 @@ void WaitGroup::add(int delta) {
     if (w->fiber != nullptr) {
       runtime_internal::ready(w->fiber);
     } else {
-      w->word.store(1, std::memory_order_release);
-      runtime_internal::futex_wake(&w->word, 1);
+      runtime_internal::thread_wake(&w->word);
     }
   }
 }
@@ -71,21 +70,10 @@ void WaitGroup::wait() {
   }
   self.next = waiters_;
   waiters_ = &self;
-  if (self.fiber != nullptr) {
-    runtime_internal::park(
-        [](void* l) {
-          static_cast<sync_internal::SpinLock*>(l)->unlock();
-          return true;
-        },
-        &lock_);
-    // ready() ordered the waker's writes before our resumption; the waker
-    // acquired the counter's history with its fetch_add.
-    return;
-  }
-  lock_.unlock();
-  while (self.word.load(std::memory_order_acquire) == 0) {
-    runtime_internal::futex_wait(&self.word, 0, 0);
-  }
+  // ready() (or thread_wake) ordered the waker's writes before our
+  // resumption; the waker acquired the counter's history with its fetch_add.
+  runtime_internal::wait_unlock(self.fiber, &lock_, &self.word,
+                                runtime_internal::WaitReason::kWaitGroupWait);
 }
 
 }  // namespace goro

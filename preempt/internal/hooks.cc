@@ -13,38 +13,36 @@
 namespace goro::preempt_internal {
 namespace {
 
-void on_start(runtime_internal::Sched* s) {
-  install_signal_handler();
-  sysmon_start(s);
-}
-
-void on_stop(runtime_internal::Sched* s) { sysmon_stop(s); }
+void on_start(runtime_internal::Sched*) { install_signal_handler(); }
 
 struct Register {
   Register() {
     runtime_internal::g_hooks.on_start = on_start;
-    runtime_internal::g_hooks.on_stop = on_stop;
-    runtime_internal::g_hooks.wake_sysmon = sysmon_wake;
+#if !defined(__SANITIZE_THREAD__)
+    // ThreadSanitizer defers asynchronous signals to its own safe points, so
+    // SIGURG preemption cannot work under it: sysmon then preempts only
+    // cooperatively (the fiber's flag).
+    runtime_internal::g_hooks.preempt_m = preempt_m;
+#endif
   }
 } g_register;
 
 }  // namespace
 
 runtime_internal::Fiber* no_preempt_enter() {
-  runtime_internal::M* m = runtime_internal::acquirem();
-  runtime_internal::Fiber* f = m != nullptr ? m->curg : nullptr;
+  runtime_internal::MHold hold;
+  runtime_internal::Fiber* f =
+      hold.m() != nullptr ? hold.m()->curg() : nullptr;
   if (f != nullptr) ++f->no_preempt;
-  runtime_internal::releasem(m);
   return f;
 }
 
 void no_preempt_exit(runtime_internal::Fiber* f) {
   if (f == nullptr) return;
-  runtime_internal::M* m = runtime_internal::acquirem();
+  // The hold's release yields if a request arrived meanwhile and this was
+  // the outermost scope.
+  runtime_internal::MHold hold;
   --f->no_preempt;
-  // releasem yields if a request arrived meanwhile and this was the
-  // outermost scope.
-  runtime_internal::releasem(m);
 }
 
 }  // namespace goro::preempt_internal

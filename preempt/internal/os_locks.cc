@@ -75,13 +75,12 @@ void resolve() {
 // lock taken earlier by another library's constructor resolves lazily).
 __attribute__((constructor(101))) void init() { resolve(); }
 
-#define GORO_TEXT __attribute__((section("goro_text"), noinline))
-
 GORO_TEXT void held(int delta) {
   runtime_internal::M* m = runtime_internal::current_m_signal_safe();
-  if (m != nullptr && m->curg != nullptr) {
-    m->curg->os_locks += delta;
-    if (m->curg->os_locks < 0) m->curg->os_locks = 0;  // unlock by another
+  runtime_internal::Fiber* f = m != nullptr ? m->curg() : nullptr;
+  if (f != nullptr) {
+    f->os_locks += delta;
+    if (f->os_locks < 0) f->os_locks = 0;  // unlock by another
   }
 }
 

@@ -1,8 +1,9 @@
 // Copyright goro authors.
 //
-// preempt/'s internal interface: the SIGURG handler, sysmon, and the CPU's
+// preempt/'s internal interface: the SIGURG handler and the CPU's
 // extended-state layout. Wired into the runtime by hooks.cc (see
-// runtime/internal/scheduler.h, Hooks).
+// runtime/internal/scheduler.h, Hooks); sysmon, which decides when to
+// preempt, lives in runtime/internal/sysmon.cc.
 
 #ifndef GORO_PREEMPT_INTERNAL_PREEMPT_H_
 #define GORO_PREEMPT_INTERNAL_PREEMPT_H_
@@ -13,15 +14,6 @@
 
 namespace goro::preempt_internal {
 
-// Why the SIGURG handler declined to switch; indexes Sched::refused.
-enum Refusal : int {
-  kRefusedNoPreempt = 0,  // NoPreempt, or a runtime lock (goro_tls_locks)
-  kRefusedOsLock = 1,     // the fiber holds a pthread mutex
-  kRefusedPc = 2,         // interrupted in, or called from, foreign code
-  kRefusedStack = 3,      // too little stack left for the save area
-  kRefusedNotFiber = 4,   // not a user fiber on a regular P
-};
-
 // Stack a preemption needs below the interrupted rsp: red zone, saved
 // registers, the XSAVE area and the scheduler frames it calls.
 std::uint64_t preempt_stack_need();
@@ -30,10 +22,9 @@ std::uint64_t preempt_stack_need();
 // text range and the XSAVE layout.
 void install_signal_handler();
 
-// The sysmon thread of a runtime.
-void sysmon_start(runtime_internal::Sched* s);
-void sysmon_stop(runtime_internal::Sched* s);
-void sysmon_wake();
+// Hooks::preempt_m: interrupts m's thread with SIGURG unless a signal is
+// already in flight to it (then returns false).
+bool preempt_m(runtime_internal::M* m);
 
 // The program's executable text (the main object's executable segments).
 bool pc_in_program_text(std::uintptr_t pc);

@@ -40,6 +40,7 @@
 #include <link.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/ucontext.h>
 #include <unistd.h>
 
@@ -59,7 +60,13 @@ namespace goro::preempt_internal {
 namespace {
 
 using runtime_internal::Fiber;
+using runtime_internal::kRefusedNoPreempt;
+using runtime_internal::kRefusedNotFiber;
+using runtime_internal::kRefusedOsLock;
+using runtime_internal::kRefusedPc;
+using runtime_internal::kRefusedStack;
 using runtime_internal::M;
+using runtime_internal::Refusal;
 using runtime_internal::Sched;
 
 struct sigaction g_old_urg;
@@ -133,7 +140,7 @@ __attribute__((no_sanitize_address)) bool frames_ok(std::uintptr_t rbp,
                                                     std::uintptr_t hi);
 
 __attribute__((no_sanitize_address)) bool try_preempt(M* m, ucontext_t* uc) {
-  Fiber* f = m->curg;
+  Fiber* f = m->curg();
   // Not on a spare P either: a fiber preempted there would be pinned to an M
   // that must give the spare back (and could not keep the fiber) as soon as
   // the stuck thread returns. Fibers on a spare are preempted cooperatively.
@@ -208,6 +215,21 @@ void sigurg_handler(int sig, siginfo_t* info, void* ctx) {
 
 }  // namespace
 
+bool preempt_m(M* m) {
+  if (m->signal_pending.exchange(true, std::memory_order_acq_rel)) {
+    return false;  // one in flight already
+  }
+  const pid_t tid = m->tid.load(std::memory_order_acquire);
+  if (tid != 0 && syscall(SYS_tgkill, g_pid, tid, SIGURG) == 0) {
+    if (Sched* s = runtime_internal::g_sched.load(std::memory_order_acquire)) {
+      s->signals_sent.fetch_add(1, std::memory_order_relaxed);
+    }
+  } else {
+    m->signal_pending.store(false, std::memory_order_release);
+  }
+  return true;
+}
+
 std::uint64_t preempt_stack_need() {
   // red zone + return slot + 16 saved registers + alignment + XSAVE area +
   // the scheduler frames the yield runs (generous).
@@ -250,7 +272,7 @@ extern "C" void goro_async_preempt_yield() {
   // thread-local addresses). Raising no_preempt makes releasem skip it; the
   // fiber starts a fresh slice anyway.
   goro::runtime_internal::Fiber* self =
-      goro::runtime_internal::current_m_signal_safe()->curg;
+      goro::runtime_internal::current_m_signal_safe()->curg();
   ++self->no_preempt;
   goro::runtime_internal::preempt_yield(/*async=*/true);
   --self->no_preempt;

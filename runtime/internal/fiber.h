@@ -4,10 +4,11 @@
 // global free lists and freed only when the runtime ends (as Go keeps its Gs).
 //
 // State machine (Fiber::state). Every transition is listed here; any other is a
-// runtime bug and aborts (see transition() in scheduler.cc).
+// runtime bug and aborts in checked builds (every change goes through
+// transition() in scheduler_internal.h, except ready()'s, which always checks).
 //
 //   kFree      On a free list. Owned by the list's owner (a P, or Sched under
-//              Sched::lock_). No stack, no closure.
+//              Sched::free_lock). No stack, no closure.
 //   kRunnable  Has a closure and is on exactly one run queue: a P's runnext or
 //              ring, the global queue, or an M's pinned list (async-preempted,
 //              must resume on that thread) -- or is being moved between them
@@ -41,6 +42,7 @@
 #include <cstdint>
 #include <string>
 
+#include "runtime/internal/park.h"
 #include "runtime/internal/stack.h"
 
 namespace goro::runtime_internal {
@@ -83,7 +85,7 @@ struct Fiber {
   Fiber* sched_next = nullptr;
 
   // Every Fiber object ever made, for teardown. Written once, under
-  // Sched::lock_.
+  // Sched::free_lock.
   Fiber* all_next = nullptr;
 
   // The stack: empty until the fiber first runs (a queued fiber costs no stack
@@ -108,12 +110,17 @@ struct Fiber {
   // Async-preemption vetoes, both owned by the fiber and written only by the
   // thread running it (the SIGURG handler on that thread reads them):
   //   no_preempt: depth of goro::NoPreempt guards;
-  //   os_locks:   pthread mutexes (std::mutex, ...) the fiber holds, counted
-  //               by preempt/'s interposed pthread_mutex_* functions.
+  //   os_locks:   OS-level locks (std::mutex, std::shared_mutex, ...) the
+  //               fiber holds, counted by preempt/'s interposed pthread
+  //               functions.
   int no_preempt = 0;
   int os_locks = 0;
 
   EhGlobals eh;
+
+  // Why the fiber is parked (kNone unless kWaiting). Written by the fiber in
+  // park() before its state becomes kWaiting, cleared by ready().
+  WaitReason wait_reason = WaitReason::kNone;
 
   std::string name;
 

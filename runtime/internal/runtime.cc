@@ -10,9 +10,8 @@
 #include <thread>
 
 #include "runtime/internal/api.h"
-#include "runtime/internal/scheduler.h"
+#include "runtime/internal/park.h"
 #include "runtime/internal/scheduler_internal.h"
-#include "runtime/park.h"
 #include "runtime/stats.h"
 #include "runtime/this_fiber.h"
 
@@ -45,7 +44,7 @@ Sched::Sched(const Options& o, int procs) : opts(o), nprocs(procs) {
     p->rand = 0x9E3779B9u * static_cast<std::uint32_t>(i + 1);
     ps.push_back(std::move(p));
   }
-  std::lock_guard<Mutex> l(lock);
+  MutexLock l(&lock);
   for (int i = procs; i-- > 0;) {
     ps[static_cast<std::size_t>(i)]->idle_next = idle_p;
     idle_p = ps[static_cast<std::size_t>(i)].get();
@@ -57,6 +56,7 @@ Sched::~Sched() {
   // Every M has exited. Destroy closures of fibers that never started (they
   // own no stack frames), free the fiber objects; the StackAllocator member
   // then unmaps every stack, abandoned ones included.
+  MutexLock l(&free_lock);  // uncontended: for the analysis
   Fiber* f = all_fibers;
   while (f != nullptr) {
     Fiber* next = f->all_next;
@@ -105,11 +105,14 @@ void fill_stats(const Sched& s, Stats* out) {
   st.preempt_requests = s.preempt_requests.load(std::memory_order_relaxed);
   st.signals_sent = s.signals_sent.load(std::memory_order_relaxed);
   st.syscall_retakes = s.syscall_retakes.load(std::memory_order_relaxed);
-  st.refused_no_preempt = s.refused[0].load(std::memory_order_relaxed);
-  st.refused_os_lock = s.refused[1].load(std::memory_order_relaxed);
-  st.refused_pc = s.refused[2].load(std::memory_order_relaxed);
-  st.refused_stack = s.refused[3].load(std::memory_order_relaxed);
-  st.refused_not_fiber = s.refused[4].load(std::memory_order_relaxed);
+  auto refused = [&](Refusal r) {
+    return s.refused[r].load(std::memory_order_relaxed);
+  };
+  st.refused_no_preempt = refused(kRefusedNoPreempt);
+  st.refused_os_lock = refused(kRefusedOsLock);
+  st.refused_pc = refused(kRefusedPc);
+  st.refused_stack = refused(kRefusedStack);
+  st.refused_not_fiber = refused(kRefusedNotFiber);
   st.preempt_refused = st.refused_no_preempt + st.refused_os_lock +
                        st.refused_pc + st.refused_stack + st.refused_not_fiber;
   *out = st;
@@ -152,15 +155,19 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
     c->s->main_done.wake();
   };
   f->destroy = [](void*) {};
-  f->state.store(FiberState::kRunnable, std::memory_order_relaxed);
+  transition(f, FiberState::kFree, FiberState::kRunnable);
   s->created_off_p.fetch_add(1, std::memory_order_relaxed);
   global_put(s.get(), f);
 
   if (g_hooks.on_start != nullptr) g_hooks.on_start(s.get());
+  sysmon_start(s.get());
   start_first_m(s.get());
   s->main_done.sleep(0);
-  if (g_hooks.on_stop != nullptr) g_hooks.on_stop(s.get());
+  // sysmon outlives the Ms: a fiber spinning when main returns is preempted
+  // (and its M then stops), and startm may still read s->sysmon until every
+  // M is joined.
   stop_all_ms(s.get());
+  sysmon_stop(s.get());
 
   {
     // Under g_last_mu so that stats() never reads a Sched being destroyed.
@@ -181,6 +188,7 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
 namespace goro {
 
 using runtime_internal::current_m;
+using runtime_internal::Fiber;
 using runtime_internal::M;
 
 void yield() { runtime_internal::yield_impl(false, false); }
@@ -196,16 +204,17 @@ namespace this_fiber {
 
 std::uint64_t id() {
   M* m = runtime_internal::acquirem();
-  std::uint64_t id = m != nullptr && m->curg != nullptr ? m->curg->id : 0;
+  Fiber* f = m != nullptr ? m->curg() : nullptr;
+  std::uint64_t id = f != nullptr ? f->id : 0;
   runtime_internal::releasem(m);
   return id;
 }
 
 std::string_view name() {
   M* m = runtime_internal::acquirem();
-  std::string_view n = m != nullptr && m->curg != nullptr
-                           ? std::string_view(m->curg->name)
-                           : std::string_view();
+  Fiber* f = m != nullptr ? m->curg() : nullptr;
+  std::string_view n =
+      f != nullptr ? std::string_view(f->name) : std::string_view();
   runtime_internal::releasem(m);
   return n;
 }

@@ -1,8 +1,27 @@
 // Copyright goro authors.
 //
 // The scheduler's data: P (processor), M (OS thread) and Sched (one runtime).
-// The algorithm is described at the top of scheduler.cc; preempt/ reads these
-// structures through the accessors at the end of this file.
+//
+// Reading order of runtime/internal/ (each file opens with what it owns):
+//   scheduler.h          this file: P, M, Sched and who may touch each field
+//   fiber.h              the fiber (G) and its state machine
+//   scheduler_internal.h the functions the runtime's files share
+//   run_queues.h         runnext, the local ring, the global queue, pinned
+//                        fibers, and pick_next (inline: the hot path)
+//   m.cc                 the M: thread-locals, acquirem/releasem, goro_text,
+//                        the M's main loop, fatal()
+//   switch.cc            the context switch and finish_switch (M::after)
+//   fiber.cc             fiber life cycle: spawn, start, exit, free lists
+//   idle.cc              idle Ps and Ms: startm, wakep, handoffp, stopm, the
+//                        spinning protocol, spare Ps (essay at the top)
+//   find_work.cc         find_runnable: timers, queues, netpoll, stealing
+//   park.cc              the park/ready API (park.h), yield, blocking(),
+//                        sleep, timers
+//   sysmon.cc, retake.h  the monitor thread and its per-P decisions
+//   runtime.cc           run(): start, stop and tear down one runtime; stats
+//   stack.*, signals.cc  stacks, guard pages and overflow reports
+//   context_x86_64.*     the register switch
+// preempt/ implements the signal half of preemption behind Hooks (below).
 
 #ifndef GORO_RUNTIME_INTERNAL_SCHEDULER_H_
 #define GORO_RUNTIME_INTERNAL_SCHEDULER_H_
@@ -13,10 +32,10 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "runtime/internal/fiber.h"
 #include "runtime/internal/futex.h"
 #include "runtime/internal/mutex.h"
@@ -41,13 +60,19 @@ class OwnerCounter {
   std::atomic<std::uint64_t> v_{0};
 };
 
-// P states. Transitions (all under Sched::lock_ except kRunning <-> kSyscall
-// by the owning M, and kSyscall -> kIdle by sysmon's CAS):
-//   kIdle -> kRunning     acquirep (an M takes it from the idle list)
-//   kRunning -> kIdle     releasep (onto the idle list)
-//   kRunning -> kSyscall  reserved for lazy syscall hand-off (preempt/)
-enum class PStatus : std::uint32_t { kIdle, kRunning, kSyscall };
-inline constexpr int kSpareOff = 0, kSpareOn = 1, kSpareRetire = 2;
+// P states. Both transitions happen under Sched::lock:
+//   kIdle -> kRunning     acquirep, startm (an M takes it off the idle list)
+//   kRunning -> kIdle     pidle_put_locked (onto the idle list)
+// Read without the lock by sysmon (may be stale by one transition).
+enum class PStatus : std::uint32_t { kIdle, kRunning };
+
+// A spare P's life (P::spare_state), see idle.cc "Spare Ps":
+//   kOff -> kOn        sysmon (lend_spare), then startm
+//   kOn -> kRetire     sysmon, when the stuck M runs again
+//   kRetire -> kOff    sysmon if the spare idled on the list
+//                      (retire_idle_spare), else the M running it at its next
+//                      scheduling point (retire_spare)
+enum class SpareState : int { kOff, kOn, kRetire };
 
 struct alignas(64) P {
   int id = 0;
@@ -57,13 +82,10 @@ struct alignas(64) P {
   // while the M holding P number (id - nprocs) is stuck in the kernel in a
   // system call that did not go through goro::blocking(): the stuck M keeps
   // its P (it will run its fiber on return), the spare runs everything else.
-  // spare_state: kSpareOff -> kSpareOn by sysmon (then startm); while on,
-  // the spare goes on the idle list like any P when its M runs out of work
-  // (not counted in npidle). kSpareOn -> kSpareRetire by sysmon when the
-  // stuck M is back; then -> kSpareOff by sysmon if the spare was idle on the
-  // list, else by the M running it, at its next scheduling point.
+  // While on, the spare goes on the idle list like any P when its M runs out
+  // of work (not counted in npidle).
   bool is_spare = false;
-  std::atomic<int> spare_state{0};
+  std::atomic<SpareState> spare_state{SpareState::kOff};
 
   // Local run queue: owner pushes and pops; any P steals.
   RunQueue<Fiber> runq;
@@ -73,44 +95,57 @@ struct alignas(64) P {
 
   TimerHeap timers;
 
+  // The M holding this P, or null. Written by that M (acquire/release of the
+  // P) or under Sched::lock when the P is handed over; read by sysmon.
+  M* m() const { return m_.load(std::memory_order_relaxed); }
+  void set_m(M* m) { m_.store(m, std::memory_order_relaxed); }
+
   // --- Owner only (the M holding this P) ---
-  M* m = nullptr;               // also written under Sched::lock_ when handed
-  std::uint32_t schedtick = 0;  // fibers started from a queue; see sysmon
+  std::uint32_t schedtick = 0;       // fresh slices started; see pick_next
   std::uint32_t runnext_streak = 0;  // fibers run from runnext in a row
   std::uint32_t rand = 0;
   StackCache stack_cache;
   std::vector<Fiber*> free_fibers;        // kFree fibers
   std::uint64_t id_next = 0, id_end = 0;  // batch of fiber ids
 
-  // sysmon's view of the running fiber: written by the owner at each
-  // execute, read by sysmon.
+  // sysmon's view of the running fiber: counts fresh time slices, written by
+  // the owner at each one (new_slice), read by sysmon.
   std::atomic<std::uint64_t> sched_seq{0};
-  std::atomic<std::int64_t> sched_when{0};
 
-  P* idle_next = nullptr;  // Sched idle list; guarded by Sched::lock_
+  P* idle_next = nullptr;  // Sched's idle list; guarded by Sched::lock
 
   // Statistics (owner-written).
   OwnerCounter context_switches, steals, fibers_created, fibers_exited,
       timers_fired, preemptions_async, preemptions_cooperative;
+
+ private:
+  std::atomic<M*> m_{nullptr};
 };
 
 // One OS thread that runs fibers. Owned by Sched; lives until the runtime
 // ends.
 struct M {
   int id = 0;
-  pid_t tid = 0;
+  // The thread's kernel id: written by the thread as it starts, read by
+  // sysmon (0 until then).
+  std::atomic<pid_t> tid{0};
   std::thread thread;
 
   // The P this M holds, or null (idle, or inside blocking()). Written only by
   // this M, or by the thread that hands it a P before waking it.
   P* p = nullptr;
-  P* next_p = nullptr;         // handed by startm; guarded by Sched::lock_
+  P* next_p = nullptr;         // handed by startm; guarded by Sched::lock
   bool next_spinning = false;  // likewise
-  Fiber* curg = nullptr;  // the fiber running, null on the scheduler context
+
+  // The fiber running, null on the scheduler context. Written only by this
+  // M; read by sysmon and the signal handlers.
+  Fiber* curg() const { return curg_.load(std::memory_order_relaxed); }
+  void set_curg(Fiber* f) { curg_.store(f, std::memory_order_relaxed); }
+
   void* g0_sp = nullptr;  // the scheduler context while a fiber runs
 
   // What the context that resumes after a switch must do for the one that
-  // left (see finish_switch in scheduler.cc).
+  // left (see finish_switch in switch.cc).
   enum class After : std::uint8_t {
     kNothing,
     kRequeue,
@@ -124,10 +159,10 @@ struct M {
   bool (*after_commit)(void*) = nullptr;
   void* after_arg = nullptr;
 
-  bool spinning = false;    // looking for work; counted in Sched::nmspinning_
+  bool spinning = false;    // looking for work; counted in Sched::nmspinning
   Note note;                // idle parking
-  M* idle_next = nullptr;   // Sched idle list; guarded by Sched::lock_
-  bool idle = false;        // on that list; guarded by Sched::lock_
+  M* idle_next = nullptr;   // Sched's idle list; guarded by Sched::lock
+  bool idle = false;        // on that list; guarded by Sched::lock
   P* blocking_p = nullptr;  // the P given up by blocking(), to take back
 
   // The runtime-lock count (Go's m.locks) is the thread-local
@@ -139,7 +174,7 @@ struct M {
   Fiber* pinned_tail = nullptr;
   std::uint32_t pin_tick = 0;
 
-  // A SIGURG from sysmon is in flight: sysmon sets it before tgkill, the
+  // A SIGURG from sysmon is in flight: preempt/ sets it before tgkill, the
   // handler clears it. At most one signal in flight per M (Go's
   // signalPending).
   std::atomic<bool> signal_pending{false};
@@ -155,7 +190,22 @@ struct M {
 #if defined(__SANITIZE_THREAD__)
   void* tsan_g0 = nullptr;
 #endif
+
+ private:
+  std::atomic<Fiber*> curg_{nullptr};
 };
+
+// Why the SIGURG handler declined to switch; indexes Sched::refused.
+enum Refusal : int {
+  kRefusedNoPreempt = 0,  // NoPreempt, or a runtime lock (goro_tls_locks)
+  kRefusedOsLock = 1,     // the fiber holds an OS-level lock
+  kRefusedPc = 2,         // interrupted in, or called from, foreign code
+  kRefusedStack = 3,      // too little stack left for the save area
+  kRefusedNotFiber = 4,   // not a user fiber on a regular P
+  kNumRefusals = 5,
+};
+
+struct Sysmon;
 
 class Sched {
  public:
@@ -167,19 +217,21 @@ class Sched {
   // nprocs Ps, then nprocs spares (see P::is_spare).
   std::vector<std::unique_ptr<P>> ps;
 
+  // Guards the run queue, the idle lists and the Ms. Never held across a
+  // context switch, never held with another runtime lock.
   Mutex lock;
-  // --- Guarded by lock ---
-  std::deque<Fiber*> gq;  // the global run queue
-  P* idle_p = nullptr;
-  M* idle_m = nullptr;
-  std::vector<std::unique_ptr<M>> ms;
+  std::deque<Fiber*> gq ABSL_GUARDED_BY(lock);  // the global run queue
+  P* idle_p ABSL_GUARDED_BY(lock) = nullptr;
+  M* idle_m ABSL_GUARDED_BY(lock) = nullptr;
+  std::vector<std::unique_ptr<M>> ms ABSL_GUARDED_BY(lock);
 
   // Fiber objects, separate from `lock` so that spawning and exiting on
   // different Ps do not contend with the run queues.
   Mutex free_lock;
-  // --- Guarded by free_lock ---
-  Fiber* all_fibers = nullptr;      // every Fiber object (Fiber::all_next)
-  std::vector<Fiber*> free_fibers;  // global free list
+  // Every Fiber object (Fiber::all_next).
+  Fiber* all_fibers ABSL_GUARDED_BY(free_lock) = nullptr;
+  std::vector<Fiber*> free_fibers ABSL_GUARDED_BY(free_lock);
+
   // --- Atomics, with who writes them ---
   std::atomic<int> gq_size{0};        // under lock; read anywhere
   std::atomic<int> npidle{0};         // under lock; read anywhere
@@ -189,12 +241,15 @@ class Sched {
   std::atomic<std::uint64_t> next_fiber_id{1};
   std::atomic<std::uint64_t> handoffs{0}, threads_woken{0};
   std::atomic<std::uint64_t> created_off_p{0};  // go() from threads w/o a P
-  // Preemption counters (preempt/ writes them).
+  // Preemption counters (sysmon and preempt/ write them).
   std::atomic<std::uint64_t> preempt_requests{0}, signals_sent{0},
       syscall_retakes{0};
-  std::atomic<std::uint64_t> refused[5] = {};  // by PreemptRefusal
+  std::atomic<std::uint64_t> refused[kNumRefusals] = {};  // by Refusal
 
   StackAllocator stacks;
+
+  // The monitor thread (sysmon.cc); set by run_main while the Ms run.
+  Sysmon* sysmon = nullptr;
 
   // Signalled when the main fiber has returned.
   Note main_done;
@@ -218,18 +273,36 @@ M* acquirem();
 // of the current fiber (a cooperative preemption point).
 void releasem(M* m);
 
+// MHold is acquirem/releasem as a scope: an exception thrown inside cannot
+// leave the thread unpreemptible.
+class MHold {
+ public:
+  MHold() : m_(acquirem()) {}
+  ~MHold() { releasem(m_); }
+  MHold(const MHold&) = delete;
+  MHold& operator=(const MHold&) = delete;
+  M* m() const { return m_; }
+
+ private:
+  M* m_;
+};
+
 // Bounds of the goro_text section (code the SIGURG handler must not
 // interrupt with a switch).
 bool pc_in_goro_text(std::uintptr_t pc);
 
 // Hooks for the layers above runtime/ (wired by //:goro). Each may be null.
 struct Hooks {
-  // Called by run_main after the Ms started / before they stop.
+  // Called by run_main before the first M starts, on the thread calling run
+  // (install process-wide handlers).
   void (*on_start)(Sched* s) = nullptr;
-  void (*on_stop)(Sched* s) = nullptr;
-  // Called by ready() and go() when a P became busy while sysmon may be
-  // asleep (all Ps were idle).
-  void (*wake_sysmon)() = nullptr;
+  // Called by sysmon for an M whose fiber overran its slice, after it set
+  // the fiber's preempt_requested flag, when the M's thread is on a CPU and
+  // holds a regular P: interrupt the thread so the fiber switches at an
+  // async-safe point. Returns true if a signal was sent. Null when
+  // asynchronous preemption is unavailable (ThreadSanitizer): fibers are
+  // then preempted only at cooperative points.
+  bool (*preempt_m)(M* m) = nullptr;
   // Called by each M on its own thread as it starts / exits.
   void (*on_thread_start)(M* m) = nullptr;
   void (*on_thread_exit)(M* m) = nullptr;

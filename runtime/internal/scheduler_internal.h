@@ -1,6 +1,9 @@
 // Copyright goro authors.
 //
-// Functions shared by the files of runtime/ (and preempt/), not by users.
+// The functions the files of runtime/ share (and, through the internal
+// Bazel target, preempt/). Not for users, nor for sync/ and net/, which use
+// park.h. Grouped by the file that defines them; see scheduler.h for the
+// reading order.
 
 #ifndef GORO_RUNTIME_INTERNAL_SCHEDULER_INTERNAL_H_
 #define GORO_RUNTIME_INTERNAL_SCHEDULER_INTERNAL_H_
@@ -8,44 +11,181 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "absl/base/thread_annotations.h"
+#include "runtime/internal/locks.h"
 #include "runtime/internal/scheduler.h"
+
+// GORO_TEXT puts a function into the goro_text section: code the SIGURG
+// handler never interrupts with a switch (see acquirem). noipa: its callers
+// must really call it, or the inlined copy would sit outside the section.
+#define GORO_TEXT __attribute__((section("goro_text"), noinline, noipa))
+
+// GORO_DCHECK(cond): a runtime invariant, checked in debug (-c dbg) and
+// sanitizer builds, where it aborts through fatal() naming the condition.
+// In optimized builds the condition is not evaluated.
+#if !defined(NDEBUG) || defined(__SANITIZE_ADDRESS__) || \
+    defined(__SANITIZE_THREAD__)
+#define GORO_DCHECK_IS_ON 1
+#define GORO_DCHECK(cond)                                                  \
+  ((cond) ? (void)0                                                        \
+          : ::goro::runtime_internal::fatal("check failed at %s:%d: %s", \
+                                            __FILE__, __LINE__, #cond))
+#else
+#define GORO_DCHECK_IS_ON 0
+#define GORO_DCHECK(cond) ((void)0)
+#endif
 
 namespace goro::runtime_internal {
 
-// Prints "goro: fatal error: ..." and aborts.
+// --- m.cc ------------------------------------------------------------------
+
+// Prints "goro: fatal error: ..." and aborts. The one way the runtime dies on
+// a broken invariant.
 [[noreturn]] void fatal(const char* fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
 // Signal-handler-safe read of the current M (initial-exec TLS, no call).
 M* current_m_signal_safe();
-void set_current_m(M* m);
 
-// Run queues and Ms (scheduler.cc).
-void runq_put(P* p, Fiber* f, bool next);
-void global_put(Sched* s, Fiber* f);
+// The active runtime (acquire load of g_sched).
+inline Sched* sched() { return g_sched.load(std::memory_order_acquire); }
+
+// xorshift32 of the P's own generator; owner only.
+inline std::uint32_t fastrand(P* p) {
+  std::uint32_t x = p->rand;
+  x ^= x << 13;
+  x ^= x >> 17;
+  x ^= x << 5;
+  p->rand = x;
+  return x;
+}
+
+// releasem's slow path: the count reached zero with a preemption pending.
+void releasem_slow(M* m);
+
+// The body of an M's thread (the scheduler context, g0).
+void m_main(Sched* s, M* m);
+
+// --- switch.cc -------------------------------------------------------------
+
+// Switches from the running fiber `self` to `next`, or to the M's scheduler
+// context if null; m->after must already say what to do with `self`.
+// Returns the M the fiber resumed on (possibly another one). The caller
+// holds one runtime-lock count, which the resumed side drops
+// (release_after_switch).
+M* switch_from_fiber(M* m, Fiber* self, Fiber* next, bool inherit, bool dying);
+// Leaves the current fiber (after m->after is set) for whatever runs next.
+M* leave_fiber(M* m, Fiber* self, bool dying);
+// Runs f on the scheduler context until it switches back.
+void execute(M* m, Fiber* f, bool inherit);
+// Completes what the previous context asked for in M::after; called on the
+// context that resumes after every switch.
+M* finish_switch();
+// Drops the runtime-lock count a switch was made with, on the M that
+// resumed. Inline: after the decrement a preemption is harmless.
+inline void release_after_switch(M* m);
+
+// --- fiber.cc --------------------------------------------------------------
+
+// A P's free Fiber objects beyond this go to the global list, half at a time.
+inline constexpr std::size_t kFreeFibersCap = 256;
+// Fiber ids a P takes from Sched::next_fiber_id at a time.
+inline constexpr std::uint64_t kFiberIdBatch = 16;
+
+// transition moves f from state `from` to `to`; in checked builds it
+// aborts if f was not in `from` (every state change goes through it).
+inline void transition(Fiber* f, FiberState from, FiberState to,
+                       std::memory_order order = std::memory_order_relaxed);
+// A new fiber's first frame: fiber_main(f) on a fresh stack.
+void init_first_frame(P* p, Fiber* f);
+// Recycles a dead fiber's stack and object.
+void fiber_free(M* m, Fiber* f);
+
+// --- idle.cc ---------------------------------------------------------------
+
 void startm(Sched* s, P* p, bool spinning);
 void wakep(Sched* s);
 void handoffp(Sched* s, P* p);
-void fiber_free(M* m, Fiber* f);
-void start_first_m(Sched* s);
+void reset_spinning(Sched* s, M* m);
+void stopm(Sched* s, M* m, std::int64_t deadline);
+void acquirep(M* m, P* p);
+void pidle_put_locked(Sched* s, P* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock);
+P* pidle_get_locked(Sched* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock);
+bool pidle_remove_locked(Sched* s, P* want)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock);
+// Takes an idle M off its list (null if none); the caller wakes it.
+M* midle_pop_locked(Sched* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock);
+// Wakes an idle M so that it re-plans its sleep (a new earliest timer).
+void wake_idle_m_for_timer(Sched* s);
+// Spare Ps (see idle.cc).
+bool lend_spare(Sched* s, P* spare);
+void retire_spare(Sched* s, M* m);
 void retire_idle_spare(Sched* s, P* spare);
+void start_first_m(Sched* s);
 void stop_all_ms(Sched* s);
+
+// --- find_work.cc ----------------------------------------------------------
+
+// find_runnable returns the next fiber for this M, blocking until there is
+// one; null when the runtime is stopping.
+Fiber* find_runnable(Sched* s, M* m, bool* inherit);
+std::int64_t earliest_timer(Sched* s);
+
+// --- park.cc ---------------------------------------------------------------
+
 void yield_impl(bool preempted, bool async);
 void sleep_until_impl(std::int64_t when_ns);
-void count_preemption(P* p, bool async);
-Fiber* pinned_pop(M* m);
+void count_preemption(P* p, bool async);  // runtime.cc
+void global_put(Sched* s, Fiber* f);
 
-// Stack overflow reporting (signals.cc): the SIGSEGV handler, the per-M
-// alternate signal stack, and the canary check's report.
+// --- sysmon.cc -------------------------------------------------------------
+
+void sysmon_start(Sched* s);
+void sysmon_stop(Sched* s);
+// Wakes sysmon from its deep sleep (a P became busy).
+void sysmon_wake(Sched* s);
+
+// --- signals.cc ------------------------------------------------------------
+
+// Stack overflow reporting: the SIGSEGV handler, the per-M alternate signal
+// stack, and the canary check's report.
 void install_overflow_handler();
 void install_thread_signal_stack(M* m);
 void remove_thread_signal_stack(M* m);
 [[noreturn]] void report_stack_overflow(const Fiber* f);
 
-// Options (options.cc). Throw std::invalid_argument naming `what`.
+// --- options.cc ------------------------------------------------------------
+
+// Throw std::invalid_argument naming `what`.
 std::size_t validate_stack_size(std::size_t bytes, const char* what);
 Options resolve_options(const Options& in);
 int available_cpus();
+
+// --- inline definitions ----------------------------------------------------
+
+inline void transition(Fiber* f, FiberState from, FiberState to,
+                       std::memory_order order) {
+#if GORO_DCHECK_IS_ON
+  const FiberState was = f->state.load(std::memory_order_relaxed);
+  if (was != from) {
+    fatal("fiber %llu: state %s -> %s, but it is %s",
+          static_cast<unsigned long long>(f->id), fiber_state_name(from),
+          fiber_state_name(to), fiber_state_name(was));
+  }
+#else
+  (void)from;
+#endif
+  f->state.store(to, order);
+}
+
+inline void release_after_switch(M* m) {
+  if (tls_locks_dec()) {
+    Fiber* f = m->curg();
+    if (f != nullptr && f->preempt_requested.load(std::memory_order_relaxed)) {
+      releasem_slow(m);
+    }
+  }
+}
 
 }  // namespace goro::runtime_internal
 

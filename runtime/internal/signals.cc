@@ -89,9 +89,9 @@ void chain(int sig, siginfo_t* info, void* uc, const struct sigaction& old) {
 
 void fault_handler(int sig, siginfo_t* info, void* uc) {
   M* m = current_m_signal_safe();
-  if (m != nullptr && m->curg != nullptr &&
-      m->curg->stack.guard_contains(info->si_addr)) {
-    overflow_abort(m->curg);
+  Fiber* f = m != nullptr ? m->curg() : nullptr;
+  if (f != nullptr && f->stack.guard_contains(info->si_addr)) {
+    overflow_abort(f);
   }
   chain(sig, info, uc, sig == SIGBUS ? g_old_bus : g_old_segv);
 }

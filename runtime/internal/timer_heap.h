@@ -12,7 +12,7 @@
 #include <mutex>
 #include <vector>
 
-#include "runtime/park.h"
+#include "runtime/internal/park.h"
 
 namespace goro::runtime_internal {
 

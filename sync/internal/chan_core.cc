@@ -76,11 +76,6 @@ namespace {
 
 constexpr char kSendClosed[] = "goro::Chan: send on closed channel";
 
-bool unlock_commit(void* lock) {
-  static_cast<SpinLock*>(lock)->unlock();
-  return true;
-}
-
 // give_back returns a claimed waiter whose transfer fell through (see the top
 // of this file).
 void give_back(WaitQueue* q, Waiter* w, WakeList& wl) {
@@ -150,13 +145,8 @@ void ChanCore::destroy() {
   ::operator delete(this, std::align_val_t(align));
 }
 
-void ChanCore::park_unlock(Waiter* self) {
-  if (self->fiber != nullptr) {
-    runtime_internal::park(unlock_commit, &lock_);
-  } else {
-    lock_.unlock();
-    thread_wait(self->wake_word);
-  }
+void ChanCore::park_unlock(Waiter* self, runtime_internal::WaitReason why) {
+  runtime_internal::wait_unlock(self->fiber, &lock_, self->wake_word, why);
 }
 
 void ChanCore::settle(WakeList& wl) {
@@ -280,7 +270,7 @@ bool ChanCore::send_unbuffered(void* src, bool block) {
   self.init_self();
   self.elem = src;
   sendq_.push_back(&self);
-  park_unlock(&self);
+  park_unlock(&self, runtime_internal::WaitReason::kChanSend);
   // Woken by a receiver (success) or by close (not delivered).
   if (!self.success) throw ChanClosed(kSendClosed);
   return true;
@@ -307,7 +297,7 @@ ChanCore::Recv ChanCore::recv_unbuffered(void* dst, bool block) {
   self.init_self();
   self.elem = dst;
   recvq_.push_back(&self);
-  park_unlock(&self);
+  park_unlock(&self, runtime_internal::WaitReason::kChanReceive);
   return self.success ? Recv::kReceived : Recv::kClosed;
 }
 
@@ -348,7 +338,7 @@ bool ChanCore::send_slow(void* src, bool block) {
     }
     if (queue_to_park(&sendq_, &self, src, wl)) break;
   }
-  park_unlock(&self);
+  park_unlock(&self, runtime_internal::WaitReason::kChanSend);
   // Woken by a receiver or settle() (success) or by close (not delivered).
   if (!self.success) throw ChanClosed(kSendClosed);
   return true;
@@ -399,7 +389,7 @@ ChanCore::Recv ChanCore::recv_slow(void* dst, bool block) {
     }
     if (queue_to_park(&recvq_, &self, dst, wl)) break;
   }
-  park_unlock(&self);
+  park_unlock(&self, runtime_internal::WaitReason::kChanReceive);
   return self.success ? Recv::kReceived : Recv::kClosed;
 }
 

@@ -159,7 +159,8 @@ class ChanCore {
   // operation that found a parked waiter.
   void settle_unlocked();
   // park_unlock parks the caller (recorded in `self`) and releases lock_.
-  void park_unlock(Waiter* self) ABSL_UNLOCK_FUNCTION(lock_);
+  void park_unlock(Waiter* self, runtime_internal::WaitReason why)
+      ABSL_UNLOCK_FUNCTION(lock_);
 
   // Read-mostly: refs_ changes only when handles are copied.
   std::atomic<std::int64_t> refs_{1};

@@ -151,7 +151,8 @@ SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
     Waiter self;
     self.init_self();
     if (self.fiber != nullptr) {
-      runtime_internal::park([](void*) { return true; }, nullptr);
+      runtime_internal::park([](void*) { return true; }, nullptr,
+                             runtime_internal::WaitReason::kSelectNoCases);
     }
     for (;;) thread_wait(self.wake_word);
   }
@@ -254,7 +255,8 @@ SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
       continue;
     }
     if (self != nullptr) {
-      runtime_internal::park(unlock_all_commit, &locks);
+      runtime_internal::park(unlock_all_commit, &locks,
+                             runtime_internal::WaitReason::kSelect);
     } else {
       unlock_all(locks);
       thread_wait(&st.word);

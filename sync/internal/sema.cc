@@ -6,14 +6,7 @@
 
 namespace goro::sync_internal {
 
-namespace {
-bool unlock_commit(void* lock) {
-  static_cast<SpinLock*>(lock)->unlock();
-  return true;
-}
-}  // namespace
-
-void Sema::acquire(bool lifo) {
+void Sema::acquire(bool lifo, runtime_internal::WaitReason why) {
   lock_.lock();
   if (count_ > 0) {
     --count_;
@@ -27,12 +20,7 @@ void Sema::acquire(bool lifo) {
   } else {
     waiters_.push_back(&self);
   }
-  if (self.fiber != nullptr) {
-    runtime_internal::park(unlock_commit, &lock_);
-  } else {
-    lock_.unlock();
-    thread_wait(self.wake_word);
-  }
+  runtime_internal::wait_unlock(self.fiber, &lock_, self.wake_word, why);
   // The releaser handed us its token.
 }
 

@@ -27,7 +27,8 @@ namespace goro::sync_internal {
 class Sema {
  public:
   // acquire takes a token, parking until one is released.
-  void acquire(bool lifo) ABSL_LOCKS_EXCLUDED(lock_);
+  void acquire(bool lifo, runtime_internal::WaitReason why)
+      ABSL_LOCKS_EXCLUDED(lock_);
   // release hands a token to the first waiter, or adds it to the count. With
   // `handoff` and a fiber woken, the caller yields so the waiter runs now
   // (Go's starvation-mode hand-off).

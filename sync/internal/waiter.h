@@ -33,7 +33,7 @@
 #include <cstdint>
 
 #include "runtime/internal/futex.h"
-#include "runtime/park.h"
+#include "runtime/internal/park.h"
 
 namespace goro::sync_internal {
 
@@ -83,12 +83,7 @@ inline void wake(Waiter* w) {
   if (w->fiber != nullptr) {
     runtime_internal::ready(w->fiber);
   } else {
-    std::atomic<std::uint32_t>* word = w->wake_word;
-    // store-release: pairs with the load-acquire in thread_wait.
-    word->store(1, std::memory_order_release);
-    // The waiter may already be gone; a futex wake on a dead address at
-    // worst wakes an unrelated futex spuriously, which futex users tolerate.
-    runtime_internal::futex_wake(word, 1);
+    runtime_internal::thread_wake(w->wake_word);
   }
 }
 
@@ -118,12 +113,7 @@ class WakeList {
   Waiter** tail_ = &head_;
 };
 
-// thread_wait blocks a plain thread until *word is non-zero.
-inline void thread_wait(std::atomic<std::uint32_t>* word) {
-  while (word->load(std::memory_order_acquire) == 0) {
-    runtime_internal::futex_wait(word, 0, 0);
-  }
-}
+using runtime_internal::thread_wait;
 
 // A FIFO of waiters. Guarded by the lock of the structure that owns it.
 class WaitQueue {

@@ -202,7 +202,7 @@ TEST(OptionsTest, GoodEnvironmentValuesAreUsed) {
       goro::WaitGroup wg;
       wg.add(1);
       goro::go([&] {
-        EXPECT_EQ(goro::runtime_internal::current_m()->curg->stack.size,
+        EXPECT_EQ(goro::runtime_internal::current_m()->curg()->stack.size,
                   128u * 1024);
         wg.done();
       });
@@ -272,7 +272,7 @@ TEST(OptionsTest, SpawnOptionsStackSizeValidation) {
     goro::WaitGroup wg;
     wg.add(1);
     goro::go(goro::SpawnOptions{.stack_size = 0}, [&] {
-      EXPECT_EQ(goro::runtime_internal::current_m()->curg->stack.size,
+      EXPECT_EQ(goro::runtime_internal::current_m()->curg()->stack.size,
                 Resolved().stack_size);
       wg.done();
     });

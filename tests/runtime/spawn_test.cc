@@ -287,17 +287,17 @@ TEST(SpawnTest, StackSizeIsHonoured) {
     goro::WaitGroup wg;
     wg.add(3);
     goro::go(goro::SpawnOptions{.stack_size = 16 * 1024}, [&] {
-      auto* f = goro::runtime_internal::current_m()->curg;
+      auto* f = goro::runtime_internal::current_m()->curg();
       EXPECT_EQ(f->stack.size, 16u * 1024);
       wg.done();
     });
     goro::go(goro::SpawnOptions{.stack_size = 100000}, [&] {
       // Rounded up to whole pages.
-      EXPECT_EQ(goro::runtime_internal::current_m()->curg->stack.size, 102400u);
+      EXPECT_EQ(goro::runtime_internal::current_m()->curg()->stack.size, 102400u);
       wg.done();
     });
     goro::go(goro::SpawnOptions{.stack_size = 1 << 20}, [&] {
-      EXPECT_EQ(goro::runtime_internal::current_m()->curg->stack.size,
+      EXPECT_EQ(goro::runtime_internal::current_m()->curg()->stack.size,
                 1u << 20);
       // Far more than the default 64 KiB.
       EXPECT_GT(UseStack(goro_test::kAsan ? 300 : 700), 0);
@@ -309,7 +309,7 @@ TEST(SpawnTest, StackSizeIsHonoured) {
     // Default size.
     wg.add(1);
     goro::go([&] {
-      EXPECT_EQ(goro::runtime_internal::current_m()->curg->stack.size,
+      EXPECT_EQ(goro::runtime_internal::current_m()->curg()->stack.size,
                 64u * 1024);
       EXPECT_GT(UseStack(40), 0);
       wg.done();

@@ -2,12 +2,14 @@
 //
 // The park/ready API: how sync/ and net/ block a fiber and wake it. This is
 // the only way anything above runtime/ suspends a fiber. Users want the
-// primitives in sync/ instead.
+// primitives in sync/ instead; the Bazel target //runtime:park is visible
+// only to sync/, net/ and the tests.
 //
 // Protocol (no lost wake-ups): a fiber that must wait
 //   1. takes the lock of the structure it waits on,
 //   2. records itself there (current_fiber()),
-//   3. calls park(commit, arg) with the lock still held.
+//   3. calls park(commit, arg, reason) with the lock still held -- usually
+//      park_unlock(&lock, reason), whose commit releases that lock.
 // park switches away from the fiber and, only once the fiber is off its stack
 // and marked waiting, calls commit(arg) on the thread's next context; commit
 // releases the lock. A waker that takes the lock and finds the fiber recorded
@@ -22,23 +24,91 @@
 //   * Everything the waker wrote before ready() is visible to the fiber when
 //     park returns (ready is a release, the resume an acquire).
 
-#ifndef GORO_RUNTIME_PARK_H_
-#define GORO_RUNTIME_PARK_H_
+#ifndef GORO_RUNTIME_INTERNAL_PARK_H_
+#define GORO_RUNTIME_INTERNAL_PARK_H_
 
+#include <atomic>
 #include <cstdint>
+
+#include "runtime/internal/futex.h"
 
 namespace goro::runtime_internal {
 
 struct Fiber;
 struct Timer;
 
+// Why a fiber is parked: kept on the fiber while it waits, for the
+// diagnostics (deadlock reports and fiber dumps name it, as Go's waitReason).
+enum class WaitReason : std::uint8_t {
+  kNone,
+  kChanSend,
+  kChanReceive,
+  kSelect,
+  kSelectNoCases,  // select with only nil channels: forever
+  kSleep,
+  kMutexLock,
+  kRWMutexRLock,
+  kRWMutexLock,
+  kCondWait,
+  kSemacquire,
+  kWaitGroupWait,
+  kIOWait,  // net/
+};
+
+// The reason's text ("chan receive", ...), as Go prints it.
+const char* wait_reason_name(WaitReason r);
+
 // current_fiber is the calling fiber, or null on a thread not running one
 // (including inside a blocking() call: the fiber may not park there).
 Fiber* current_fiber();
 
 // park suspends the calling fiber (see the protocol above). Precondition:
-// current_fiber() != null.
-void park(bool (*commit)(void* arg), void* arg);
+// current_fiber() != null (fatal otherwise).
+void park(bool (*commit)(void* arg), void* arg, WaitReason reason);
+
+// park_unlock parks the calling fiber and releases *lock (any type with
+// unlock()) once the fiber is off its stack: the common commit (Go's
+// goparkunlock). Precondition: *lock is held, current_fiber() != null.
+template <typename Lock>
+void park_unlock(Lock* lock, WaitReason reason) {
+  park(
+      [](void* l) {
+        static_cast<Lock*>(l)->unlock();
+        return true;
+      },
+      lock, reason);
+}
+
+// thread_wait blocks a plain thread (not a fiber) until *word is non-zero;
+// thread_wake sets it and wakes that thread. The store is a release and the
+// load an acquire, so what the waker wrote before thread_wake is visible
+// after thread_wait returns. thread_wake reads nothing after the wake-up: the
+// word may live on the waiter's stack and be gone by then (a futex wake on a
+// dead address at worst wakes an unrelated futex spuriously, which futex
+// users tolerate).
+inline void thread_wait(std::atomic<std::uint32_t>* word) {
+  while (word->load(std::memory_order_acquire) == 0) futex_wait(word, 0, 0);
+}
+inline void thread_wake(std::atomic<std::uint32_t>* word) {
+  word->store(1, std::memory_order_release);
+  futex_wake(word, 1);
+}
+
+// wait_unlock is park_unlock for code that may also run on a plain thread:
+// `self` is current_fiber() (taken before locking). A fiber parks and *lock
+// is released by the commit; a plain thread releases *lock and sleeps in
+// thread_wait(word). Its waker calls ready(self), or thread_wake(word) when
+// self was null.
+template <typename Lock>
+void wait_unlock(Fiber* self, Lock* lock, std::atomic<std::uint32_t>* word,
+                 WaitReason reason) {
+  if (self != nullptr) {
+    park_unlock(lock, reason);
+    return;
+  }
+  lock->unlock();
+  thread_wait(word);
+}
 
 // ready makes a parked fiber runnable: into the current P's runnext slot, so
 // it runs next on this thread (inheriting the rest of the time slice), or into
@@ -62,14 +132,6 @@ bool spin_may_help();
 // preemption is disabled. sync/ calls it in its blocking operations' fast
 // paths.
 void preempt_check();
-
-// Preemption-disabled regions for runtime-internal locks: while the count of
-// the current thread is non-zero, its fiber is not preempted asynchronously
-// (a parked lock holder would deadlock a thread spinning on the lock). The
-// count belongs to the thread (Go's m.locks), so a lock held across park and
-// released by commit stays balanced. No-ops off goro threads.
-void no_preempt_inc();
-void no_preempt_dec();
 
 // Timers for sync/ (channel timers, timeouts). The runtime reads a Timer only
 // while it is armed: it copies `fire` and `arg` and disarms the timer before
@@ -95,4 +157,4 @@ bool timer_stop(Timer* t);
 
 }  // namespace goro::runtime_internal
 
-#endif  // GORO_RUNTIME_PARK_H_
+#endif  // GORO_RUNTIME_INTERNAL_PARK_H_

@@ -1,0 +1,241 @@
+// Copyright goro authors.
+//
+// A fiber's life cycle (see the state machine in fiber.h): go() reserves a
+// Fiber object and an id (fiber_new), stores the closure (inline or on the
+// heap), and queues it (fiber_start); the first switch to it builds its
+// first frame on a stack from the P's cache (init_first_frame); when its
+// function returns, fiber_main switches away for good and the next context
+// recycles the stack and the object (fiber_free).
+//
+// Fiber objects are never freed while the runtime runs (as Go keeps its Gs):
+// they move between per-P free lists and a global one under Sched::free_lock,
+// in batches, so that spawning costs one lock round trip per batch.
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+
+#include "runtime/internal/api.h"
+#include "runtime/internal/context_x86_64.h"
+#include "runtime/internal/run_queues.h"
+#include "runtime/internal/scheduler_internal.h"
+#include "runtime/internal/park.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#endif
+
+namespace goro::runtime_internal {
+namespace {
+
+// Refills an empty per-P free list: a batch from the global list, or new
+// objects allocated outside the lock.
+void refill_free_fibers(Sched* s, P* p) {
+  constexpr std::size_t kBatch = kFreeFibersCap / 2;
+  {
+    MutexLock l(&s->free_lock);
+    const std::size_t n = std::min(kBatch, s->free_fibers.size());
+    p->free_fibers.insert(p->free_fibers.end(), s->free_fibers.end() - n,
+                          s->free_fibers.end());
+    s->free_fibers.resize(s->free_fibers.size() - n);
+  }
+  if (!p->free_fibers.empty()) return;
+  Fiber* batch[kBatch];
+  for (Fiber*& g : batch) g = new Fiber;
+  MutexLock l(&s->free_lock);
+  for (Fiber* g : batch) {
+    g->all_next = s->all_fibers;
+    s->all_fibers = g;
+    p->free_fibers.push_back(g);
+  }
+}
+
+// Takes a Fiber object from P's free list, or the global one off a P.
+Fiber* take_free_fiber(Sched* s, P* p) {
+  if (p != nullptr) {
+    if (p->free_fibers.empty()) refill_free_fibers(s, p);
+    Fiber* f = p->free_fibers.back();
+    p->free_fibers.pop_back();
+    return f;
+  }
+  MutexLock l(&s->free_lock);
+  if (!s->free_fibers.empty()) {
+    Fiber* f = s->free_fibers.back();
+    s->free_fibers.pop_back();
+    return f;
+  }
+  Fiber* f = new Fiber;
+  f->all_next = s->all_fibers;
+  s->all_fibers = f;
+  return f;
+}
+
+[[noreturn]] void uncaught(const Fiber* f, const char* what) {
+  std::fprintf(stderr, "goro: uncaught exception in fiber %llu: %s\n",
+               static_cast<unsigned long long>(f->id), what);
+  std::fflush(stderr);
+  std::abort();
+}
+
+[[noreturn]] void fiber_main(Fiber* f) {
+  release_after_switch(finish_switch());  // the count the switcher held
+  try {
+    f->invoke(f->closure);
+  } catch (const std::exception& e) {
+    uncaught(f, e.what());
+  } catch (...) {
+    uncaught(f, "(not a std::exception)");
+  }
+  f->destroy(f->closure);
+  if (f->closure_on_heap) {
+    ::operator delete(f->closure, std::align_val_t(f->closure_align));
+  }
+  f->closure = nullptr;
+  f->invoke = nullptr;
+  f->destroy = nullptr;
+  M* m = acquirem();
+  m->after = M::After::kExit;
+  m->after_fiber = f;
+  leave_fiber(m, f, /*dying=*/true);
+  fatal("dead fiber %llu resumed", static_cast<unsigned long long>(f->id));
+}
+
+}  // namespace
+
+Fiber* fiber_new(const SpawnOptions* o) {
+  Sched* s = sched();
+  if (s == nullptr) {
+    throw std::logic_error(
+        "goro::go: no runtime is running (call it inside goro::run)");
+  }
+  std::size_t ss = s->opts.stack_size;
+  if (o->stack_size != 0) {
+    ss = validate_stack_size(o->stack_size, "SpawnOptions::stack_size");
+  }
+  MHold hold;
+  P* p = hold.m() != nullptr ? hold.m()->p : nullptr;
+  Fiber* f = take_free_fiber(s, p);
+  GORO_DCHECK(f->state.load(std::memory_order_relaxed) == FiberState::kFree);
+  f->sched_next = nullptr;
+  if (p != nullptr) {
+    if (p->id_next == p->id_end) {
+      p->id_next =
+          s->next_fiber_id.fetch_add(kFiberIdBatch, std::memory_order_relaxed);
+      p->id_end = p->id_next + kFiberIdBatch;
+    }
+    f->id = p->id_next++;
+  } else {
+    f->id = s->next_fiber_id.fetch_add(1, std::memory_order_relaxed);
+  }
+  f->stack_size = ss;
+  f->name = o->name;
+  f->sp = nullptr;
+  f->closure = nullptr;
+  f->closure_on_heap = false;
+  f->preempt_requested.store(false, std::memory_order_relaxed);
+  f->no_preempt = 0;
+  f->os_locks = 0;
+  f->eh = EhGlobals{};
+  return f;
+}
+
+void* fiber_closure_storage(Fiber* f, std::size_t size, std::size_t align) {
+  if (size <= Fiber::kInlineClosure && align <= 16) {
+    f->closure = f->inline_closure;
+    f->closure_on_heap = false;
+  } else {
+    f->closure = ::operator new(size, std::align_val_t(align));
+    f->closure_on_heap = true;
+    f->closure_align = align;
+  }
+  return f->closure;
+}
+
+void fiber_discard(Fiber* f) {
+  if (f->closure_on_heap) {
+    ::operator delete(f->closure, std::align_val_t(f->closure_align));
+  }
+  f->closure = nullptr;
+  f->closure_on_heap = false;
+  f->name.clear();
+  Sched* s = sched();
+  MutexLock l(&s->free_lock);
+  s->free_fibers.push_back(f);
+}
+
+void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*)) {
+  f->invoke = invoke;
+  f->destroy = destroy;
+  transition(f, FiberState::kFree, FiberState::kRunnable);
+  Sched* s = sched();
+  M* m = acquirem();
+  if (m != nullptr && m->p != nullptr) {
+    m->p->fibers_created.add();
+    runq_put(m->p, f, true);
+  } else {
+    s->created_off_p.fetch_add(1, std::memory_order_relaxed);
+    global_put(s, f);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // see runq_put
+  wakep(s);
+  releasem(m);  // a cooperative preemption point
+}
+
+std::uint64_t fiber_id(const Fiber* f) { return f->id; }
+
+void init_first_frame(P* p, Fiber* f) {
+  Sched* s = sched();
+  f->stack = p->stack_cache.get(s->stacks, f->stack_size, s->opts.stack_size);
+#if defined(__SANITIZE_ADDRESS__)
+  // A recycled stack still carries the poisoned redzones of its previous
+  // fiber's frames, which never returned.
+  __asan_unpoison_memory_region(f->stack.lo, f->stack.size);
+#endif
+  auto* fr =
+      reinterpret_cast<SwitchFrame*>(f->stack.hi() - sizeof(SwitchFrame));
+  std::memset(fr, 0, sizeof(*fr));
+  fr->mxcsr = kDefaultMxcsr;
+  fr->x87_cw = kDefaultX87Cw;
+  fr->r12 = reinterpret_cast<std::uint64_t>(f);
+  fr->rbx = reinterpret_cast<std::uint64_t>(&fiber_main);
+  fr->rbp = 0;
+  fr->ret = reinterpret_cast<std::uint64_t>(&goro_context_trampoline);
+  f->sp = fr;
+#if defined(__SANITIZE_THREAD__)
+  f->tsan_fiber = __tsan_create_fiber(0);
+#endif
+}
+
+void fiber_free(M* m, Fiber* f) {
+  P* p = m->p;
+  Sched* s = sched();
+  transition(f, FiberState::kRunning, FiberState::kDead);
+#if defined(__SANITIZE_THREAD__)
+  __tsan_destroy_fiber(f->tsan_fiber);
+  f->tsan_fiber = nullptr;
+#endif
+  p->stack_cache.put(s->stacks, f->stack, s->opts.stack_size);
+  f->stack = Stack{};
+  f->sp = nullptr;
+  f->name.clear();
+  transition(f, FiberState::kDead, FiberState::kFree);
+  p->fibers_exited.add();
+  p->free_fibers.push_back(f);
+  if (p->free_fibers.size() > kFreeFibersCap) {
+    // Share with other Ps: move half to the global free list, as an array of
+    // pointers -- no Fiber object is touched under the lock.
+    const std::size_t half = kFreeFibersCap / 2;
+    MutexLock l(&s->free_lock);
+    s->free_fibers.insert(s->free_fibers.end(), p->free_fibers.end() - half,
+                          p->free_fibers.end());
+    p->free_fibers.resize(p->free_fibers.size() - half);
+  }
+}
+
+}  // namespace goro::runtime_internal

@@ -1,0 +1,235 @@
+// Copyright goro authors.
+//
+// Finding work on the scheduler context (find_runnable), per round, in this
+// order: give back a spare P being retired; run this P's expired timers; the
+// global queue every kGlobalQueueCheckTicks-th slice (fairness); runnext and
+// the local ring; fibers pinned to this M; the global queue; the netpoller
+// hook (non-blocking); expired timers of other Ps; stealing half of a random
+// victim's ring (and, on the last of kStealRounds rounds, its runnext); then
+// giving the P up -- rechecking every queue after the parker's fence (idle.cc)
+// -- and sleeping until the earliest timer of all Ps.
+//
+// Time. Each P has a timer heap; any M that finds a timer due runs it. An M
+// that gives up its P sleeps on its futex until the earliest timer of all Ps
+// (absolute CLOCK_MONOTONIC, timer slack 1 ns), so a sleeping fiber is woken
+// within the kernel's wake-up latency, not a millisecond tick.
+
+#include "runtime/internal/run_queues.h"
+#include "runtime/internal/scheduler_internal.h"
+
+namespace goro::runtime_internal {
+namespace {
+
+// Rounds over all victims before a spinning M gives up (Go's stealTries).
+constexpr int kStealRounds = 4;
+// Pauses (about 3 us here) before taking a running P's runnext fiber, which
+// its owner is about to run (Go sleeps 3 us at this point).
+constexpr int kRunnextStealPauses = 300;
+
+// Runs expired timers of every P (ours first). Returns true if any fired.
+bool run_all_timers(Sched* s, P* self, std::int64_t* now) {
+  bool fired = false;
+  const int n = static_cast<int>(s->ps.size());
+  for (int i = -1; i < n; ++i) {
+    P* q = i < 0 ? self : s->ps[static_cast<std::size_t>(i)].get();
+    if (i >= 0 && q == self) continue;
+    const std::int64_t t0 = q->timers.earliest();
+    if (t0 == 0) continue;
+    if (*now == 0) *now = mono_now_ns();
+    if (t0 > *now) continue;
+    const int fired_here = q->timers.run_expired(*now);
+    if (fired_here > 0) {
+      self->timers_fired.add(static_cast<std::uint64_t>(fired_here));
+      fired = true;
+    }
+  }
+  return fired;
+}
+
+Fiber* steal_work(Sched* s, P* p, bool* inherit) {
+  const int n = static_cast<int>(s->ps.size());
+  for (int round = 0; round < kStealRounds; ++round) {
+    const bool last = round == kStealRounds - 1;
+    const int start = static_cast<int>(fastrand(p) % static_cast<unsigned>(n));
+    for (int k = 0; k < n; ++k) {
+      P* v = s->ps[static_cast<std::size_t>((start + k) % n)].get();
+      if (v == p) continue;
+      if (Fiber* f = v->runq.steal_into(p->runq)) {
+        p->steals.add();
+        *inherit = false;
+        return f;
+      }
+      if (last) {
+        Fiber* r = v->runnext.load(std::memory_order_relaxed);
+        if (r == nullptr) continue;
+        if (v->status.load(std::memory_order_relaxed) == PStatus::kRunning) {
+          // Its owner is about to run it (it was just readied there); give it
+          // a moment before taking it across CPUs.
+          for (int spin = 0; spin < kRunnextStealPauses; ++spin) {
+            __builtin_ia32_pause();
+          }
+        }
+        if (v->runnext.compare_exchange_strong(r, nullptr,
+                                               std::memory_order_acquire)) {
+          p->steals.add();
+          *inherit = false;
+          return r;
+        }
+      }
+    }
+  }
+  return nullptr;
+}
+
+bool any_local_work(Sched* s) {
+  for (auto& q : s->ps) {
+    if (!q->runq.empty() ||
+        q->runnext.load(std::memory_order_seq_cst) != nullptr) {
+      return true;
+    }
+  }
+  return s->gq_size.load(std::memory_order_seq_cst) > 0;
+}
+
+// Takes up to `max` (0: a fair share) fibers from the global queue.
+Fiber* global_get(Sched* s, P* p, int max) {
+  MutexLock l(&s->lock);
+  return global_get_locked(s, p, max);
+}
+
+}  // namespace
+
+Fiber* global_get_locked(Sched* s, P* p, int max) {
+  const int size = s->gq_size.load(std::memory_order_relaxed);
+  if (size == 0) return nullptr;
+  int n = size / s->nprocs + 1;
+  if (n > size) n = size;
+  if (max > 0 && n > max) n = max;
+  if (n > static_cast<int>(RunQueue<Fiber>::kCapacity / 2)) {
+    n = RunQueue<Fiber>::kCapacity / 2;
+  }
+  Fiber* f = global_pop_locked(s);
+  for (int i = 1; i < n; ++i) {
+    Fiber* g = global_pop_locked(s);
+    if (!p->runq.push(g)) {  // cannot happen with an empty ring; be safe
+      global_put_locked(s, g);
+      break;
+    }
+  }
+  return f;
+}
+
+void runq_overflow(P* p, Fiber* f) {
+  for (;;) {
+    Fiber* batch[RunQueue<Fiber>::kCapacity / 2 + 1];
+    std::uint32_t n = p->runq.take_half_for_overflow(batch);
+    if (n == 0) {  // a thief made room
+      if (p->runq.push(f)) return;
+      continue;
+    }
+    batch[n++] = f;
+    Sched* s = sched();
+    MutexLock l(&s->lock);
+    for (std::uint32_t i = 0; i < n; ++i) global_put_locked(s, batch[i]);
+    return;
+  }
+}
+
+std::int64_t earliest_timer(Sched* s) {
+  std::int64_t best = 0;
+  for (auto& q : s->ps) {
+    const std::int64_t t = q->timers.earliest();
+    if (t != 0 && (best == 0 || t < best)) best = t;
+  }
+  return best;
+}
+
+Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
+  // Whatever is found, a spinning M stops spinning (and may wake another).
+  auto found = [&](Fiber* f, bool inherited) {
+    if (m->spinning) reset_spinning(s, m);
+    *inherit = inherited;
+    return f;
+  };
+  for (;;) {
+    if (s->stopping.load(std::memory_order_acquire)) return nullptr;
+    if (m->p == nullptr) {
+      // No P to be had. A timer already due is some P's to run (every P is
+      // busy, or we would have one): sleep until handed a P rather than spin.
+      std::int64_t deadline = earliest_timer(s);
+      if (deadline != 0 && deadline <= mono_now_ns()) deadline = 0;
+      stopm(s, m, deadline);
+      continue;
+    }
+    P* p = m->p;
+    if (p->is_spare && p->spare_state.load(std::memory_order_acquire) ==
+                           SpareState::kRetire) {
+      retire_spare(s, m);
+      continue;
+    }
+    std::int64_t now = 0;
+    if (p->timers.earliest() != 0) run_all_timers(s, p, &now);
+
+    if (p->schedtick % kGlobalQueueCheckTicks == 0 &&
+        s->gq_size.load(std::memory_order_relaxed) > 0) {
+      // reset_spinning (in found) may take s->lock: global_get drops it.
+      if (Fiber* f = global_get(s, p, 1)) return found(f, false);
+    }
+    bool inh = false;
+    if (Fiber* f = runq_get(p, &inh)) return found(f, inh);
+    if (Fiber* f = pinned_pop(m)) return found(f, false);
+    if (s->gq_size.load(std::memory_order_relaxed) > 0) {
+      if (Fiber* f = global_get(s, p, 0)) return found(f, false);
+    }
+    if (g_hooks.netpoll != nullptr && g_hooks.netpoll() > 0) continue;
+    if (run_all_timers(s, p, &now)) continue;
+
+    // Steal, unless enough Ms are already looking.
+    const int busy = s->nprocs - s->npidle.load(std::memory_order_relaxed);
+    if (m->spinning ||
+        2 * s->nmspinning.load(std::memory_order_relaxed) < busy) {
+      if (!m->spinning) {
+        m->spinning = true;
+        s->nmspinning.fetch_add(1, std::memory_order_seq_cst);
+      }
+      if (Fiber* f = steal_work(s, p, &inh)) return found(f, inh);
+    }
+
+    // Nothing to do: give up the P.
+    {
+      MutexLock l(&s->lock);
+      if (s->stopping.load(std::memory_order_relaxed)) return nullptr;
+      if (Fiber* f = global_get_locked(s, p, 0)) {
+        l.unlock();
+        return found(f, false);
+      }
+      m->p = nullptr;
+      pidle_put_locked(s, p);
+    }
+    const bool was_spinning = m->spinning;
+    if (was_spinning) {
+      m->spinning = false;
+      if (s->nmspinning.fetch_sub(1, std::memory_order_seq_cst) <= 0) {
+        fatal("find_runnable: negative nmspinning");
+      }
+    }
+    // The parker's half of the wake-up protocol (see idle.cc).
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const std::int64_t deadline = earliest_timer(s);
+    const bool timer_due = deadline != 0 && deadline <= mono_now_ns();
+    if (any_local_work(s) || timer_due) {
+      MutexLock l(&s->lock);
+      if (P* q = pidle_get_locked(s)) {
+        acquirep(m, q);
+        if (was_spinning) {
+          m->spinning = true;
+          s->nmspinning.fetch_add(1, std::memory_order_seq_cst);
+        }
+        continue;
+      }
+    }
+    stopm(s, m, deadline);
+  }
+}
+
+}  // namespace goro::runtime_internal

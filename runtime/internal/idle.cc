@@ -1,0 +1,324 @@
+// Copyright goro authors.
+//
+// Idle Ps and Ms: who runs, who sleeps, and who gets woken.
+//
+// An M must hold a P to run fibers. Idle Ps sit on Sched::idle_p (counted in
+// npidle), idle Ms sleep on their Note on Sched::idle_m; both lists are under
+// Sched::lock. startm gives a P to an idle (or new) M and wakes it; wakep
+// does that only when an idle P exists and nobody is already looking for
+// work; handoffp passes the P of an M about to block (blocking()) to another
+// M, or parks it; stopm puts an M to sleep until it is handed a P or its
+// deadline (the earliest timer) passes.
+//
+// Spinning and parking Ms (Go's protocol, see proc.go "Worker thread parking/
+// unparking"). An M looking for work without having found any is "spinning"
+// (Sched::nmspinning). At most about half the busy Ps' worth of Ms spin. The
+// lost-wake-up problem is a store-load race between:
+//   submitter: publish work (runnext exchange, ring push, global queue)
+//              -> seq_cst -> if npidle > 0 && nmspinning == 0: wakep()
+//   parker:    release P (npidle++, under lock) -> nmspinning-- (seq_cst)
+//              -> fence(seq_cst) -> recheck every P's queues and the global
+//              queue; take a P back if anything is there (find_runnable)
+// With the seq_cst fences (an RMW or an explicit fence on each side) at least
+// one of them sees the other's store. A spinning M that finds work stops
+// spinning and, if it was the last spinner, wakes another (reset_spinning), so
+// a burst of go() calls ramps up threads one at a time instead of waking all.
+// One deliberate exception: ready() that puts a fiber into an empty runnext
+// of a P whose ring is empty does not call wakep -- that fiber runs as soon
+// as the caller blocks, which in a hand-off is at once, and waking a thread
+// for it costs more than the hand-off. Nothing is lost: the fiber is on a
+// running P; if that P's fiber keeps running without switching, sysmon calls
+// wakep after one of its periods (retake.h). Such a store needs no locked
+// instruction (runq_put).
+//
+// Spare Ps. sysmon lends a P's spare (Sched::ps[nprocs + i]) to another M
+// while the M holding P i is stuck in the kernel in a system call that did
+// not go through goro::blocking() (lend_spare): the stuck M keeps its P (it
+// runs its fiber on return), the spare runs everything else. Once the stuck
+// M runs again sysmon marks the spare kRetire; the M running it gives it back
+// at its next scheduling point (retire_spare), or sysmon switches it off if
+// it idles on the list (retire_idle_spare). Fibers on a spare are preempted
+// only cooperatively (see preempt/).
+
+#include <memory>
+#include <vector>
+
+#include "runtime/internal/run_queues.h"
+#include "runtime/internal/scheduler_internal.h"
+
+namespace goro::runtime_internal {
+
+// --- The idle lists (under Sched::lock) ------------------------------------
+
+// A lent spare (kOn) is listed like any idle P, so that timers and wake-ups
+// find it while its stuck M is away; it is not counted in npidle (which
+// counts the nprocs real Ps). A spare being retired or switched off is never
+// listed.
+void pidle_put_locked(Sched* s, P* p) {
+  p->status.store(PStatus::kIdle, std::memory_order_relaxed);
+  p->set_m(nullptr);
+  if (p->is_spare &&
+      p->spare_state.load(std::memory_order_acquire) != SpareState::kOn) {
+    p->spare_state.store(SpareState::kOff, std::memory_order_release);
+    return;
+  }
+  p->idle_next = s->idle_p;
+  s->idle_p = p;
+  if (!p->is_spare) s->npidle.fetch_add(1, std::memory_order_seq_cst);
+}
+
+P* pidle_get_locked(Sched* s) {
+  P* p = s->idle_p;
+  if (p == nullptr) return nullptr;
+  s->idle_p = p->idle_next;
+  p->idle_next = nullptr;
+  if (!p->is_spare) s->npidle.fetch_sub(1, std::memory_order_seq_cst);
+  return p;
+}
+
+bool pidle_remove_locked(Sched* s, P* want) {
+  for (P** pp = &s->idle_p; *pp != nullptr; pp = &(*pp)->idle_next) {
+    if (*pp == want) {
+      *pp = want->idle_next;
+      want->idle_next = nullptr;
+      if (!want->is_spare) s->npidle.fetch_sub(1, std::memory_order_seq_cst);
+      return true;
+    }
+  }
+  return false;
+}
+
+M* midle_pop_locked(Sched* s) {
+  M* m = s->idle_m;
+  if (m != nullptr) {
+    s->idle_m = m->idle_next;
+    m->idle_next = nullptr;
+    m->idle = false;
+  }
+  return m;
+}
+
+namespace {
+
+void midle_remove_locked(Sched* s, M* want)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock) {
+  for (M** pp = &s->idle_m; *pp != nullptr; pp = &(*pp)->idle_next) {
+    if (*pp == want) {
+      *pp = want->idle_next;
+      want->idle_next = nullptr;
+      return;
+    }
+  }
+}
+
+// Takes the P handed over by startm (if any) after a wake-up.
+void take_handed_p(M* m) {
+  if (m->next_p != nullptr) {
+    acquirep(m, m->next_p);
+    m->spinning = m->next_spinning;
+    m->next_p = nullptr;
+    m->next_spinning = false;
+  }
+}
+
+}  // namespace
+
+void acquirep(M* m, P* p) {
+  m->p = p;
+  p->set_m(m);
+  p->status.store(PStatus::kRunning, std::memory_order_relaxed);
+}
+
+// --- Starting and waking Ms ------------------------------------------------
+
+// startm runs `p` (or an idle P if null) on an idle or new M. With spinning,
+// the caller has already counted the new M in nmspinning.
+void startm(Sched* s, P* p, bool spinning) {
+  MutexLock l(&s->lock);
+  if (s->stopping.load(std::memory_order_relaxed)) {
+    if (p != nullptr) pidle_put_locked(s, p);
+    if (spinning) s->nmspinning.fetch_sub(1, std::memory_order_seq_cst);
+    return;
+  }
+  if (p != nullptr) {
+    p->status.store(PStatus::kRunning, std::memory_order_relaxed);
+  } else {
+    p = pidle_get_locked(s);
+    if (p == nullptr) {
+      if (spinning) s->nmspinning.fetch_sub(1, std::memory_order_seq_cst);
+      return;
+    }
+  }
+  sysmon_wake(s);
+  if (M* m = midle_pop_locked(s)) {
+    m->next_p = p;
+    m->next_spinning = spinning;
+    l.unlock();
+    s->threads_woken.fetch_add(1, std::memory_order_relaxed);
+    m->note.wake();
+    return;
+  }
+  auto owned = std::make_unique<M>();
+  M* m = owned.get();
+  m->id = static_cast<int>(s->ms.size());
+  m->next_p = p;
+  m->next_spinning = spinning;
+  s->ms.push_back(std::move(owned));
+  s->nthreads.fetch_add(1, std::memory_order_relaxed);
+  // Start the thread under the lock so teardown, which joins every M after
+  // setting `stopping` under the lock, never misses one.
+  m->thread = std::thread(m_main, s, m);
+}
+
+void wakep(Sched* s) {
+  if (s->npidle.load(std::memory_order_seq_cst) == 0) return;
+  int zero = 0;
+  if (s->nmspinning.load(std::memory_order_seq_cst) != 0 ||
+      !s->nmspinning.compare_exchange_strong(zero, 1,
+                                             std::memory_order_seq_cst)) {
+    return;
+  }
+  startm(s, nullptr, true);
+}
+
+void reset_spinning(Sched* s, M* m) {
+  m->spinning = false;
+  const int was = s->nmspinning.fetch_sub(1, std::memory_order_seq_cst);
+  if (was <= 0) fatal("reset_spinning: negative nmspinning");
+  if (was == 1) {
+    // We were the last spinner and found work: there may be more. Wake
+    // another M to look (Go's resetspinning).
+    wakep(s);
+  }
+}
+
+// handoffp gives a P whose M is about to block to another M, or parks it.
+void handoffp(Sched* s, P* p) {
+  if (!p->runq.empty() ||
+      p->runnext.load(std::memory_order_seq_cst) != nullptr ||
+      s->gq_size.load(std::memory_order_seq_cst) > 0 ||
+      p->timers.earliest() != 0) {
+    s->handoffs.fetch_add(1, std::memory_order_relaxed);
+    startm(s, p, false);
+    return;
+  }
+  // No local work. If nobody is looking for work, let this P look.
+  int zero = 0;
+  if (s->nmspinning.load(std::memory_order_seq_cst) +
+              s->npidle.load(std::memory_order_seq_cst) ==
+          0 &&
+      s->nmspinning.compare_exchange_strong(zero, 1)) {
+    s->handoffs.fetch_add(1, std::memory_order_relaxed);
+    startm(s, p, true);
+    return;
+  }
+  MutexLock l(&s->lock);
+  if (s->gq_size.load(std::memory_order_relaxed) > 0) {
+    l.unlock();
+    s->handoffs.fetch_add(1, std::memory_order_relaxed);
+    startm(s, p, false);
+    return;
+  }
+  pidle_put_locked(s, p);
+}
+
+void wake_idle_m_for_timer(Sched* s) {
+  MutexLock l(&s->lock);
+  if (M* idle = midle_pop_locked(s)) {
+    idle->next_p = pidle_get_locked(s);
+    idle->next_spinning = false;
+    l.unlock();
+    idle->note.wake();
+  }
+}
+
+// --- Sleeping ---------------------------------------------------------------
+
+// stopm parks an M that holds no P until another thread hands it one or, with
+// a deadline, until then (it then tries to take an idle P itself).
+void stopm(Sched* s, M* m, std::int64_t deadline) {
+  {
+    MutexLock l(&s->lock);
+    if (s->stopping.load(std::memory_order_relaxed)) return;
+    m->note.clear();
+    m->idle = true;
+    m->idle_next = s->idle_m;
+    s->idle_m = m;
+  }
+  m->note.sleep(deadline);
+  MutexLock l(&s->lock);
+  if (m->idle) {  // deadline passed: nobody handed us anything
+    midle_remove_locked(s, m);
+    m->idle = false;
+    if (P* p = pidle_get_locked(s)) acquirep(m, p);
+    return;
+  }
+  take_handed_p(m);
+}
+
+// --- Spare Ps ----------------------------------------------------------------
+
+bool lend_spare(Sched* s, P* spare) {
+  SpareState off = SpareState::kOff;
+  if (!spare->spare_state.compare_exchange_strong(off, SpareState::kOn,
+                                                  std::memory_order_acq_rel)) {
+    return false;
+  }
+  s->syscall_retakes.fetch_add(1, std::memory_order_relaxed);
+  startm(s, spare, false);
+  return true;
+}
+
+// Gives back a spare P once the M it stood in for is running again: its
+// queued fibers go to the global queue (and so do fibers pinned to this M,
+// which is about to stop).
+void retire_spare(Sched* s, M* m) {
+  P* p = m->p;
+  bool inherit;
+  std::vector<Fiber*> moved;
+  while (Fiber* f = runq_get(p, &inherit)) moved.push_back(f);
+  while (Fiber* f = pinned_pop(m)) moved.push_back(f);
+  MutexLock l(&s->lock);
+  for (Fiber* f : moved) global_put_locked(s, f);
+  m->p = nullptr;
+  pidle_put_locked(s, p);  // a spare: switched off, not listed
+}
+
+// Called by sysmon after it marked a spare kRetire: a spare idling on the
+// list is switched off here; one held by an M retires itself.
+void retire_idle_spare(Sched* s, P* spare) {
+  MutexLock l(&s->lock);
+  if (pidle_remove_locked(s, spare)) {
+    spare->spare_state.store(SpareState::kOff, std::memory_order_release);
+  }
+}
+
+// --- Start and stop ------------------------------------------------------------
+
+// Runs the scheduler loop of the first M on a new thread; used by run_main.
+void start_first_m(Sched* s) {
+  P* p;
+  {
+    MutexLock l(&s->lock);
+    p = pidle_get_locked(s);
+  }
+  startm(s, p, false);
+}
+
+void stop_all_ms(Sched* s) {
+  std::vector<M*> ms;
+  {
+    MutexLock l(&s->lock);
+    s->stopping.store(true, std::memory_order_release);
+    while (M* m = midle_pop_locked(s)) {
+      m->next_p = nullptr;
+      m->note.wake();
+    }
+    for (auto& m : s->ms) ms.push_back(m.get());
+  }
+  for (M* m : ms) {
+    if (m->thread.joinable()) m->thread.join();
+  }
+}
+
+}  // namespace goro::runtime_internal

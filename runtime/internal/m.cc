@@ -1,0 +1,158 @@
+// Copyright goro authors.
+//
+// The M: an OS thread that runs fibers while it holds a P. This file owns the
+// thread-locals (the current M, the runtime-lock count), acquirem/releasem,
+// the goro_text section, the thread's set-up and its main loop on the
+// scheduler context ("g0": find_runnable, execute, repeat), and fatal().
+//
+// Preemption and the runtime. Runtime code that touches M or P state runs
+// with the thread's runtime-lock count raised (locks.h, acquirem), and every
+// context switch is made holding one count that the resumed context drops,
+// so the SIGURG handler (preempt/) never switches a fiber in the middle of
+// the scheduler. Functions that read the M before they can raise the count
+// live in goro_text, which the handler never interrupts with a switch.
+
+#include <cxxabi.h>
+#include <pthread.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+
+#include "runtime/internal/locks.h"
+#include "runtime/internal/scheduler_internal.h"
+
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#endif
+
+namespace goro::runtime_internal {
+
+std::atomic<Sched*> g_sched{nullptr};
+Hooks g_hooks;
+
+namespace {
+thread_local M* tls_m __attribute__((tls_model("initial-exec"))) = nullptr;
+}  // namespace
+
+extern "C" {
+extern const char __start_goro_text[];
+extern const char __stop_goro_text[];
+__thread int goro_tls_locks __attribute__((tls_model("initial-exec"))) = 0;
+}
+
+bool pc_in_goro_text(std::uintptr_t pc) {
+  return pc >= reinterpret_cast<std::uintptr_t>(__start_goro_text) &&
+         pc < reinterpret_cast<std::uintptr_t>(__stop_goro_text);
+}
+
+GORO_TEXT M* current_m() { return tls_m; }
+
+GORO_TEXT M* acquirem() {
+  M* m = tls_m;
+  if (m != nullptr) tls_locks_inc();
+  return m;
+}
+
+GORO_TEXT void releasem(M* m) {
+  if (m == nullptr) return;
+  if (tls_locks_dec()) {
+    Fiber* f = m->curg();
+    if (f != nullptr && f->preempt_requested.load(std::memory_order_relaxed)) {
+      releasem_slow(m);
+    }
+  }
+}
+
+GORO_TEXT void releasem_slow(M* m) {
+  // A preemption was requested while the fiber could not be preempted; honour
+  // it now, at this cooperative point -- unless the fiber is in a
+  // goro::NoPreempt region, inside blocking(), or not on a P.
+  Fiber* f = m->curg();
+  if (f->no_preempt != 0 || m->p == nullptr || m->blocking_p != nullptr) {
+    return;
+  }
+  preempt_yield(false);
+}
+
+M* current_m_signal_safe() { return tls_m; }
+
+const char* fiber_state_name(FiberState s) {
+  switch (s) {
+    case FiberState::kFree:
+      return "free";
+    case FiberState::kRunnable:
+      return "runnable";
+    case FiberState::kRunning:
+      return "running";
+    case FiberState::kWaiting:
+      return "waiting";
+    case FiberState::kDead:
+      return "dead";
+  }
+  return "?";
+}
+
+[[noreturn]] void fatal(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  std::fputs("goro: fatal error: ", stderr);
+  std::vfprintf(stderr, fmt, ap);
+  std::fputc('\n', stderr);
+  va_end(ap);
+  std::fflush(stderr);
+  std::abort();
+}
+
+namespace {
+
+void setup_thread(M* m) {
+  tls_m = m;
+  m->eh_globals = reinterpret_cast<EhGlobals*>(abi::__cxa_get_globals());
+  m->tid.store(static_cast<pid_t>(syscall(SYS_gettid)),
+               std::memory_order_release);
+  // Sleep to the nanosecond, not the default 50 us of slack.
+  prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+  install_thread_signal_stack(m);
+#if defined(__SANITIZE_THREAD__)
+  m->tsan_g0 = __tsan_get_current_fiber();
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+  pthread_attr_t attr;
+  pthread_getattr_np(pthread_self(), &attr);
+  pthread_attr_getstack(&attr, &m->asan_g0_bottom, &m->asan_g0_size);
+  pthread_attr_destroy(&attr);
+#endif
+  char name[16];
+  std::snprintf(name, sizeof(name), "goro-m%d", m->id);
+  pthread_setname_np(pthread_self(), name);
+  if (g_hooks.on_thread_start != nullptr) g_hooks.on_thread_start(m);
+}
+
+}  // namespace
+
+void m_main(Sched* s, M* m) {
+  setup_thread(m);
+  {
+    MutexLock l(&s->lock);
+    if (m->next_p != nullptr) {
+      acquirep(m, m->next_p);
+      m->spinning = m->next_spinning;
+      m->next_p = nullptr;
+    }
+  }
+  for (;;) {
+    bool inherit = false;
+    Fiber* f = find_runnable(s, m, &inherit);
+    if (f == nullptr) break;
+    execute(m, f, inherit);
+  }
+  if (g_hooks.on_thread_exit != nullptr) g_hooks.on_thread_exit(m);
+  remove_thread_signal_stack(m);
+  tls_m = nullptr;
+}
+
+}  // namespace goro::runtime_internal

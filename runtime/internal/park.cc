@@ -1,0 +1,268 @@
+// Copyright goro authors.
+//
+// The calls a running fiber makes into the scheduler: park and ready (the
+// park/ready API of park.h, for sync/ and net/), yield and preemption
+// yields, blocking() enter/exit (Go's entersyscall/exitsyscall), sleeping,
+// and timers. Each starts with acquirem (or MHold) so that no asynchronous
+// preemption lands while it touches M or P state.
+
+#include <chrono>
+#include <thread>
+
+#include "runtime/internal/api.h"
+#include "runtime/internal/park.h"
+#include "runtime/internal/run_queues.h"
+#include "runtime/internal/scheduler_internal.h"
+
+namespace goro::runtime_internal {
+
+const char* wait_reason_name(WaitReason r) {
+  switch (r) {
+    case WaitReason::kNone:
+      return "";
+    case WaitReason::kChanSend:
+      return "chan send";
+    case WaitReason::kChanReceive:
+      return "chan receive";
+    case WaitReason::kSelect:
+      return "select";
+    case WaitReason::kSelectNoCases:
+      return "select (no cases)";
+    case WaitReason::kSleep:
+      return "sleep";
+    case WaitReason::kMutexLock:
+      return "sync.Mutex.Lock";
+    case WaitReason::kRWMutexRLock:
+      return "sync.RWMutex.RLock";
+    case WaitReason::kRWMutexLock:
+      return "sync.RWMutex.Lock";
+    case WaitReason::kCondWait:
+      return "sync.Cond.Wait";
+    case WaitReason::kSemacquire:
+      return "semacquire";
+    case WaitReason::kWaitGroupWait:
+      return "sync.WaitGroup.Wait";
+    case WaitReason::kIOWait:
+      return "IO wait";
+  }
+  return "?";
+}
+
+// In goro_text: no preemption can move the fiber between reading the M and
+// reading its curg.
+GORO_TEXT Fiber* current_fiber() {
+  M* m = current_m();
+  return m == nullptr || m->blocking_p != nullptr ? nullptr : m->curg();
+}
+
+void global_put(Sched* s, Fiber* f) {
+  {
+    MutexLock l(&s->lock);
+    global_put_locked(s, f);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // see idle.cc
+}
+
+void preempt_check() {
+  M* m = acquirem();
+  releasem(m);
+}
+
+bool spin_may_help() {
+  MHold hold;
+  M* m = hold.m();
+  if (m == nullptr || m->p == nullptr || m->curg() == nullptr) return false;
+  const Sched* s = sched();
+  // Another P is running fibers: neither idle nor spinning for work. Our
+  // own P has nothing else to run (Go's sync_runtime_canSpin).
+  return s->npidle.load(std::memory_order_relaxed) +
+                 s->nmspinning.load(std::memory_order_relaxed) + 1 <
+             s->nprocs &&
+         m->p->runq.empty() &&
+         m->p->runnext.load(std::memory_order_relaxed) == nullptr;
+}
+
+void park(bool (*commit)(void*), void* arg, WaitReason reason) {
+  M* m = acquirem();
+  Fiber* self = m != nullptr ? m->curg() : nullptr;
+  if (self == nullptr || m->p == nullptr) {
+    fatal("park called outside a fiber (or inside goro::blocking)");
+  }
+  self->wait_reason = reason;
+  m->after = M::After::kPark;
+  m->after_fiber = self;
+  m->after_commit = commit;
+  m->after_arg = arg;
+  // Resumed, possibly on another M: drop the count the switcher held there.
+  release_after_switch(leave_fiber(m, self, false));
+}
+
+void ready(Fiber* f) {
+  // kWaiting -> kRunnable. By the park protocol exactly one waker owns this
+  // transition (whoever removed the fiber from where its commit published
+  // it), so a load and a store suffice; the check still catches a second
+  // ready() of the same park in practice. acquire: pairs with the release
+  // store in finish_switch, so the fiber's saved context is visible.
+  const FiberState st = f->state.load(std::memory_order_acquire);
+  if (st != FiberState::kWaiting) {
+    fatal("ready() of fiber %llu in state %s",
+          static_cast<unsigned long long>(f->id), fiber_state_name(st));
+  }
+  f->wait_reason = WaitReason::kNone;
+  f->state.store(FiberState::kRunnable, std::memory_order_relaxed);
+  Sched* s = sched();
+  M* m = acquirem();
+  if (m != nullptr && m->p != nullptr) {
+    runq_put(m->p, f, true);
+    // A fiber readied into an empty runnext of a P whose ring is empty runs
+    // as soon as the caller blocks or yields -- usually at once (a channel
+    // hand-off, a mutex release before a wait). Waking an idle M for it
+    // would only have that M steal it across CPUs or go back to sleep, which
+    // costs more than the hand-off itself (Tokio's LIFO slot makes the same
+    // trade). If the caller keeps running instead, sysmon wakes an M for the
+    // waiting fiber within one of its periods (retake.h). Anything in the
+    // ring is stealable work: wake as usual.
+    if (!m->p->runq.empty()) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);  // see runq_put
+      wakep(s);
+    }
+  } else {
+    global_put(s, f);
+    wakep(s);
+  }
+  releasem(m);
+}
+
+void yield_impl(bool preempted, bool async) {
+  M* m = acquirem();
+  Fiber* self = m != nullptr ? m->curg() : nullptr;
+  if (self == nullptr || m->p == nullptr || m->blocking_p != nullptr) {
+    releasem(m);
+    if (!preempted) std::this_thread::yield();
+    return;
+  }
+  self->preempt_requested.store(false, std::memory_order_relaxed);
+  Sched* s = sched();
+  if (preempted) {
+    // The slice of a runnext chain is over: whoever waits in runnext goes
+    // behind the run queue, whose fibers run first.
+    if (Fiber* r = m->p->runnext.exchange(nullptr, std::memory_order_acquire)) {
+      runq_put(m->p, r, false);
+    }
+  }
+  Fiber* next = nullptr;
+  bool inherit = false;
+  const Pick pick = pick_next(s, m, &next, &inherit);
+  if (pick == Pick::kNothing && !preempted) {
+    if (s->gq_size.load(std::memory_order_relaxed) == 0) {
+      releasem(m);  // nobody else to run
+      return;
+    }
+    // This P has nothing else, but the global queue has: go through the
+    // scheduler behind those fibers (as Go's Gosched does), so that a fiber
+    // yielding in a loop cannot starve them.
+    m->after = M::After::kRequeueGlobal;
+    m->after_fiber = self;
+    release_after_switch(switch_from_fiber(m, self, nullptr, false, false));
+    return;
+  }
+  if (preempted) count_preemption(m->p, async);
+  // An async-preempted fiber resumes on this thread unless migration is
+  // allowed: the compiler may hold thread-local addresses in registers.
+  // With migration allowed it goes to the global queue, as in Go, so that
+  // any P may pick it up (fairness across workers).
+  m->after = !async                    ? M::After::kRequeue
+             : s->opts.preempt_migrate ? M::After::kRequeueGlobal
+                                       : M::After::kPin;
+  m->after_fiber = self;
+  // A preempted fiber's successor starts a fresh time slice.
+  if (preempted) inherit = false;
+  release_after_switch(switch_from_fiber(m, self, next, inherit, false));
+}
+
+void preempt_yield(bool async) { yield_impl(true, async); }
+
+bool blocking_enter() {
+  M* m = acquirem();
+  if (m == nullptr || m->curg() == nullptr || m->p == nullptr) {
+    releasem(m);
+    return false;
+  }
+  Sched* s = sched();
+  P* p = m->p;
+  // Fibers pinned to this thread (async-preempted) cannot wait for it: fn
+  // may be waiting for one of them. They go with the P and may migrate.
+  while (Fiber* f = pinned_pop(m)) runq_put(p, f, false);
+  p->set_m(nullptr);
+  m->p = nullptr;
+  m->blocking_p = p;
+  handoffp(s, p);
+  // The fiber keeps one count while in blocking(): it must not be preempted
+  // (it holds no P), and blocking_exit drops it.
+  return true;
+}
+
+void blocking_exit() {
+  M* m = current_m();  // still holding the count from blocking_enter
+  Sched* s = sched();
+  P* old = m->blocking_p;
+  m->blocking_p = nullptr;
+  {
+    MutexLock l(&s->lock);
+    P* p = pidle_remove_locked(s, old) ? old : pidle_get_locked(s);
+    if (p != nullptr) acquirep(m, p);
+  }
+  if (m->p == nullptr) {
+    // No P is free: queue this fiber (and any fiber pinned to this thread:
+    // this M is about to stop, so they may migrate after all) globally and
+    // let this M stop.
+    while (Fiber* f = pinned_pop(m)) global_put(s, f);
+    Fiber* self = m->curg();
+    m->after = M::After::kRequeueGlobal;
+    m->after_fiber = self;
+    m = switch_from_fiber(m, self, nullptr, false, false);
+  }
+  releasem(m);
+}
+
+void timer_start(Timer* t) {
+  Sched* s = sched();
+  MHold hold;
+  M* m = hold.m();
+  P* p = m != nullptr && m->p != nullptr ? m->p : s->ps[0].get();
+  const bool earliest = p->timers.add(t);
+  if (earliest && (m == nullptr || m->p != p)) {
+    // An idle M may be sleeping until a later deadline: wake one to re-plan.
+    wake_idle_m_for_timer(s);
+  }
+}
+
+bool timer_stop(Timer* t) {
+  void* h = std::atomic_ref<void*>(t->heap).load(std::memory_order_acquire);
+  if (h == nullptr) return false;
+  return static_cast<TimerHeap*>(h)->remove(t);
+}
+
+void sleep_until_impl(std::int64_t when) {
+  M* m = current_m();
+  if (m == nullptr || m->curg() == nullptr || m->blocking_p != nullptr) {
+    const std::int64_t now = mono_now_ns();
+    if (when > now) {
+      std::this_thread::sleep_for(std::chrono::nanoseconds(when - now));
+    }
+    return;
+  }
+  if (when <= mono_now_ns()) return;
+  Timer t;
+  t.when = when;
+  t.fire = [](void* f) { ready(static_cast<Fiber*>(f)); };
+  t.arg = m->curg();
+  park(
+      [](void* tp) {
+        current_m()->p->timers.add(static_cast<Timer*>(tp));
+        return true;
+      },
+      &t, WaitReason::kSleep);
+}
+
+}  // namespace goro::runtime_internal

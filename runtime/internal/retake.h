@@ -1,0 +1,145 @@
+// Copyright goro authors.
+//
+// sysmon's decisions about one P, apart from the reading of the P and the
+// acting on it (sysmon.cc), so that they can be tested with a fake clock
+// (tests/runtime/retake_test.cc). Go keeps the same logic in retake().
+//
+// Each round sysmon fills a PView per P and calls PWatch::observe, which
+// returns what to do:
+//   * A fiber overran its slice: the P's sched_seq (counting fresh slices;
+//     fibers run from runnext inherit theirs, so a chain of hand-offs is one
+//     fiber) has not changed for longer than the time slice since the round
+//     that first saw it. Request preemption (the fiber's flag), then -- at
+//     most once per resignal interval -- ask the thread's state: on a CPU
+//     ('R'), signal it (when the P is not a spare; fibers on a spare are
+//     preempted only cooperatively); asleep in the kernel ('S', 'D'), lend
+//     the P's spare so its other fibers keep running (signalling would only
+//     break the call with EINTR).
+//   * A lent spare goes back once its P's stuck M runs again.
+//   * Work stranded on a busy P (ready() does not wake an M for a fiber it
+//     puts in runnext: it usually runs at once) while another P idles and
+//     nobody looks for work: after one period, wake an M. A runnext alone
+//     counts only if the P has not switched since: a P that keeps switching
+//     runs its runnext fibers itself (a channel ping-pong has one there half
+//     the time), and an M woken to steal them would only contend for the P's
+//     cache lines.
+//
+// The thread's state costs a /proc read (~2.5 us), so it is asked for only
+// when a decision depends on it.
+
+#ifndef GORO_RUNTIME_INTERNAL_RETAKE_H_
+#define GORO_RUNTIME_INTERNAL_RETAKE_H_
+
+#include <algorithm>
+#include <cstdint>
+
+#include "absl/functional/function_ref.h"
+
+namespace goro::runtime_internal {
+
+// What sysmon read of one P this round.
+struct PView {
+  bool running = false;           // PStatus::kRunning
+  std::uint64_t seq = 0;          // P::sched_seq
+  std::uint64_t switches = 0;     // P::context_switches
+  bool ring_work = false;         // the local ring is not empty
+  bool runnext_work = false;      // runnext holds a fiber
+  bool others_idle = false;       // npidle > 0 && nmspinning == 0
+  bool has_m = false;             // an M holds it
+  bool has_fiber = false;         // its M runs a fiber (not its scheduler)
+  bool is_spare = false;          // a spare P (never signalled, never lent)
+  bool spare_lent = false;        // (regular P) its spare is SpareState::kOn
+  bool async_preempt = true;      // Options::async_preempt
+};
+
+// What to do about it.
+struct RetakeActions {
+  bool retire_spare = false;      // the lent spare goes back
+  bool wake_m = false;            // stranded work: wakep()
+  bool request_preempt = false;   // set the running fiber's preempt flag
+  bool lend_spare = false;        // the M is stuck in the kernel
+  bool signal = false;            // interrupt the M (Hooks::preempt_m), then
+                                  // PWatch::signal_sent
+};
+
+// Timing of the decisions, in nanoseconds.
+struct RetakePolicy {
+  std::int64_t slice = 10'000'000;   // Options::time_slice
+  std::int64_t period = 1'000'000;   // sysmon's period while busy
+  // The least time between two signals (or stuck checks) for one P.
+  std::int64_t resignal() const { return std::max<std::int64_t>(period, kMinResignal); }
+  static constexpr std::int64_t kMinResignal = 100'000;
+};
+
+// sysmon's memory of one P between rounds.
+class PWatch {
+ public:
+  // observe decides for one round at `now`; `prev` is the previous round's
+  // time (0 if none). thread_state() returns the P's M's scheduling state
+  // ('R' on a CPU or runnable, 'S'/'D' asleep in the kernel, '?' unknown).
+  RetakeActions observe(std::int64_t now, std::int64_t prev,
+                        const RetakePolicy& pol, const PView& v,
+                        absl::FunctionRef<char()> thread_state) {
+    RetakeActions a;
+    if (!v.running || v.seq != seq_) {
+      seq_ = v.running ? v.seq : kNone;
+      // The switch happened since the previous round: assume the middle of
+      // that interval (unbiased), unless that round is long past.
+      since_ = prev != 0 && now - prev <= 2 * pol.period
+                   ? prev + (now - prev) / 2
+                   : now;
+      last_signal_ = 0;
+    }
+    const bool overran = v.running && now - since_ >= pol.slice;
+    if (v.spare_lent && (!overran || !v.has_m || thread_state() == 'R')) {
+      a.retire_spare = true;
+    }
+    if (v.running && (v.ring_work || v.runnext_work) && v.others_idle) {
+      if (waiting_since_ == 0 ||
+          (!v.ring_work && waiting_switches_ != v.switches)) {
+        waiting_since_ = now;
+        waiting_switches_ = v.switches;
+      } else if (now - waiting_since_ >= pol.period) {
+        a.wake_m = true;
+        waiting_since_ = 0;
+      }
+    } else {
+      waiting_since_ = 0;
+    }
+    if (!overran || !v.has_fiber) return a;
+    a.request_preempt = true;
+    if (now - last_signal_ < pol.resignal()) return a;
+    const char st = thread_state();
+    if (st != 'R') {
+      a.lend_spare = !v.is_spare && st != '?';
+      last_signal_ = now;
+      return a;
+    }
+    a.signal = v.async_preempt && !v.is_spare;
+    return a;
+  }
+
+  // signal_sent records that sysmon acted on `signal` at `now` (it does not
+  // when a signal was already in flight: it asks again next round).
+  void signal_sent(std::int64_t now) { last_signal_ = now; }
+
+  // When the fiber seen running will have run a whole slice (INT64_MAX if
+  // none is running or it already has): sysmon's next wake-up.
+  std::int64_t slice_end(const RetakePolicy& pol, const PView& v,
+                         std::int64_t now) const {
+    return v.running && since_ + pol.slice > now ? since_ + pol.slice
+                                                 : INT64_MAX;
+  }
+
+ private:
+  static constexpr std::uint64_t kNone = ~0ULL;
+  std::uint64_t seq_ = kNone;
+  std::int64_t since_ = 0;              // when seq_ was first seen
+  std::int64_t last_signal_ = 0;        // when we last signalled its M
+  std::int64_t waiting_since_ = 0;      // runnable work seen stranded since
+  std::uint64_t waiting_switches_ = 0;  // P::context_switches then
+};
+
+}  // namespace goro::runtime_internal
+
+#endif  // GORO_RUNTIME_INTERNAL_RETAKE_H_

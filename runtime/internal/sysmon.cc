@@ -1,0 +1,236 @@
+// Copyright goro authors.
+//
+// sysmon: one thread per runtime, outside the P/M accounting, that watches
+// the Ps (Go's sysmon in proc.go). Each round it reads every P into a PView
+// and acts on what PWatch::observe decides (retake.h): preemption requests,
+// signals through Hooks::preempt_m (preempt/ owns the signal half), lending
+// and retiring spare Ps, and waking an M for stranded work. Once a second it
+// also returns the memory of surplus free stacks to the kernel
+// (StackAllocator::scavenge).
+//
+// Period: while any P is busy, time_slice / 10 clamped to
+// [kMinPeriod, kMaxBusyPeriod], so a fiber is noticed within a tenth of a
+// slice after it ends, and it wakes exactly at the earliest slice end if
+// that comes first. When all Ps are idle the period doubles up to
+// kMaxIdlePeriod, and after kIdleRoundsBeforeSleep idle rounds sysmon sleeps
+// until a P becomes busy (startm calls sysmon_wake), so an idle runtime burns
+// no CPU.
+//
+// sysmon reads other threads' fields without their locks (P::m, M::curg,
+// the run queues): all are atomics, the objects live until the runtime
+// ends, and a stale read costs at worst a misdirected request, which the
+// handler and the fiber treat as a no-op. Under ThreadSanitizer sysmon runs
+// too (its scheduler duties are needed), without the signal half.
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "runtime/internal/futex.h"
+#include "runtime/internal/retake.h"
+#include "runtime/internal/scheduler_internal.h"
+
+namespace goro::runtime_internal {
+
+namespace {
+
+constexpr std::int64_t kMinPeriod = 20'000;           // 20 us, as Go
+constexpr std::int64_t kMaxBusyPeriod = 1'000'000;    // 1 ms
+constexpr std::int64_t kMaxIdlePeriod = 10'000'000;   // 10 ms, as Go
+constexpr int kIdleRoundsBeforeSleep = 50;
+// The deep sleep's safety tick: a missed sysmon_wake costs at most this.
+constexpr std::int64_t kDeepSleepTick = 100'000'000;  // 100 ms
+constexpr std::int64_t kScavengePeriod = 1'000'000'000;  // 1 s
+// Free stacks returned per scavenge, so that sysmon's round stays short.
+constexpr std::size_t kScavengeBatch = 4096;
+
+}  // namespace
+
+struct Sysmon {
+  Sched* s = nullptr;
+  std::thread thread;
+  std::atomic<bool> stop{false};
+  std::atomic<bool> sleeping{false};  // deep sleep: wake on busy
+  Note note;
+  std::vector<PWatch> watch;
+  std::vector<int> stat_fds;  // /proc/self/task/TID/stat per M id
+};
+
+namespace {
+
+// The thread's scheduling state from /proc/self/task/TID/stat ('R' running
+// or runnable, 'S' sleeping, 'D' uninterruptible, ...), or '?' on error.
+char thread_state(Sysmon* sm, const M* m) {
+  const pid_t tid = m->tid.load(std::memory_order_acquire);
+  if (tid == 0) return '?';
+  std::vector<int>& fds = sm->stat_fds;
+  if (fds.size() <= static_cast<std::size_t>(m->id)) {
+    fds.resize(static_cast<std::size_t>(m->id) + 1, -1);
+  }
+  int& fd = fds[static_cast<std::size_t>(m->id)];
+  if (fd < 0) {
+    char path[64];
+    std::snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return '?';
+  }
+  char buf[256];
+  const ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+  if (n <= 0) return '?';
+  buf[n] = '\0';
+  // "tid (comm) S ..." -- comm may contain spaces or ')': use the last ')'.
+  char* close = nullptr;
+  for (char* p = buf; *p != '\0'; ++p) {
+    if (*p == ')') close = p;
+  }
+  if (close == nullptr || close[1] != ' ') return '?';
+  return close[2];
+}
+
+// One round over every P. Returns the earliest time at which a fiber seen
+// running will have run a whole slice (INT64_MAX if none).
+std::int64_t retake(Sysmon* sm, std::int64_t now, std::int64_t prev,
+                    const RetakePolicy& pol) {
+  Sched* s = sm->s;
+  const int n = static_cast<int>(s->ps.size());
+  const bool others_idle = s->npidle.load(std::memory_order_relaxed) > 0 &&
+                           s->nmspinning.load(std::memory_order_relaxed) == 0;
+  std::int64_t next_deadline = INT64_MAX;
+  for (int i = 0; i < n; ++i) {
+    P* p = s->ps[static_cast<std::size_t>(i)].get();
+    P* spare = !p->is_spare && i + s->nprocs < n
+                   ? s->ps[static_cast<std::size_t>(i + s->nprocs)].get()
+                   : nullptr;
+    M* m = p->m();
+    Fiber* f = m != nullptr ? m->curg() : nullptr;
+    PView v;
+    v.running = p->status.load(std::memory_order_relaxed) == PStatus::kRunning;
+    v.seq = p->sched_seq.load(std::memory_order_relaxed);
+    v.switches = p->context_switches.get();
+    v.ring_work = !p->runq.empty();
+    v.runnext_work = p->runnext.load(std::memory_order_relaxed) != nullptr;
+    v.others_idle = others_idle;
+    v.has_m = m != nullptr;
+    v.has_fiber = f != nullptr;
+    v.is_spare = p->is_spare;
+    v.spare_lent = spare != nullptr &&
+                   spare->spare_state.load(std::memory_order_acquire) ==
+                       SpareState::kOn;
+    v.async_preempt = s->opts.async_preempt;
+    PWatch& w = sm->watch[static_cast<std::size_t>(i)];
+    const RetakeActions a = w.observe(
+        now, prev, pol, v,
+        [&] { return m != nullptr ? thread_state(sm, m) : '?'; });
+    next_deadline = std::min(next_deadline, w.slice_end(pol, v, now));
+
+    if (a.retire_spare) {
+      SpareState on = SpareState::kOn;
+      if (spare->spare_state.compare_exchange_strong(
+              on, SpareState::kRetire, std::memory_order_acq_rel)) {
+        retire_idle_spare(s, spare);
+      }
+    }
+    if (a.wake_m) wakep(s);
+    if (a.request_preempt &&
+        !f->preempt_requested.exchange(true, std::memory_order_relaxed)) {
+      s->preempt_requests.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (a.lend_spare) lend_spare(s, spare);
+    if (a.signal && g_hooks.preempt_m != nullptr && g_hooks.preempt_m(m)) {
+      w.signal_sent(now);
+    }
+  }
+  return next_deadline;
+}
+
+void sysmon_main(Sysmon* sm) {
+  pthread_setname_np(pthread_self(), "goro-sysmon");
+  prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+  Sched* s = sm->s;
+  sm->watch.resize(s->ps.size());
+  RetakePolicy pol;
+  pol.slice =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(s->opts.time_slice)
+          .count();
+  const std::int64_t busy_period =
+      std::clamp<std::int64_t>(pol.slice / 10, kMinPeriod, kMaxBusyPeriod);
+  std::int64_t period = busy_period;
+  int idle_rounds = 0;
+  std::int64_t prev_round = 0, next_deadline = INT64_MAX;
+  std::int64_t next_scavenge = mono_now_ns() + kScavengePeriod;
+  while (!sm->stop.load(std::memory_order_acquire)) {
+    const std::int64_t now = mono_now_ns();
+    if (now >= next_scavenge) {
+      s->stacks.scavenge(kScavengeBatch);
+      next_scavenge = now + kScavengePeriod;
+    }
+    const bool idle = s->npidle.load(std::memory_order_relaxed) == s->nprocs;
+    if (idle) {
+      period = std::min<std::int64_t>(period * 2, kMaxIdlePeriod);
+      if (++idle_rounds > kIdleRoundsBeforeSleep) {
+        // Deep sleep until a P becomes busy (or the safety tick).
+        sm->note.clear();
+        sm->sleeping.store(true, std::memory_order_seq_cst);
+        if (s->npidle.load(std::memory_order_seq_cst) == s->nprocs &&
+            !sm->stop.load(std::memory_order_acquire)) {
+          sm->note.sleep(mono_now_ns() + kDeepSleepTick);
+        }
+        sm->sleeping.store(false, std::memory_order_relaxed);
+        idle_rounds = 0;
+        period = busy_period;
+        continue;
+      }
+    } else {
+      idle_rounds = 0;
+      period = busy_period;
+      pol.period = period;
+      next_deadline = retake(sm, now, prev_round, pol);
+      prev_round = now;
+    }
+    sm->note.clear();
+    // Wake at the next period, or exactly when a fiber's slice ends if that
+    // comes first, so that overruns are not rounded up to a whole period.
+    std::int64_t wake = mono_now_ns() + period;
+    if (!idle && next_deadline < wake) wake = next_deadline;
+    sm->note.sleep(wake);
+  }
+  for (int fd : sm->stat_fds) {
+    if (fd >= 0) close(fd);
+  }
+}
+
+}  // namespace
+
+void sysmon_start(Sched* s) {
+  auto* sm = new Sysmon;
+  sm->s = s;
+  s->sysmon = sm;
+  sm->thread = std::thread(sysmon_main, sm);
+}
+
+void sysmon_stop(Sched* s) {
+  Sysmon* sm = s->sysmon;
+  if (sm == nullptr) return;
+  sm->stop.store(true, std::memory_order_release);
+  sm->note.wake();
+  sm->thread.join();
+  s->sysmon = nullptr;
+  delete sm;
+}
+
+void sysmon_wake(Sched* s) {
+  Sysmon* sm = s->sysmon;
+  if (sm != nullptr && sm->sleeping.load(std::memory_order_relaxed)) {
+    sm->sleeping.store(false, std::memory_order_relaxed);
+    sm->note.wake();
+  }
+}
+
+}  // namespace goro::runtime_internal
