@@ -174,7 +174,8 @@ void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*)) {
   f->destroy = destroy;
   transition(f, FiberState::kFree, FiberState::kRunnable);
   Sched* s = sched();
-  M* m = acquirem();
+  MHold hold;  // its release is a cooperative preemption point
+  M* m = hold.m();
   if (m != nullptr && m->p != nullptr) {
     m->p->fibers_created.add();
     runq_put(m->p, f, true);
@@ -184,7 +185,6 @@ void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*)) {
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);  // see runq_put
   wakep(s);
-  releasem(m);  // a cooperative preemption point
 }
 
 std::uint64_t fiber_id(const Fiber* f) { return f->id; }

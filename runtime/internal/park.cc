@@ -63,10 +63,7 @@ void global_put(Sched* s, Fiber* f) {
   std::atomic_thread_fence(std::memory_order_seq_cst);  // see idle.cc
 }
 
-void preempt_check() {
-  M* m = acquirem();
-  releasem(m);
-}
+void preempt_check() { MHold hold; }
 
 bool spin_may_help() {
   MHold hold;
@@ -111,7 +108,8 @@ void ready(Fiber* f) {
   f->wait_reason = WaitReason::kNone;
   f->state.store(FiberState::kRunnable, std::memory_order_relaxed);
   Sched* s = sched();
-  M* m = acquirem();
+  MHold hold;
+  M* m = hold.m();
   if (m != nullptr && m->p != nullptr) {
     runq_put(m->p, f, true);
     // A fiber readied into an empty runnext of a P whose ring is empty runs
@@ -130,7 +128,6 @@ void ready(Fiber* f) {
     global_put(s, f);
     wakep(s);
   }
-  releasem(m);
 }
 
 void yield_impl(bool preempted, bool async) {

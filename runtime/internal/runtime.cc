@@ -187,9 +187,7 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
 
 namespace goro {
 
-using runtime_internal::current_m;
 using runtime_internal::Fiber;
-using runtime_internal::M;
 
 void yield() { runtime_internal::yield_impl(false, false); }
 
@@ -203,20 +201,15 @@ void sleep_until(std::chrono::steady_clock::time_point deadline) {
 namespace this_fiber {
 
 std::uint64_t id() {
-  M* m = runtime_internal::acquirem();
-  Fiber* f = m != nullptr ? m->curg() : nullptr;
-  std::uint64_t id = f != nullptr ? f->id : 0;
-  runtime_internal::releasem(m);
-  return id;
+  runtime_internal::MHold hold;
+  Fiber* f = hold.m() != nullptr ? hold.m()->curg() : nullptr;
+  return f != nullptr ? f->id : 0;
 }
 
 std::string_view name() {
-  M* m = runtime_internal::acquirem();
-  Fiber* f = m != nullptr ? m->curg() : nullptr;
-  std::string_view n =
-      f != nullptr ? std::string_view(f->name) : std::string_view();
-  runtime_internal::releasem(m);
-  return n;
+  runtime_internal::MHold hold;
+  Fiber* f = hold.m() != nullptr ? hold.m()->curg() : nullptr;
+  return f != nullptr ? std::string_view(f->name) : std::string_view();
 }
 
 }  // namespace this_fiber

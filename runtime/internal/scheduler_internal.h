@@ -18,7 +18,11 @@
 // GORO_TEXT puts a function into the goro_text section: code the SIGURG
 // handler never interrupts with a switch (see acquirem). noipa: its callers
 // must really call it, or the inlined copy would sit outside the section.
+#if defined(__clang__)  // clang has no noipa; only its analysis reads this
+#define GORO_TEXT __attribute__((section("goro_text"), noinline))
+#else
 #define GORO_TEXT __attribute__((section("goro_text"), noinline, noipa))
+#endif
 
 // GORO_DCHECK(cond): a runtime invariant, checked in debug (-c dbg) and
 // sanitizer builds, where it aborts through fatal() naming the condition.

@@ -1,0 +1,192 @@
+// Copyright goro authors.
+//
+// sysmon's per-P decisions (runtime/internal/retake.h) against a fake clock:
+// when a fiber has overrun its slice, when its thread is signalled or its
+// P's spare lent, when a lent spare goes back, and when stranded work wakes
+// an M.
+
+#include "runtime/internal/retake.h"
+
+#include <cstdint>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace goro::runtime_internal {
+namespace {
+
+constexpr std::int64_t kMs = 1'000'000;
+
+class RetakeTest : public ::testing::Test {
+ protected:
+  RetakeTest() {
+    pol_.slice = 10 * kMs;
+    pol_.period = 1 * kMs;
+    view_.running = true;
+    view_.seq = 7;
+    view_.has_m = true;
+    view_.has_fiber = true;
+  }
+
+  // One sysmon round at `now` ms; counts how often the thread state was read.
+  RetakeActions round(std::int64_t now_ms) {
+    const std::int64_t now = now_ms * kMs;
+    RetakeActions a = watch_.observe(now, prev_, pol_, view_, [&] {
+      ++state_reads_;
+      return state_;
+    });
+    prev_ = now;
+    return a;
+  }
+
+  // Rounds every period from `from` to `to` ms; returns the first time (ms)
+  // a signal was asked for, or -1.
+  std::int64_t first_signal(std::int64_t from, std::int64_t to) {
+    for (std::int64_t t = from; t <= to; ++t) {
+      if (round(t).signal) return t;
+    }
+    return -1;
+  }
+
+  RetakePolicy pol_;
+  PView view_;
+  PWatch watch_;
+  std::int64_t prev_ = 0;
+  char state_ = 'R';
+  int state_reads_ = 0;
+};
+
+TEST_F(RetakeTest, AFiberWithinItsSliceIsLeftAlone) {
+  for (int t = 0; t < 10; ++t) {
+    RetakeActions a = round(t);
+    EXPECT_FALSE(a.request_preempt) << "at " << t << " ms";
+    EXPECT_FALSE(a.signal) << "at " << t << " ms";
+  }
+  EXPECT_EQ(state_reads_, 0) << "the /proc read is needed only on overrun";
+}
+
+TEST_F(RetakeTest, AnOverrunIsRequestedAndSignalledAfterOneSlice) {
+  // First seen at 0 ms (no previous round): the slice ends at 10 ms.
+  EXPECT_EQ(first_signal(0, 30), 10);
+  EXPECT_TRUE(round(11).request_preempt);
+}
+
+TEST_F(RetakeTest, TheSliceStartsMidwayBetweenTheTwoRoundsAroundASwitch) {
+  round(0);
+  round(4);
+  view_.seq = 8;  // switched between 4 and 6 ms: assume 5 ms
+  round(6);
+  EXPECT_FALSE(round(14).signal);
+  EXPECT_TRUE(round(15).signal);
+  EXPECT_EQ(watch_.slice_end(pol_, view_, 14 * kMs), 15 * kMs);
+}
+
+TEST_F(RetakeTest, ASwitchRestartsTheSlice) {
+  round(0);
+  round(9);
+  view_.seq = 8;
+  EXPECT_FALSE(round(10).signal);
+  EXPECT_EQ(first_signal(11, 40), 20);
+}
+
+TEST_F(RetakeTest, SignalsAreSpacedByTheResignalInterval) {
+  EXPECT_EQ(first_signal(0, 30), 10);
+  watch_.signal_sent(10 * kMs);
+  // The period is 1 ms: asked again at the next round only.
+  EXPECT_TRUE(round(11).signal);
+  watch_.signal_sent(11 * kMs);
+  pol_.period = 20'000;  // 20 us: resignal is then the 100 us floor
+  EXPECT_FALSE(watch_.observe(11 * kMs + 50'000, 11 * kMs, pol_, view_,
+                              [] { return 'R'; })
+                   .signal);
+  EXPECT_TRUE(watch_.observe(11 * kMs + 100'000, 11 * kMs + 50'000, pol_,
+                             view_, [] { return 'R'; })
+                  .signal);
+}
+
+TEST_F(RetakeTest, AThreadAsleepInTheKernelGetsItsSpareLentNotASignal) {
+  state_ = 'S';
+  round(0);
+  RetakeActions a = round(10);
+  EXPECT_TRUE(a.request_preempt);
+  EXPECT_TRUE(a.lend_spare);
+  EXPECT_FALSE(a.signal);
+}
+
+TEST_F(RetakeTest, AnUnknownThreadStateLendsNothing) {
+  state_ = '?';
+  round(0);
+  RetakeActions a = round(10);
+  EXPECT_FALSE(a.lend_spare);
+  EXPECT_FALSE(a.signal);
+}
+
+TEST_F(RetakeTest, ASpareIsNeverSignalledNorLent) {
+  view_.is_spare = true;
+  round(0);
+  EXPECT_FALSE(round(10).signal);
+  state_ = 'D';
+  EXPECT_FALSE(round(12).lend_spare);
+}
+
+TEST_F(RetakeTest, WithoutAsyncPreemptionOnlyTheFlagIsSet) {
+  view_.async_preempt = false;
+  round(0);
+  RetakeActions a = round(10);
+  EXPECT_TRUE(a.request_preempt);
+  EXPECT_FALSE(a.signal);
+}
+
+TEST_F(RetakeTest, TheSchedulerContextIsNotPreempted) {
+  view_.has_fiber = false;
+  round(0);
+  RetakeActions a = round(20);
+  EXPECT_FALSE(a.request_preempt);
+  EXPECT_FALSE(a.signal);
+}
+
+TEST_F(RetakeTest, ALentSpareGoesBackWhenTheStuckThreadRunsAgain) {
+  view_.spare_lent = true;
+  state_ = 'S';
+  round(0);
+  EXPECT_FALSE(round(10).retire_spare) << "still stuck";
+  state_ = 'R';
+  EXPECT_TRUE(round(11).retire_spare);
+}
+
+TEST_F(RetakeTest, ALentSpareGoesBackWhenItsPSwitched) {
+  view_.spare_lent = true;
+  state_ = 'S';
+  round(0);
+  round(10);
+  view_.seq = 8;
+  EXPECT_TRUE(round(11).retire_spare);
+}
+
+TEST_F(RetakeTest, StrandedRingWorkWakesAnMAfterOnePeriod) {
+  view_.ring_work = true;
+  view_.others_idle = true;
+  EXPECT_FALSE(round(0).wake_m);
+  EXPECT_TRUE(round(1).wake_m);
+}
+
+TEST_F(RetakeTest, NoWakeWhenNobodyIsIdle) {
+  view_.ring_work = true;
+  view_.others_idle = false;
+  for (int t = 0; t < 5; ++t) EXPECT_FALSE(round(t).wake_m);
+}
+
+TEST_F(RetakeTest, ARunnextOnAPThatKeepsSwitchingWakesNobody) {
+  view_.runnext_work = true;
+  view_.others_idle = true;
+  for (int t = 0; t < 5; ++t) {
+    view_.switches = static_cast<std::uint64_t>(t);
+    EXPECT_FALSE(round(t).wake_m) << "at " << t << " ms";
+  }
+  // The P stopped switching: its runnext is stranded.
+  EXPECT_FALSE(round(5).wake_m);
+  EXPECT_TRUE(round(6).wake_m);
+}
+
+}  // namespace
+}  // namespace goro::runtime_internal
