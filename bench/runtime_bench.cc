@@ -195,7 +195,7 @@ BENCHMARK(BM_SpawnJoin)
 // benchmark (github.com/atemerev/skynet): a 10-ary tree of 1,111,111 fibers
 // whose 1,000,000 leaves return their index; each inner node sums its 10
 // children. Here a child writes its sum into its slot of the parent's array
-// and the parent waits on a WaitGroup (goro has no channels yet); the Go
+// and the parent waits on a WaitGroup (the channel-free shape); the Go
 // peer's like-for-like variant is skynet_wg. The root must be 499999500000.
 // Counters: `ms`, the median wall time of one tree over the iterations, and
 // `peak_rss_mb`, VmHWM of the process (process-wide: compare.py runs each

@@ -31,8 +31,7 @@ struct Register {
 
 runtime_internal::Fiber* no_preempt_enter() {
   runtime_internal::MHold hold;
-  runtime_internal::Fiber* f =
-      hold.m() != nullptr ? hold.m()->curg() : nullptr;
+  runtime_internal::Fiber* f = hold.m() != nullptr ? hold.m()->curg() : nullptr;
   if (f != nullptr) ++f->no_preempt;
   return f;
 }

@@ -21,15 +21,8 @@
 #include "runtime/internal/api.h"
 #include "runtime/internal/context_x86_64.h"
 #include "runtime/internal/run_queues.h"
+#include "runtime/internal/sanitizers.h"
 #include "runtime/internal/scheduler_internal.h"
-#include "runtime/internal/park.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#endif
-#if defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
-#endif
 
 namespace goro::runtime_internal {
 namespace {

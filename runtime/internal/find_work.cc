@@ -162,8 +162,8 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
       continue;
     }
     P* p = m->p;
-    if (p->is_spare && p->spare_state.load(std::memory_order_acquire) ==
-                           SpareState::kRetire) {
+    if (p->is_spare &&
+        p->spare_state.load(std::memory_order_acquire) == SpareState::kRetire) {
       retire_spare(s, m);
       continue;
     }

@@ -293,7 +293,8 @@ void retire_idle_spare(Sched* s, P* spare) {
   }
 }
 
-// --- Start and stop ------------------------------------------------------------
+// --- Start and stop
+// ------------------------------------------------------------
 
 // Runs the scheduler loop of the first M on a new thread; used by run_main.
 void start_first_m(Sched* s) {

@@ -16,7 +16,7 @@
 #ifndef GORO_RUNTIME_INTERNAL_LOCKS_H_
 #define GORO_RUNTIME_INTERNAL_LOCKS_H_
 
-// Defined in scheduler.cc. Read directly only by the signal handler (which
+// Defined in m.cc. Read directly only by the signal handler (which
 // runs on the thread it inspects).
 extern "C" __thread int goro_tls_locks
     __attribute__((tls_model("initial-exec")));

@@ -21,13 +21,11 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 
 #include "runtime/internal/locks.h"
+#include "runtime/internal/sanitizers.h"
 #include "runtime/internal/scheduler_internal.h"
-
-#if defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
-#endif
 
 namespace goro::runtime_internal {
 
@@ -81,19 +79,10 @@ GORO_TEXT void releasem_slow(M* m) {
 M* current_m_signal_safe() { return tls_m; }
 
 const char* fiber_state_name(FiberState s) {
-  switch (s) {
-    case FiberState::kFree:
-      return "free";
-    case FiberState::kRunnable:
-      return "runnable";
-    case FiberState::kRunning:
-      return "running";
-    case FiberState::kWaiting:
-      return "waiting";
-    case FiberState::kDead:
-      return "dead";
-  }
-  return "?";
+  static constexpr const char* kNames[] = {"free", "runnable", "running",
+                                           "waiting", "dead"};
+  const auto i = static_cast<std::size_t>(s);
+  return i < std::size(kNames) ? kNames[i] : "?";
 }
 
 [[noreturn]] void fatal(const char* fmt, ...) {
@@ -129,7 +118,6 @@ void setup_thread(M* m) {
   char name[16];
   std::snprintf(name, sizeof(name), "goro-m%d", m->id);
   pthread_setname_np(pthread_self(), name);
-  if (g_hooks.on_thread_start != nullptr) g_hooks.on_thread_start(m);
 }
 
 }  // namespace
@@ -150,7 +138,6 @@ void m_main(Sched* s, M* m) {
     if (f == nullptr) break;
     execute(m, f, inherit);
   }
-  if (g_hooks.on_thread_exit != nullptr) g_hooks.on_thread_exit(m);
   remove_thread_signal_stack(m);
   tls_m = nullptr;
 }

@@ -42,8 +42,12 @@ class ABSL_LOCKABLE Mutex {
   }
 
  private:
+  // Pauses (about 10 us here) before sleeping: a holder on the other CPU
+  // usually lets go within that.
+  static constexpr int kSpinPauses = 200;
+
   __attribute__((noinline)) void lock_slow() {
-    for (int i = 0; i < 200; ++i) {
+    for (int i = 0; i < kSpinPauses; ++i) {
       __builtin_ia32_pause();
       std::uint32_t zero = 0;
       if (state_.load(std::memory_order_relaxed) == 0 &&

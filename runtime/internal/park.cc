@@ -6,46 +6,37 @@
 // and timers. Each starts with acquirem (or MHold) so that no asynchronous
 // preemption lands while it touches M or P state.
 
+#include "runtime/internal/park.h"
+
 #include <chrono>
+#include <iterator>
 #include <thread>
 
 #include "runtime/internal/api.h"
-#include "runtime/internal/park.h"
 #include "runtime/internal/run_queues.h"
 #include "runtime/internal/scheduler_internal.h"
 
 namespace goro::runtime_internal {
 
 const char* wait_reason_name(WaitReason r) {
-  switch (r) {
-    case WaitReason::kNone:
-      return "";
-    case WaitReason::kChanSend:
-      return "chan send";
-    case WaitReason::kChanReceive:
-      return "chan receive";
-    case WaitReason::kSelect:
-      return "select";
-    case WaitReason::kSelectNoCases:
-      return "select (no cases)";
-    case WaitReason::kSleep:
-      return "sleep";
-    case WaitReason::kMutexLock:
-      return "sync.Mutex.Lock";
-    case WaitReason::kRWMutexRLock:
-      return "sync.RWMutex.RLock";
-    case WaitReason::kRWMutexLock:
-      return "sync.RWMutex.Lock";
-    case WaitReason::kCondWait:
-      return "sync.Cond.Wait";
-    case WaitReason::kSemacquire:
-      return "semacquire";
-    case WaitReason::kWaitGroupWait:
-      return "sync.WaitGroup.Wait";
-    case WaitReason::kIOWait:
-      return "IO wait";
-  }
-  return "?";
+  // Indexed by WaitReason; Go's waitReasonStrings where Go has the reason.
+  static constexpr const char* kNames[] = {"",
+                                           "chan send",
+                                           "chan receive",
+                                           "select",
+                                           "select (no cases)",
+                                           "sleep",
+                                           "sync.Mutex.Lock",
+                                           "sync.RWMutex.RLock",
+                                           "sync.RWMutex.Lock",
+                                           "sync.Cond.Wait",
+                                           "semacquire",
+                                           "sync.WaitGroup.Wait",
+                                           "IO wait"};
+  static_assert(std::size(kNames) ==
+                static_cast<std::size_t>(WaitReason::kIOWait) + 1);
+  const auto i = static_cast<std::size_t>(r);
+  return i < std::size(kNames) ? kNames[i] : "?";
 }
 
 // In goro_text: no preemption can move the fiber between reading the M and

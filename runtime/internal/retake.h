@@ -39,35 +39,37 @@ namespace goro::runtime_internal {
 
 // What sysmon read of one P this round.
 struct PView {
-  bool running = false;           // PStatus::kRunning
-  std::uint64_t seq = 0;          // P::sched_seq
-  std::uint64_t switches = 0;     // P::context_switches
-  bool ring_work = false;         // the local ring is not empty
-  bool runnext_work = false;      // runnext holds a fiber
-  bool others_idle = false;       // npidle > 0 && nmspinning == 0
-  bool has_m = false;             // an M holds it
-  bool has_fiber = false;         // its M runs a fiber (not its scheduler)
-  bool is_spare = false;          // a spare P (never signalled, never lent)
-  bool spare_lent = false;        // (regular P) its spare is SpareState::kOn
-  bool async_preempt = true;      // Options::async_preempt
+  bool running = false;        // PStatus::kRunning
+  std::uint64_t seq = 0;       // P::sched_seq
+  std::uint64_t switches = 0;  // P::context_switches
+  bool ring_work = false;      // the local ring is not empty
+  bool runnext_work = false;   // runnext holds a fiber
+  bool others_idle = false;    // npidle > 0 && nmspinning == 0
+  bool has_m = false;          // an M holds it
+  bool has_fiber = false;      // its M runs a fiber (not its scheduler)
+  bool is_spare = false;       // a spare P (never signalled, never lent)
+  bool spare_lent = false;     // (regular P) its spare is SpareState::kOn
+  bool async_preempt = true;   // Options::async_preempt
 };
 
 // What to do about it.
 struct RetakeActions {
-  bool retire_spare = false;      // the lent spare goes back
-  bool wake_m = false;            // stranded work: wakep()
-  bool request_preempt = false;   // set the running fiber's preempt flag
-  bool lend_spare = false;        // the M is stuck in the kernel
-  bool signal = false;            // interrupt the M (Hooks::preempt_m), then
-                                  // PWatch::signal_sent
+  bool retire_spare = false;     // the lent spare goes back
+  bool wake_m = false;           // stranded work: wakep()
+  bool request_preempt = false;  // set the running fiber's preempt flag
+  bool lend_spare = false;       // the M is stuck in the kernel
+  bool signal = false;           // interrupt the M (Hooks::preempt_m), then
+                                 // PWatch::signal_sent
 };
 
 // Timing of the decisions, in nanoseconds.
 struct RetakePolicy {
-  std::int64_t slice = 10'000'000;   // Options::time_slice
-  std::int64_t period = 1'000'000;   // sysmon's period while busy
+  std::int64_t slice = 10'000'000;  // Options::time_slice
+  std::int64_t period = 1'000'000;  // sysmon's period while busy
   // The least time between two signals (or stuck checks) for one P.
-  std::int64_t resignal() const { return std::max<std::int64_t>(period, kMinResignal); }
+  std::int64_t resignal() const {
+    return std::max<std::int64_t>(period, kMinResignal);
+  }
   static constexpr std::int64_t kMinResignal = 100'000;
 };
 

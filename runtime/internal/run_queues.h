@@ -146,8 +146,8 @@ enum class Pick { kFiber, kNeedScheduler, kNothing };
 inline Pick pick_next(Sched* s, M* m, Fiber** out, bool* inherit) {
   P* p = m->p;
   if (s->stopping.load(std::memory_order_relaxed)) return Pick::kNeedScheduler;
-  if (p->is_spare && p->spare_state.load(std::memory_order_acquire) ==
-                         SpareState::kRetire) {
+  if (p->is_spare &&
+      p->spare_state.load(std::memory_order_acquire) == SpareState::kRetire) {
     return Pick::kNeedScheduler;
   }
   if (m->pinned_head != nullptr && (++m->pin_tick & 1) != 0) {

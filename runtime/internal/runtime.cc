@@ -11,13 +11,10 @@
 
 #include "runtime/internal/api.h"
 #include "runtime/internal/park.h"
+#include "runtime/internal/sanitizers.h"
 #include "runtime/internal/scheduler_internal.h"
 #include "runtime/stats.h"
 #include "runtime/this_fiber.h"
-
-#if defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
-#endif
 
 namespace goro::runtime_internal {
 namespace {

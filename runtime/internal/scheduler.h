@@ -97,8 +97,10 @@ struct alignas(64) P {
 
   // The M holding this P, or null. Written by that M (acquire/release of the
   // P) or under Sched::lock when the P is handed over; read by sysmon.
-  M* m() const { return m_.load(std::memory_order_relaxed); }
-  void set_m(M* m) { m_.store(m, std::memory_order_relaxed); }
+  // Release/acquire (plain moves on x86): sysmon follows the pointer to an
+  // M another thread constructed.
+  M* m() const { return m_.load(std::memory_order_acquire); }
+  void set_m(M* m) { m_.store(m, std::memory_order_release); }
 
   // --- Owner only (the M holding this P) ---
   std::uint32_t schedtick = 0;       // fresh slices started; see pick_next
@@ -139,8 +141,10 @@ struct M {
 
   // The fiber running, null on the scheduler context. Written only by this
   // M; read by sysmon and the signal handlers.
-  Fiber* curg() const { return curg_.load(std::memory_order_relaxed); }
-  void set_curg(Fiber* f) { curg_.store(f, std::memory_order_relaxed); }
+  // Release/acquire (plain moves on x86): sysmon follows the pointer to a
+  // Fiber another thread set up.
+  Fiber* curg() const { return curg_.load(std::memory_order_acquire); }
+  void set_curg(Fiber* f) { curg_.store(f, std::memory_order_release); }
 
   void* g0_sp = nullptr;  // the scheduler context while a fiber runs
 
@@ -303,10 +307,8 @@ struct Hooks {
   // asynchronous preemption is unavailable (ThreadSanitizer): fibers are
   // then preempted only at cooperative points.
   bool (*preempt_m)(M* m) = nullptr;
-  // Called by each M on its own thread as it starts / exits.
-  void (*on_thread_start)(M* m) = nullptr;
-  void (*on_thread_exit)(M* m) = nullptr;
-  // Non-blocking netpoll: returns how many fibers it readied.
+  // Non-blocking netpoll, for net/: returns how many fibers it readied.
+  // find_runnable calls it before stealing.
   int (*netpoll)() = nullptr;
 };
 extern Hooks g_hooks;

@@ -30,8 +30,8 @@
 #if !defined(NDEBUG) || defined(__SANITIZE_ADDRESS__) || \
     defined(__SANITIZE_THREAD__)
 #define GORO_DCHECK_IS_ON 1
-#define GORO_DCHECK(cond)                                                  \
-  ((cond) ? (void)0                                                        \
+#define GORO_DCHECK(cond)                                                \
+  ((cond) ? (void)0                                                      \
           : ::goro::runtime_internal::fatal("check failed at %s:%d: %s", \
                                             __FILE__, __LINE__, #cond))
 #else

@@ -23,14 +23,8 @@
 #include "runtime/internal/context_x86_64.h"
 #include "runtime/internal/locks.h"
 #include "runtime/internal/run_queues.h"
+#include "runtime/internal/sanitizers.h"
 #include "runtime/internal/scheduler_internal.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/common_interface_defs.h>
-#endif
-#if defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
-#endif
 
 namespace goro::runtime_internal {
 namespace {
@@ -120,8 +114,7 @@ __attribute__((noinline, noipa)) M* finish_switch() {
   return m;
 }
 
-M* switch_from_fiber(M* m, Fiber* self, Fiber* next, bool inherit,
-                     bool dying) {
+M* switch_from_fiber(M* m, Fiber* self, Fiber* next, bool inherit, bool dying) {
   if (!self->stack.canary_intact()) report_stack_overflow(self);
   void* to;
   if (next != nullptr) {

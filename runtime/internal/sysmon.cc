@@ -41,12 +41,12 @@ namespace goro::runtime_internal {
 
 namespace {
 
-constexpr std::int64_t kMinPeriod = 20'000;           // 20 us, as Go
-constexpr std::int64_t kMaxBusyPeriod = 1'000'000;    // 1 ms
-constexpr std::int64_t kMaxIdlePeriod = 10'000'000;   // 10 ms, as Go
+constexpr std::int64_t kMinPeriod = 20'000;          // 20 us, as Go
+constexpr std::int64_t kMaxBusyPeriod = 1'000'000;   // 1 ms
+constexpr std::int64_t kMaxIdlePeriod = 10'000'000;  // 10 ms, as Go
 constexpr int kIdleRoundsBeforeSleep = 50;
 // The deep sleep's safety tick: a missed sysmon_wake costs at most this.
-constexpr std::int64_t kDeepSleepTick = 100'000'000;  // 100 ms
+constexpr std::int64_t kDeepSleepTick = 100'000'000;     // 100 ms
 constexpr std::int64_t kScavengePeriod = 1'000'000'000;  // 1 s
 // Free stacks returned per scavenge, so that sysmon's round stays short.
 constexpr std::size_t kScavengeBatch = 4096;
@@ -120,14 +120,14 @@ std::int64_t retake(Sysmon* sm, std::int64_t now, std::int64_t prev,
     v.has_m = m != nullptr;
     v.has_fiber = f != nullptr;
     v.is_spare = p->is_spare;
-    v.spare_lent = spare != nullptr &&
-                   spare->spare_state.load(std::memory_order_acquire) ==
-                       SpareState::kOn;
+    v.spare_lent =
+        spare != nullptr &&
+        spare->spare_state.load(std::memory_order_acquire) == SpareState::kOn;
     v.async_preempt = s->opts.async_preempt;
     PWatch& w = sm->watch[static_cast<std::size_t>(i)];
-    const RetakeActions a = w.observe(
-        now, prev, pol, v,
-        [&] { return m != nullptr ? thread_state(sm, m) : '?'; });
+    const RetakeActions a = w.observe(now, prev, pol, v, [&] {
+      return m != nullptr ? thread_state(sm, m) : '?';
+    });
     next_deadline = std::min(next_deadline, w.slice_end(pol, v, now));
 
     if (a.retire_spare) {
