@@ -33,6 +33,9 @@ struct Stats {
   std::uint64_t refused_stack = 0;       // too little stack for the save area
   std::uint64_t refused_not_fiber = 0;   // not a user fiber on a regular P
   std::uint64_t syscall_retakes = 0;     // Ps taken from threads in syscalls
+  // Async-preempted fibers pinned to a thread that sysmon found stuck in the
+  // kernel, released to run on other threads (docs/preemption.md).
+  std::uint64_t pinned_released = 0;
 };
 
 // stats returns the counters. Safe from any thread, any time.

@@ -102,6 +102,7 @@ void fill_stats(const Sched& s, Stats* out) {
   st.preempt_requests = s.preempt_requests.load(std::memory_order_relaxed);
   st.signals_sent = s.signals_sent.load(std::memory_order_relaxed);
   st.syscall_retakes = s.syscall_retakes.load(std::memory_order_relaxed);
+  st.pinned_released = s.pinned_released.load(std::memory_order_relaxed);
   auto refused = [&](Refusal r) {
     return s.refused[r].load(std::memory_order_relaxed);
   };
