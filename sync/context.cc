@@ -9,7 +9,6 @@
 #include "sync/context.h"
 
 #include <algorithm>
-#include <mutex>
 #include <vector>
 
 #include "sync/internal/spin_lock.h"
@@ -36,7 +35,7 @@ struct Context::State : std::enable_shared_from_this<Context::State> {
   void cancel(const absl::Status& why) {
     std::vector<std::shared_ptr<State>> kids;
     {
-      std::lock_guard<sync_internal::SpinLock> l(lock);
+      sync_internal::SpinLockGuard l(&lock);
       if (cancelled) return;
       cancelled = true;
       err = why;
@@ -45,7 +44,7 @@ struct Context::State : std::enable_shared_from_this<Context::State> {
     done.close();  // wakes every receiver
     for (auto& k : kids) k->cancel(why);
     if (auto p = parent.lock()) {
-      std::lock_guard<sync_internal::SpinLock> l(p->lock);
+      sync_internal::SpinLockGuard l(&p->lock);
       auto& c = p->children;
       c.erase(std::remove_if(c.begin(), c.end(),
                              [this](const std::shared_ptr<State>& x) {
@@ -63,7 +62,7 @@ Chan<Unit> Context::done() const { return s_ ? s_->done : Chan<Unit>(); }
 
 absl::Status Context::err() const {
   if (!s_) return absl::OkStatus();
-  std::lock_guard<sync_internal::SpinLock> l(s_->lock);
+  sync_internal::SpinLockGuard l(&s_->lock);
   return s_->err;
 }
 
@@ -81,7 +80,7 @@ std::shared_ptr<Context::State> new_child(
     s->deadline = parent->deadline;
     absl::Status parent_err;
     {
-      std::lock_guard<sync_internal::SpinLock> l(parent->lock);
+      sync_internal::SpinLockGuard l(&parent->lock);
       if (parent->cancelled) {
         parent_err = parent->err;
       } else {
