@@ -96,13 +96,13 @@ bool unlock_all_commit(void* arg) {
 // unlink_all removes every waiter but `keep` from its channel's queue
 // (idempotent: a waker that lost the claim may have removed some already).
 void unlink_all(SelectCase* cases, const std::uint16_t* lockorder,
-                Waiter* waiters, int n,
-                const Waiter* keep) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                Waiter* waiters, int n, const Waiter* keep) {
   for (int k = 0; k < n; ++k) {
     const int i = lockorder[k];
     Waiter* w = &waiters[i];
     if (w == keep) continue;
     ChanCore* c = cases[i].chan;
+    SelectCore::assume_locked(c);  // by the caller's lock_all
     (cases[i].is_send ? SelectCore::sendq_of(c) : SelectCore::recvq_of(c))
         .remove(w);
   }

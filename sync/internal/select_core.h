@@ -42,8 +42,14 @@ class SelectCore {
   // of locks in address order that the analysis cannot follow. A no-op.
   static void assume_locked(const ChanCore* c)
       ABSL_ASSERT_EXCLUSIVE_LOCK(c->lock_) {}
-  static WaitQueue& sendq_of(ChanCore* c) { return c->sendq_; }
-  static WaitQueue& recvq_of(ChanCore* c) { return c->recvq_; }
+  static WaitQueue& sendq_of(ChanCore* c)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->lock_) {
+    return c->sendq_;
+  }
+  static WaitQueue& recvq_of(ChanCore* c)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->lock_) {
+    return c->recvq_;
+  }
 };
 
 }  // namespace goro::sync_internal
