@@ -23,7 +23,9 @@ struct Context::State : std::enable_shared_from_this<Context::State> {
   std::weak_ptr<State> parent;
   std::vector<std::shared_ptr<State>> children ABSL_GUARDED_BY(lock);
   std::optional<TimePoint> deadline;
-  sync_internal::TimerState* timer = nullptr;  // with_deadline only
+  // with_deadline only. Set after new_child linked the state into its
+  // parent, whose cancel() may be cancelling it meanwhile: hence the lock.
+  sync_internal::TimerState* timer ABSL_GUARDED_BY(lock) = nullptr;
 
   ~State() {
     if (timer != nullptr) {
@@ -34,12 +36,14 @@ struct Context::State : std::enable_shared_from_this<Context::State> {
 
   void cancel(const absl::Status& why) {
     std::vector<std::shared_ptr<State>> kids;
+    sync_internal::TimerState* t;  // set once, freed by ~State only
     {
       sync_internal::SpinLockGuard l(&lock);
       if (cancelled) return;
       cancelled = true;
       err = why;
       kids.swap(children);
+      t = timer;
     }
     done.close();  // wakes every receiver
     for (auto& k : kids) k->cancel(why);
@@ -52,7 +56,7 @@ struct Context::State : std::enable_shared_from_this<Context::State> {
                              }),
               c.end());
     }
-    if (timer != nullptr) sync_internal::timer_stop(timer);
+    if (t != nullptr) sync_internal::timer_stop(t);
   }
 };
 
@@ -113,12 +117,16 @@ std::pair<Context, CancelFunc> with_deadline(const Context& parent,
     if (left <= left.zero()) {
       s->cancel(absl::DeadlineExceededError("context deadline exceeded"));
     } else {
-      s->timer = sync_internal::timer_new(0, [w] {
+      sync_internal::TimerState* t = sync_internal::timer_new(0, [w] {
         if (auto p = w.lock()) {
           p->cancel(absl::DeadlineExceededError("context deadline exceeded"));
         }
       });
-      sync_internal::timer_arm(s->timer, sync_internal::to_ns(left), 0);
+      {
+        sync_internal::SpinLockGuard l(&s->lock);
+        s->timer = t;
+      }
+      sync_internal::timer_arm(t, sync_internal::to_ns(left), 0);
     }
   }
   return {Context(s), [w] {
