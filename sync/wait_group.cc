@@ -35,7 +35,7 @@ void WaitGroup::add(int delta) {
   // waiter registered under lock_, so the list holds exactly `waiters`.
   Waiter* list;
   {
-    std::lock_guard<sync_internal::SpinLock> l(lock_);
+    sync_internal::SpinLockGuard l(&lock_);
     list = waiters_;
     waiters_ = nullptr;
     state_.fetch_sub(waiters, std::memory_order_relaxed);

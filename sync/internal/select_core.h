@@ -37,8 +37,19 @@ class SelectCore {
 
   // The channel's lock, for select_core.cc's lock_all/unlock_all.
   static SpinLock& lock_of(ChanCore* c) { return c->lock_; }
-  static WaitQueue& sendq_of(ChanCore* c) { return c->sendq_; }
-  static WaitQueue& recvq_of(ChanCore* c) { return c->recvq_; }
+  // assume_locked tells the thread-safety analysis that c->lock_ is held:
+  // run() holds it between lock_all and unlock_all, which take a dynamic set
+  // of locks in address order that the analysis cannot follow. A no-op.
+  static void assume_locked(const ChanCore* c)
+      ABSL_ASSERT_EXCLUSIVE_LOCK(c->lock_) {}
+  static WaitQueue& sendq_of(ChanCore* c)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->lock_) {
+    return c->sendq_;
+  }
+  static WaitQueue& recvq_of(ChanCore* c)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->lock_) {
+    return c->recvq_;
+  }
 };
 
 }  // namespace goro::sync_internal

@@ -2,7 +2,9 @@
 
 #include "sync/context.h"
 
+#include <atomic>
 #include <chrono>
+#include <tuple>
 
 #include "goro.h"
 #include "gtest/gtest.h"
@@ -72,6 +74,35 @@ TEST_P(ContextTest, CancelWakesManyFibers) {
     EXPECT_EQ(woke.load(), 16);
     EXPECT_TRUE(absl::IsCancelled(child.err()));
     cancel_child();
+  });
+}
+
+// A parent cancelled while a child's with_deadline arms its timer: the
+// parent's cancel() cancels the child and reads its timer, which
+// with_deadline used to write without the child's lock (a data race TSan
+// reports: bazel test --config=tsan //tests/sync:context_test).
+TEST_P(ContextTest, CancelParentWhileChildArmsDeadline) {
+  run([] {
+    for (int i = 0; i < goro_test::scaled(1000); ++i) {
+      auto [parent, cancel_parent] =
+          goro::with_cancel(goro::Context::background());
+      goro::Context child = goro::Context::background();
+      goro::CancelFunc cancel_child;
+      std::atomic<bool> started{false};
+      {
+        goro_test::FiberGroup g;
+        g.go([&, p = parent] {
+          started.store(true, std::memory_order_release);
+          std::tie(child, cancel_child) = goro::with_timeout(p, 10s);
+        });
+        g.go([&, cancel = cancel_parent] {
+          while (!started.load(std::memory_order_acquire)) goro::yield();
+          cancel();
+        });
+      }
+      EXPECT_TRUE(absl::IsCancelled(child.err()));
+      cancel_child();
+    }
   });
 }
 
