@@ -17,7 +17,7 @@ namespace goro::preempt_internal {
 enum Refusal : int {
   kRefusedNoPreempt = 0,  // NoPreempt, or a runtime lock (goro_tls_locks)
   kRefusedOsLock = 1,     // the fiber holds a pthread mutex
-  kRefusedPc = 2,         // interrupted in, or called from, foreign code
+  kRefusedPc = 2,         // denied code on the stack, or a walk that failed
   kRefusedStack = 3,      // too little stack left for the save area
   kRefusedNotFiber = 4,   // not a user fiber on a regular P
 };
@@ -26,27 +26,27 @@ enum Refusal : int {
 // registers, the XSAVE area and the scheduler frames it calls.
 std::uint64_t preempt_stack_need();
 
-// Installs the SIGURG handler (once per process) and learns the program's
-// text range and the XSAVE layout.
+// Installs the SIGURG handler (once per process) and learns the XSAVE
+// layout; at every call (each runtime start) also refreshes the code map
+// and clears the hijack table (code_map.h, preempt_walk.h).
 void install_signal_handler();
+
+// Counts a refusal in the running runtime's Sched::refused. Async-signal-safe.
+void count_refusal(Refusal r);
 
 // The sysmon thread of a runtime.
 void sysmon_start(runtime_internal::Sched* s);
 void sysmon_stop(runtime_internal::Sched* s);
 void sysmon_wake();
 
-// The program's executable text (the main object's executable segments).
-bool pc_in_program_text(std::uintptr_t pc);
-
 }  // namespace goro::preempt_internal
 
 extern "C" {
 // The trampoline a preempted fiber "calls" on return from the signal
-// handler; saves everything, yields, restores, returns to the interrupted
-// instruction. async_preempt_x86_64.S.
+// handler; saves everything, walks the stack and yields (or hijacks a
+// return, or refuses), restores, returns to the interrupted instruction.
+// async_preempt_x86_64.S; the C part is in preempt_walk.h.
 void goro_async_preempt();
-// Called by the trampoline with all state saved.
-void goro_async_preempt_yield();
 // XSAVE layout: area size (bytes) and the XCR0 feature mask, set once by
 // install_signal_handler before any preemption.
 extern std::uint64_t goro_xsave_size;
