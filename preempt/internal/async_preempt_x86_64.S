@@ -158,34 +158,41 @@ goro_async_preempt:
   .cfi_endproc
   .size goro_async_preempt,.-goro_async_preempt
 
-// The return address of the hijacked frame is in the hijack table at
-//   TABLE + 32 * (((S >> 3) * MUL) >> 52) + 8,  S = CFA - 8 (the slot).
-// DW_CFA_expression (0x10) for rip (16); its 29-byte expression starts with
-// the CFA on the DWARF stack (DWARF 5, 6.4.2.3):
-//   DW_OP_lit8 DW_OP_minus            S
-//   DW_OP_lit3 DW_OP_shr              S >> 3
-//   DW_OP_const8u MUL DW_OP_mul
-//   DW_OP_const1u 52 DW_OP_shr        the index
-//   DW_OP_lit5 DW_OP_shl              * 32
-//   DW_OP_const8u TABLE+8 DW_OP_plus  &entry.ret
+// The stub's frame. Its CFA is the slot + 16, not the slot + 8 (the rsp it
+// returns with): a frame with the same CFA as its callee makes libgcc's
+// second phase take it for the handler's frame (uw_identify_context) and
+// abort. So the caller's rsp is stated explicitly, as CFA - 8, and
+// the return address is in the hijack table at
+//   TABLE + 32 * (((S >> 3) * MUL) >> 52) + 8,  S = CFA - 16 (the slot).
+// Each expression starts with the CFA on the DWARF stack (DWARF 5, 6.4.2.3).
+//   DW_CFA_val_expression (0x16) rsp (7), 2 bytes:
+//     DW_OP_lit8 DW_OP_minus
+//   DW_CFA_expression (0x10) rip (16), 29 bytes:
+//     DW_OP_lit16 DW_OP_minus           S
+//     DW_OP_lit3 DW_OP_shr              S >> 3
+//     DW_OP_const8u MUL DW_OP_mul
+//     DW_OP_const1u 52 DW_OP_shr        the index
+//     DW_OP_lit5 DW_OP_shl              * 32
+//     DW_OP_const8u TABLE+8 DW_OP_plus  &entry.ret
 // A constant address keeps .eh_frame free of relocations (the table is
 // mapped at that fixed address, see preempt_walk.cc).
-.macro GORO_HIJACK_RIP_RULE
-  .cfi_escape 0x10, 0x10, 0x1d, 0x38, 0x1c, 0x33, 0x25, 0x0e, 0x15, 0x7c, 0x4a, 0x7f, 0xb9, 0x79, 0x37, 0x9e, 0x1e, 0x08, 0x34, 0x25, 0x35, 0x24, 0x0e, 0x08, 0x00, 0x00, 0x72, 0x6f, 0x3c, 0x00, 0x00, 0x22
+.macro GORO_HIJACK_RULES
+  .cfi_escape 0x16, 0x07, 0x02, 0x38, 0x1c
+  .cfi_escape 0x10, 0x10, 0x1d, 0x40, 0x1c, 0x33, 0x25, 0x0e, 0x15, 0x7c, 0x4a, 0x7f, 0xb9, 0x79, 0x37, 0x9e, 0x1e, 0x08, 0x34, 0x25, 0x35, 0x24, 0x0e, 0x08, 0x00, 0x00, 0x72, 0x6f, 0x3c, 0x00, 0x00, 0x22
 .endm
 
   .globl goro_hijack_stub
   .type goro_hijack_stub,@function
   .p2align 4
   .cfi_startproc
-  .cfi_def_cfa %rsp, 0
-  GORO_HIJACK_RIP_RULE
+  .cfi_def_cfa %rsp, 8
+  GORO_HIJACK_RULES
   // Unwinders look up a return address minus one: this nop is that byte,
   // inside the FDE.
   nop
 goro_hijack_stub:
   leaq -136(%rsp), %rsp             // the gap and the return slot; no flags
-  .cfi_def_cfa_offset 136
+  .cfi_def_cfa_offset 144
   GORO_SAVE_ALL
   movq %rbx, %rdi
   call goro_hijack_return           // (frame): fill the slot, maybe yield

@@ -60,6 +60,12 @@
 //   H5  The fiber may be anywhere by then (it may have yielded, parked and
 //       migrated): the table is global and indexed by the slot, and the stub
 //       reads the current thread's M.
+//   H6  No hijack while the fiber has an exception in flight
+//       (std::uncaught_exceptions() != 0): libgcc identifies the handler's
+//       frame by its CFA in phase 1 and looks for it again in phase 2 (also
+//       after each cleanup pad, through _Unwind_Resume); a stub frame that
+//       appeared in between shifts that identity and libgcc aborts. A hijack
+//       made before the throw is seen by both phases and is fine.
 
 #include "preempt/internal/preempt_walk.h"
 
@@ -333,8 +339,9 @@ void async_switch() { goro::runtime_internal::preempt_yield(/*async=*/true); }
 GORO_TEXT void goro_async_preempt_yield(TrampolineFrame* frame) {
   using namespace goro::preempt_internal;
   const int saved_errno = errno;
-  goro::runtime_internal::Fiber* self =
-      goro::runtime_internal::current_m_signal_safe()->curg;
+  goro::runtime_internal::M* m =
+      goro::runtime_internal::current_m_signal_safe();
+  goro::runtime_internal::Fiber* self = m->curg;
   // From here on the handler refuses (a second SIGURG must not start a
   // nested walk), and releasem never yields cooperatively.
   ++self->no_preempt;
@@ -352,7 +359,14 @@ GORO_TEXT void goro_async_preempt_yield(TrampolineFrame* frame) {
       break;
     case Walk::kHijack:
       count_refusal(kRefusedPc);
-      if (hijack(self, found)) bump(g_counters.hijacks);
+      // H6: not while an exception propagates (between libgcc's two phases,
+      // or in a cleanup pad before _Unwind_Resume): phase 2 would meet a
+      // frame phase 1 did not, and abort.
+      if (m->eh_globals != nullptr && m->eh_globals->uncaught_exceptions != 0) {
+        bump(g_counters.walk_failed);
+      } else if (hijack(self, found)) {
+        bump(g_counters.hijacks);
+      }
       break;
     case Walk::kPending:
       count_refusal(kRefusedPc);
