@@ -183,6 +183,16 @@ __attribute__((noinline)) std::uint64_t busy_4ms() {
   return found;
 }
 
+// Marks a callback's extent: set on entry, cleared by the destructor, which
+// runs while the exception unwinds the callback (still inside qsort). The
+// catch block would be too late: the fiber may be switched legitimately at
+// the first return into our code after qsort's frames are gone, which is
+// inside __cxa_begin_catch's caller, before any statement of the handler.
+struct Inside {
+  Inside() { g_inside.store(true, std::memory_order_relaxed); }
+  ~Inside() { g_inside.store(false, std::memory_order_relaxed); }
+};
+
 // Its destructor runs in a cleanup pad while the exception is in flight.
 struct SlowCleanup {
   ~SlowCleanup() { busy_4ms(); }
@@ -190,14 +200,16 @@ struct SlowCleanup {
 
 // Throws at once, then spends 4 ms in a cleanup pad: no hijack may be made
 // there (libgcc's second phase would meet a frame its first did not).
-__attribute__((noinline)) int throw_then_cleanup(const void*, const void*) {
+__attribute__((noinline, optimize("omit-frame-pointer"))) int
+throw_then_cleanup(const void*, const void*) {
+  Inside inside;
   SlowCleanup slow;
-  g_inside.store(true, std::memory_order_relaxed);
   throw std::runtime_error("thrown");
 }
 
-__attribute__((noinline)) int throwing_compare(const void*, const void*) {
-  g_inside.store(true, std::memory_order_relaxed);
+__attribute__((noinline, optimize("omit-frame-pointer"))) int throwing_compare(
+    const void*, const void*) {
+  Inside inside;
   // Long enough for sysmon to ask and the walk to hijack qsort's return (a
   // slice, a signal).
   const std::uint64_t found = busy_4ms();
@@ -221,7 +233,6 @@ __attribute__((noinline)) int sort_and_catch() {
   try {
     qsort(v, 2, sizeof(int), throwing_compare);
   } catch (const std::runtime_error& e) {
-    g_inside.store(false, std::memory_order_relaxed);
     return strcmp(e.what(), "thrown") == 0 ? 1 : 0;
   }
   return 0;
@@ -232,7 +243,6 @@ __attribute__((noinline)) int sort_and_catch_cleanup() {
   try {
     qsort(v, 2, sizeof(int), throw_then_cleanup);
   } catch (const std::runtime_error& e) {
-    g_inside.store(false, std::memory_order_relaxed);
     return strcmp(e.what(), "thrown") == 0 ? 1 : 0;
   }
   return 0;
