@@ -75,6 +75,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/ucontext.h>
+#include <time.h>
 #include <x86intrin.h>
 
 #include <atomic>
@@ -123,9 +124,17 @@ Hint& hint_for(const Fiber* f) {
 struct Counters {
   std::atomic<std::uint64_t> walks{0}, walk_cycles{0}, walk_frames{0},
       walk_preempt{0}, walk_failed{0}, hijacks{0}, hijack_pending{0},
-      hijack_switches{0}, hijack_returns{0};
+      hijack_switches{0}, hijack_returns{0}, walk_cpu_ns{0};
 };
 Counters g_counters;
+std::atomic<bool> g_walk_cpu_timing{false};
+
+std::uint64_t thread_cpu_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
 
 void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) {
   c.fetch_add(n, std::memory_order_relaxed);
@@ -308,7 +317,12 @@ WalkStats walk_stats() {
   s.hijack_switches =
       g_counters.hijack_switches.load(std::memory_order_relaxed);
   s.hijack_returns = g_counters.hijack_returns.load(std::memory_order_relaxed);
+  s.walk_cpu_ns = g_counters.walk_cpu_ns.load(std::memory_order_relaxed);
   return s;
+}
+
+void set_walk_cpu_timing(bool on) {
+  g_walk_cpu_timing.store(on, std::memory_order_relaxed);
 }
 
 }  // namespace goro::preempt_internal
@@ -345,10 +359,13 @@ GORO_TEXT void goro_async_preempt_yield(TrampolineFrame* frame) {
   // From here on the handler refuses (a second SIGURG must not start a
   // nested walk), and releasem never yields cooperatively.
   ++self->no_preempt;
+  const bool timed = g_walk_cpu_timing.load(std::memory_order_relaxed);
+  const std::uint64_t cpu0 = timed ? thread_cpu_ns() : 0;
   const std::uint64_t t0 = __rdtsc();
   Found found;
   int frames = 0;
   const Walk w = walk(frame, self, &found, &frames);
+  if (timed) bump(g_counters.walk_cpu_ns, thread_cpu_ns() - cpu0);
   bump(g_counters.walks);
   bump(g_counters.walk_frames, static_cast<std::uint64_t>(frames));
   bump(g_counters.walk_cycles, __rdtsc() - t0);

@@ -79,8 +79,13 @@ struct WalkStats {
   std::uint64_t hijack_pending = 0;   // refused: a hijack already pending
   std::uint64_t hijack_switches = 0;  // switches at a hijacked return
   std::uint64_t hijack_returns = 0;   // hijacked returns taken (any)
+  std::uint64_t walk_cpu_ns = 0;      // thread CPU time in walks, if timed
 };
 WalkStats walk_stats();
+
+// Benchmarks: also measure each walk's thread CPU time (walk_cpu_ns), which
+// costs two clock_gettime system calls per walk, so it is off by default.
+void set_walk_cpu_timing(bool on);
 
 }  // namespace goro::preempt_internal
 
