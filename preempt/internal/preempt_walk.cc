@@ -232,7 +232,7 @@ Walk walk(const TrampolineFrame* fr, const Fiber* f, Found* out, int* frames) {
 
 // Writes the hijack (H1, H2). False if the slot's table entry belongs to
 // another live fiber.
-bool hijack(Fiber* f, const Found& h) {
+__attribute__((no_sanitize_address)) bool hijack(Fiber* f, const Found& h) {
   if (g_table == nullptr) return false;
   HijackEntry& e = g_table[hijack_index(h.slot)];
   const std::uintptr_t key = e.key.load(std::memory_order_acquire);
@@ -352,13 +352,13 @@ void async_switch() { goro::runtime_internal::preempt_yield(/*async=*/true); }
 
 GORO_TEXT void goro_async_preempt_yield(TrampolineFrame* frame) {
   using namespace goro::preempt_internal;
-  const int saved_errno = errno;
   goro::runtime_internal::M* m =
       goro::runtime_internal::current_m_signal_safe();
   goro::runtime_internal::Fiber* self = m->curg;
-  // From here on the handler refuses (a second SIGURG must not start a
-  // nested walk), and releasem never yields cooperatively.
+  // First: from here on the handler refuses (a second SIGURG must not start
+  // a nested walk), and releasem never yields cooperatively.
   ++self->no_preempt;
+  const int saved_errno = errno;
   const bool timed = g_walk_cpu_timing.load(std::memory_order_relaxed);
   const std::uint64_t cpu0 = timed ? thread_cpu_ns() : 0;
   const std::uint64_t t0 = __rdtsc();
