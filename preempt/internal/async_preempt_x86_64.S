@@ -200,4 +200,33 @@ goro_hijack_stub:
   .cfi_endproc
   .size goro_hijack_stub,.-goro_hijack_stub
 
+// void goro_call_on_stack(void (*fn)(void*) /* rdi */, void* arg /* rsi */,
+//                         void* stack_top /* rdx */)
+// Calls fn(arg) on another stack and comes back. The walk runs this way on
+// the M's scheduler stack (see preempt_walk.cc). The CFI (CFA from rbp)
+// lets debuggers and unwinders continue from there to the fiber's stack.
+  .globl goro_call_on_stack
+  .type goro_call_on_stack,@function
+  .p2align 4
+goro_call_on_stack:
+  .cfi_startproc
+  pushq %rbp
+  .cfi_adjust_cfa_offset 8
+  .cfi_rel_offset %rbp, 0
+  movq %rsp, %rbp
+  .cfi_def_cfa_register %rbp
+  andq $-16, %rdx
+  movq %rdx, %rsp
+  movq %rdi, %rax
+  movq %rsi, %rdi
+  call *%rax
+  movq %rbp, %rsp
+  .cfi_def_cfa_register %rsp
+  popq %rbp
+  .cfi_adjust_cfa_offset -8
+  .cfi_restore %rbp
+  ret
+  .cfi_endproc
+  .size goro_call_on_stack,.-goro_call_on_stack
+
   .section .note.GNU-stack,"",@progbits

@@ -230,6 +230,32 @@ Walk walk(const TrampolineFrame* fr, const Fiber* f, Found* out, int* frames) {
   return Walk::kFailed;
 }
 
+struct WalkCall {
+  const TrampolineFrame* frame;
+  const Fiber* fiber;
+  Found* found;
+  int* frames;
+  Walk result;
+};
+
+void walk_thunk(void* arg) {
+  auto* c = static_cast<WalkCall*>(arg);
+  c->result = walk(c->frame, c->fiber, c->found, c->frames);
+}
+
+// Walks on the M's scheduler (g0) stack: libunwind needs ~12 KiB (its
+// DWARF expression stack alone is 4 KiB), which a small fiber stack may not
+// have to spare. g0 is suspended in a context switch, at g0_sp, while one
+// of its fibers runs; the space below g0_sp is unused, and only this thread
+// could resume g0, which it cannot do during the walk.
+Walk walk_on_g0(M* m, const TrampolineFrame* fr, const Fiber* f, Found* out,
+                int* frames) {
+  WalkCall c{fr, f, out, frames, Walk::kFailed};
+  if (m->g0_sp == nullptr) return Walk::kFailed;
+  goro_call_on_stack(walk_thunk, &c, static_cast<char*>(m->g0_sp) - 256);
+  return c.result;
+}
+
 // Writes the hijack (H1, H2). False if the slot's table entry belongs to
 // another live fiber.
 __attribute__((no_sanitize_address)) bool hijack(Fiber* f, const Found& h) {
@@ -364,7 +390,7 @@ GORO_TEXT void goro_async_preempt_yield(TrampolineFrame* frame) {
   const std::uint64_t t0 = __rdtsc();
   Found found;
   int frames = 0;
-  const Walk w = walk(frame, self, &found, &frames);
+  const Walk w = walk_on_g0(m, frame, self, &found, &frames);
   if (timed) bump(g_counters.walk_cpu_ns, thread_cpu_ns() - cpu0);
   bump(g_counters.walks);
   bump(g_counters.walk_frames, static_cast<std::uint64_t>(frames));

@@ -65,8 +65,11 @@ void hijack_init();
 // Async-signal-safe.
 bool hijack_pending(runtime_internal::Fiber* f, std::uintptr_t sp);
 
-// Stack the walk needs below the trampoline's save area.
-inline constexpr std::uint64_t kWalkStackNeed = 6144;
+// Stack the walk needs on the fiber's stack below the trampoline's save
+// area. The walk itself (libunwind's cursor and DWARF machinery, ~12 KiB
+// measured) runs on the M's scheduler stack (goro_call_on_stack); this is
+// only the frames that get it there.
+inline constexpr std::uint64_t kWalkStackNeed = 512;
 
 // Counters for benchmarks and tests (relaxed; summed over all threads).
 struct WalkStats {
@@ -97,6 +100,8 @@ void goro_async_preempt_yield(goro::preempt_internal::TrampolineFrame* frame);
 void goro_hijack_return(goro::preempt_internal::TrampolineFrame* frame);
 // The address written over a hijacked return slot.
 void goro_hijack_stub();
+// Calls fn(arg) with rsp = stack_top (rounded down to 16), then returns.
+void goro_call_on_stack(void (*fn)(void*), void* arg, void* stack_top);
 }
 
 #endif  // GORO_PREEMPT_INTERNAL_PREEMPT_WALK_H_

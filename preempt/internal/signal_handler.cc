@@ -175,8 +175,8 @@ void count_refusal(Refusal r) {
 
 std::uint64_t preempt_stack_need() {
   // red zone + return slot + 16 saved registers + alignment + XSAVE area +
-  // then either the walk (libunwind's cursor, a ucontext and its frames) or
-  // the scheduler frames the yield runs, one after the other (generous).
+  // then either the frames that start the walk (which itself runs on the
+  // scheduler stack) or the scheduler frames the yield runs (generous).
   return 128 + 8 + 16 * 8 + 64 + goro_xsave_size +
          std::max<std::uint64_t>(3072, kWalkStackNeed);
 }
