@@ -58,7 +58,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <mutex>
 
+#include "preempt/internal/preempt.h"
 #include "runtime/internal/scheduler.h"
 #include "runtime/internal/scheduler_internal.h"
 
@@ -188,6 +190,36 @@ struct HeldScope {
 };
 
 }  // namespace
+
+// std::call_once (libstdc++ 12, <mutex>) stores the callable's address in
+// std::__once_callable and a trampoline in std::__once_call, then calls
+// pthread_once(flag, __once_proxy), which calls through them. The stores
+// are inline in the program, before the pthread_once call that the count
+// covers: a fiber preempted in between would find them overwritten -- or
+// cleared, by the destructor of another fiber's call_once on the same
+// thread -- and run that fiber's callable or call a null pointer. So they
+// are saved and restored across an asynchronous preemption, as errno is
+// (this also makes them right on the new thread with preempt_migrate).
+// Each access computes the thread's address afresh (not inlined into the
+// caller across the switch).
+__attribute__((noinline)) OnceThreadLocals save_once_thread_locals() {
+#ifdef _GLIBCXX_HAVE_TLS
+  return {std::__once_callable, std::__once_call};
+#else
+  return {nullptr, nullptr};
+#endif
+}
+
+__attribute__((noinline)) void restore_once_thread_locals(
+    const OnceThreadLocals& saved) {
+#ifdef _GLIBCXX_HAVE_TLS
+  std::__once_callable = saved.callable;
+  std::__once_call = saved.call;
+#else
+  (void)saved;
+#endif
+}
+
 }  // namespace goro::preempt_internal
 
 using goro::preempt_internal::acquired;

@@ -266,6 +266,9 @@ extern "C" void goro_async_preempt_yield() {
   // declared const; call it through a volatile pointer afterwards so that,
   // with migration allowed, the new thread's errno is the one written.)
   const int saved_errno = errno;
+  // Likewise std::call_once's thread-locals (see os_locks.cc).
+  const goro::preempt_internal::OnceThreadLocals saved_once =
+      goro::preempt_internal::save_once_thread_locals();
   // While it resumes, the fiber is still inside an asynchronous preemption:
   // a request sysmon made meanwhile must not turn into a cooperative yield
   // on the way out (that one may migrate, and the interrupted code may hold
@@ -276,6 +279,7 @@ extern "C" void goro_async_preempt_yield() {
   ++self->no_preempt;
   goro::runtime_internal::preempt_yield(/*async=*/true);
   --self->no_preempt;
+  goro::preempt_internal::restore_once_thread_locals(saved_once);
   int* (*volatile errno_location)() = &__errno_location;
   *errno_location() = saved_errno;
 }

@@ -494,4 +494,53 @@ TEST(OsState, C11CallOnce) {
       [] { call_once(&g_c11_once, [] {}); });
 }
 
+// std::call_once stores the callable in two libstdc++ thread-locals
+// (std::__once_callable, std::__once_call) in inline code, then calls
+// pthread_once, whose proxy reads them. A fiber preempted between the two
+// would find them overwritten (or cleared) by another fiber's call_once on
+// the same thread: it would run the other fiber's callable, or call through
+// a null pointer. Both fibers here loop over call_once; one on fresh flags
+// (the callable runs), the other on a flag that is already done (its
+// call_once only sets and clears the thread-locals). Every fresh flag must
+// run this fiber's own callable exactly once.
+TEST(OsState, StdCallOnceThreadLocalsSurvivePreemption) {
+  constexpr auto kFor = 1s;
+  constexpr std::size_t kChunk = 1 << 16;
+  std::uint64_t calls = 0, ran = 0, foreign = 0;
+  goro::Stats st;
+  with_watchdog(30s, "std::call_once thread-locals", [&] {
+    goro::run(one_proc(100us), [&] {
+      std::atomic<bool> stop{false};
+      goro::WaitGroup wg;
+      wg.add(2);
+      goro::go([&] {
+        const auto end = std::chrono::steady_clock::now() + kFor;
+        while (std::chrono::steady_clock::now() < end) {
+          auto flags = std::make_unique<std::once_flag[]>(kChunk);
+          for (std::size_t i = 0; i < kChunk; ++i) {
+            std::call_once(flags[i], [&] { ++ran; });
+            ++calls;
+          }
+        }
+        stop = true;
+        wg.done();
+      });
+      goro::go([&] {
+        std::once_flag done;
+        std::call_once(done, [] {});
+        while (!stop.load(std::memory_order_relaxed)) {
+          std::call_once(done, [&] { ++foreign; });
+        }
+        wg.done();
+      });
+      wg.wait();
+      st = goro::stats();
+    });
+  });
+  EXPECT_EQ(foreign, 0u) << "a fiber ran another fiber's call_once callable";
+  EXPECT_EQ(ran, calls);
+  // Most signals land in pthread_once (refused); enough land in between.
+  EXPECT_GT(st.preemptions_async, 0u);
+}
+
 }  // namespace

@@ -428,17 +428,28 @@ TEST(SelectorManyCases, MoreThan65535CasesWithDefault) {
 }
 
 // The same, parked: the send that arrives later must wake the select. A
-// timer case (index 0) ends the wait with a clear failure if it does not.
+// case at index 0 on a channel a deadline fiber closes after 10 s ends the
+// wait with a clear failure if it does not. (Not goro::after: a timer still
+// pending when run() returns leaks its channel, which LSan reports.)
 TEST(SelectorManyCases, MoreThan65535CasesParked) {
   goro::Options o;
   o.procs = 2;
   goro::run(o, [] {
     constexpr int kIdle = 70000;
-    goro::Chan<int> idle(0), ready(0);
+    goro::Chan<int> idle(0), ready(0), timeout(0);
+    std::atomic<bool> finished{false};
+    goro::WaitGroup deadline;
+    deadline.add(1);
+    goro::go([&] {
+      for (int i = 0; i < 1000 && !finished.load(); ++i) {
+        goro::sleep_for(std::chrono::milliseconds(10));
+      }
+      timeout.close();
+      deadline.done();
+    });
     goro::Selector sel;
     bool timed_out = false;
-    sel.add(goro::recv_case(goro::after(std::chrono::seconds(10)),
-                            [&] { timed_out = true; }));
+    sel.add(goro::recv_case(timeout, [&] { timed_out = true; }));
     for (int i = 0; i < kIdle; ++i) sel.add(goro::recv_case(idle));
     int got = 0;
     const std::size_t last = sel.add(goro::recv_case(
@@ -455,6 +466,8 @@ TEST(SelectorManyCases, MoreThan65535CasesParked) {
     EXPECT_EQ(got, 5);
     if (timed_out) ready.recv();  // let the sender finish
     wg.wait();
+    finished = true;
+    deadline.wait();
   });
 }
 
