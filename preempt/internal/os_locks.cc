@@ -32,8 +32,11 @@
 //
 // How: the program's executable defines these functions; the dynamic linker
 // binds every caller in the process to them (libstdc++'s inline std::mutex
-// and guard code, libstdc++'s own calls through its PLT, other shared
-// objects), and they forward to the next definition, found with
+// and guard code compiled into the program, other shared objects, and
+// libstdc++'s own calls, which go through its PLT: `objdump -R` lists
+// JUMP_SLOT relocations for __cxa_guard_acquire, __cxa_guard_release,
+// pthread_once and the pthread lock calls it makes), and they forward to
+// the next definition, found with
 // dlsym(RTLD_NEXT) (the C library's or libstdc++'s, or a sanitizer's
 // interceptor in between). The count is per fiber and only its own thread
 // touches it. The wrappers live in goro_text, so a SIGURG landing between

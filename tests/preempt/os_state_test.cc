@@ -43,9 +43,23 @@
 #include "goro.h"
 #include "gtest/gtest.h"
 
-// C11 <threads.h> call_once (glibc). Not from <threads.h>: its names clash
-// with C++'s in a C++ file. once_flag is glibc's __once_flag.
-extern "C" void call_once(__once_flag* flag, void (*func)(void));
+// C11 <threads.h> (glibc), declared here: the header's names clash with
+// C++'s in a C++ file. once_flag is glibc's __once_flag; mtx_t is a union
+// with pthread_mutex_t's size and alignment.
+struct C11Mtx {
+  alignas(pthread_mutex_t) unsigned char storage[sizeof(pthread_mutex_t)];
+};
+extern "C" {
+void call_once(__once_flag* flag, void (*func)(void));
+int mtx_init(C11Mtx* m, int type);
+int mtx_lock(C11Mtx* m);
+int mtx_trylock(C11Mtx* m);
+int mtx_timedlock(C11Mtx* m, const struct timespec* t);
+int mtx_unlock(C11Mtx* m);
+void mtx_destroy(C11Mtx* m);
+}
+constexpr int kMtxTimed = 2;     // mtx_timed
+constexpr int kThrdSuccess = 0;  // thrd_success
 
 namespace {
 
@@ -252,6 +266,42 @@ TEST(OsState, RobustMutexOwnerDead) {
         pthread_mutex_unlock(&mu);
       });
   pthread_mutex_destroy(&mu);
+}
+
+// C11 mutexes: glibc implements them with its private pthread entry points.
+TEST(OsState, C11Mutex) {
+  C11Mtx mu;
+  ASSERT_EQ(mtx_init(&mu, kMtxTimed), kThrdSuccess);
+  auto contend = [&] {
+    mtx_lock(&mu);
+    mtx_unlock(&mu);
+  };
+  expect_not_preempted_while_held(
+      "mtx_lock",
+      [&](const Inside& in) {
+        ASSERT_EQ(mtx_lock(&mu), kThrdSuccess);
+        in();
+        mtx_unlock(&mu);
+      },
+      contend);
+  expect_not_preempted_while_held(
+      "mtx_trylock",
+      [&](const Inside& in) {
+        ASSERT_EQ(mtx_trylock(&mu), kThrdSuccess);
+        in();
+        mtx_unlock(&mu);
+      },
+      contend);
+  expect_not_preempted_while_held(
+      "mtx_timedlock",
+      [&](const Inside& in) {
+        const timespec t = deadline(CLOCK_REALTIME, 10s);
+        ASSERT_EQ(mtx_timedlock(&mu, &t), kThrdSuccess);
+        in();
+        mtx_unlock(&mu);
+      },
+      contend);
+  mtx_destroy(&mu);
 }
 
 // --- pthread rwlocks -----------------------------------------------------
