@@ -30,6 +30,18 @@ bool preempt_m(runtime_internal::M* m);
 // Counts a refusal in the running runtime's Sched::refused. Async-signal-safe.
 void count_refusal(runtime_internal::Refusal r);
 
+// libstdc++'s std::call_once thread-locals (std::__once_callable,
+// std::__once_call): inline code sets them just before calling
+// pthread_once, whose proxy reads them. They belong to the fiber between
+// the two, so an asynchronous preemption saves and restores them like
+// errno (os_locks.cc).
+struct OnceThreadLocals {
+  void* callable;
+  void (*call)();
+};
+OnceThreadLocals save_once_thread_locals();
+void restore_once_thread_locals(const OnceThreadLocals& saved);
+
 }  // namespace goro::preempt_internal
 
 extern "C" {

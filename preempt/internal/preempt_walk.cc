@@ -372,8 +372,14 @@ void restore_errno(int saved) {
 // meanwhile must not turn into a cooperative yield on the way out (that one
 // may migrate, and the interrupted code may hold thread-local addresses).
 // The raised no_preempt makes releasem skip it; the fiber starts a fresh
-// slice anyway.
-void async_switch() { goro::runtime_internal::preempt_yield(/*async=*/true); }
+// slice anyway. std::call_once's thread-locals belong to the thread like
+// errno, and are kept across the switch too (see os_locks.cc).
+void async_switch() {
+  const goro::preempt_internal::OnceThreadLocals saved_once =
+      goro::preempt_internal::save_once_thread_locals();
+  goro::runtime_internal::preempt_yield(/*async=*/true);
+  goro::preempt_internal::restore_once_thread_locals(saved_once);
+}
 
 }  // namespace
 

@@ -61,7 +61,7 @@ __attribute__((noinline)) std::uint32_t cheap_rand(std::uint32_t n) {
 
 struct Locks {
   SelectCase* cases;
-  const std::uint16_t* order;  // lock order: cases with non-nil channels
+  const CaseIndex* order;  // lock order: cases with non-nil channels
   int n;
 };
 
@@ -95,8 +95,8 @@ bool unlock_all_commit(void* arg) {
 
 // unlink_all removes every waiter but `keep` from its channel's queue
 // (idempotent: a waker that lost the claim may have removed some already).
-void unlink_all(SelectCase* cases, const std::uint16_t* lockorder,
-                Waiter* waiters, int n, const Waiter* keep) {
+void unlink_all(SelectCase* cases, const CaseIndex* lockorder, Waiter* waiters,
+                int n, const Waiter* keep) {
   for (int k = 0; k < n; ++k) {
     const int i = lockorder[k];
     Waiter* w = &waiters[i];
@@ -110,10 +110,10 @@ void unlink_all(SelectCase* cases, const std::uint16_t* lockorder,
 
 }  // namespace
 
-SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
+SelectResult SelectCore::run(SelectCase* cases, CaseIndex* order,
                              Waiter* waiters, int n, bool block) {
-  std::uint16_t* pollorder = order;
-  std::uint16_t* lockorder = order + n;
+  CaseIndex* pollorder = order;
+  CaseIndex* lockorder = order + n;
   int norder = 0;
   bool all_buffered = true;
   for (int i = 0; i < n; ++i) {
@@ -122,17 +122,17 @@ SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
     // Inside-out Fisher-Yates shuffle.
     const std::uint32_t j = cheap_rand(static_cast<std::uint32_t>(norder + 1));
     pollorder[norder] = pollorder[j];
-    pollorder[j] = static_cast<std::uint16_t>(i);
-    lockorder[norder] = static_cast<std::uint16_t>(i);
+    pollorder[j] = static_cast<CaseIndex>(i);
+    lockorder[norder] = static_cast<CaseIndex>(i);
     ++norder;
   }
-  auto by_addr = [cases](std::uint16_t a, std::uint16_t b) {
+  auto by_addr = [cases](CaseIndex a, CaseIndex b) {
     return reinterpret_cast<std::uintptr_t>(cases[a].chan) <
            reinterpret_cast<std::uintptr_t>(cases[b].chan);
   };
   if (norder <= 16) {
     for (int i = 1; i < norder; ++i) {  // insertion sort: small n
-      std::uint16_t v = lockorder[i];
+      CaseIndex v = lockorder[i];
       int j = i;
       for (; j > 0 && by_addr(v, lockorder[j - 1]); --j) {
         lockorder[j] = lockorder[j - 1];
