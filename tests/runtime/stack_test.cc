@@ -316,6 +316,28 @@ TEST_P(StackGuardDeathTest, WriteBelowLoFaults) {
   a.release(t);
 }
 
+// The guard region is 64 KiB (docs/runtime.md): a frame up to that size
+// that skips the pages in between (code built without
+// -fstack-clash-protection) still lands in it, never in the stack below.
+TEST_P(StackGuardDeathTest, TheWholeGuardRegionFaults) {
+  if (GetParam() == GuardMode::kAuto && !KernelHasGuardInstall()) {
+    GTEST_SKIP();
+  }
+  constexpr std::size_t kDocumentedGuard = 64 * 1024;
+  StackAllocator a(GetParam());
+  Stack below = a.allocate(64 * 1024);
+  Stack s = a.allocate(64 * 1024);
+  ASSERT_EQ(below.hi() + kDocumentedGuard, s.lo);  // adjacent, in one chunk
+  TouchWholeStack(below);
+  for (std::size_t off : {std::size_t{1}, kPageSize, kDocumentedGuard / 2,
+                          kDocumentedGuard - kPageSize, kDocumentedGuard}) {
+    EXPECT_DEATH(*reinterpret_cast<volatile char*>(s.lo - off) = 1, "")
+        << "offset " << off;
+  }
+  a.release(s);
+  a.release(below);
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, StackGuardDeathTest,
                          testing::Values(GuardMode::kAuto,
                                          GuardMode::kMprotect),
