@@ -35,7 +35,6 @@
 // Everything here is async-signal-safe: no allocation, no locks, no libc
 // calls except the lock-free atomic counters and errno handling.
 
-#include <cpuid.h>
 #include <errno.h>
 #include <link.h>
 #include <signal.h>
@@ -46,8 +45,10 @@
 #include <atomic>
 
 #include "preempt/internal/preempt.h"
+#include "runtime/internal/dcheck.h"
 #include "runtime/internal/locks.h"
 #include "runtime/internal/scheduler_internal.h"
+#include "runtime/internal/stack.h"
 
 extern "C" {
 std::uint64_t goro_xsave_size = 4096;
@@ -88,19 +89,11 @@ int find_program_text(dl_phdr_info* info, std::size_t, void* first) {
 }
 
 void probe_xsave() {
-  unsigned a, b, c, d;
-  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) {
-    // No XSAVE enabled by the OS: the trampoline still runs XSAVE, so
-    // refuse all async preemption in that (hypothetical, pre-2008 CPU) case.
-    goro_xsave_size = 0;
-    return;
-  }
-  unsigned lo, hi;
-  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  __cpuid_count(0xD, 0, a, b, c, d);
-  goro_xsave_mask_lo = lo;
-  goro_xsave_mask_hi = hi;
-  goro_xsave_size = b;  // bytes for the features enabled in XCR0
+  // Probed once by the runtime, which also sizes stacks from it.
+  const runtime_internal::XsaveLayout& x = runtime_internal::xsave_layout();
+  goro_xsave_size = x.size;  // 0: no XSAVE enabled; every preemption refused
+  goro_xsave_mask_lo = static_cast<std::uint32_t>(x.mask);
+  goro_xsave_mask_hi = static_cast<std::uint32_t>(x.mask >> 32);
 }
 
 void count(Refusal r) {
@@ -209,9 +202,7 @@ void sigurg_handler(int sig, siginfo_t* info, void* ctx) {
 }  // namespace
 
 std::uint64_t preempt_stack_need() {
-  // red zone + return slot + 16 saved registers + alignment + XSAVE area +
-  // the scheduler frames the yield runs (generous).
-  return 128 + 8 + 16 * 8 + 64 + goro_xsave_size + 3072;
+  return runtime_internal::preempt_stack_need();  // stack.h: what it counts
 }
 
 bool pc_in_program_text(std::uintptr_t pc) {
@@ -252,7 +243,16 @@ extern "C" void goro_async_preempt_yield() {
   goro::runtime_internal::Fiber* self =
       goro::runtime_internal::current_m_signal_safe()->curg;
   ++self->no_preempt;
+#if GORO_DCHECK_IS_ON
+  // The trampoline's XSAVE area starts at our caller's rsp (stack.h,
+  // preempt_frames_check: the frames below it must fit kPreemptFrames).
+  char* save_area = static_cast<char*>(__builtin_frame_address(0)) + 16;
+  goro::runtime_internal::preempt_frames_paint(self->stack.lo, save_area);
+#endif
   goro::runtime_internal::preempt_yield(/*async=*/true);
+#if GORO_DCHECK_IS_ON
+  goro::runtime_internal::preempt_frames_check(self->stack.lo, save_area);
+#endif
   --self->no_preempt;
   int* (*volatile errno_location)() = &__errno_location;
   *errno_location() = saved_errno;

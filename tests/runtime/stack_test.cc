@@ -76,15 +76,17 @@ TEST_F(StackDeathTest, OverflowMessageNamesTheFiber) {
                           });
                  wg.wait();
                }),
-               "goro: fiber [0-9]+ overflowed its 131072-byte stack "
-               "\\(deep-recursion\\)");
+               "goro: fiber [0-9]+ \\(deep-recursion\\) overflowed its "
+               "131072-byte stack");
 }
 
 TEST_F(StackDeathTest, OverflowOfTheMainFiberWithTwoProcs) {
   goro::Options o;
   o.procs = 2;
+  // The main fiber's stack is thread-sized (8 MiB), not Options::stack_size.
   EXPECT_DEATH(goro::run(o, [] { g_sink = Recurse(0); }),
-               "goro: fiber [0-9]+ overflowed its 65536-byte stack");
+               "goro: fiber [0-9]+ \\(main\\) overflowed its 8388608-byte "
+               "stack(.|\n)*the main fiber gets at least 8 MiB");
 }
 
 TEST_F(StackDeathTest, FaultsOutsideGuardsAreNotReportedAsOverflow) {
