@@ -51,7 +51,7 @@ inline constexpr std::size_t kMainStackSize = 8u << 20;
 // an asynchronous preemption's save area (preempt_stack_need()) plus
 // kMinFrameRoom of the fiber's own frames, and never below 16 KiB. On a CPU
 // with AVX-512 and AMX (11,008-byte XSAVE area) that is 16 KiB in optimized
-// builds; larger under sanitizers (bigger frames).
+// builds, 20 KiB at -O0 and 24 KiB under sanitizers (bigger frames).
 std::size_t min_stack_size();
 inline constexpr std::size_t kMinFrameRoom = 4096;
 
@@ -71,13 +71,16 @@ const XsaveLayout& xsave_layout();
 // (refused_stack) when less is free.
 std::size_t preempt_stack_need();
 
-// kPreemptFrames, measured: about 270 bytes at -O2, more at -O0 and under
-// sanitizers. Debug builds check it after every asynchronous preemption
-// (preempt_frames_paint/check below), so a change that makes those frames
-// deeper fails there rather than overflowing a small stack in the field.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || \
-    !defined(__OPTIMIZE__)
-inline constexpr std::size_t kPreemptFrames = 4096;
+// kPreemptFrames: the most the debug check below measured, with about 2x
+// to spare (preempt_test and preempt_stack_test, every preemption): 392
+// bytes at -O2, 1,016 at -O0 (--config=dbg), 3,944 under ASan. (The check
+// counts its own painting frame, ~200 bytes, so these are upper bounds.) A
+// change that makes those frames deeper fails the check in the debug and
+// sanitizer builds rather than overflowing a small stack in the field.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr std::size_t kPreemptFrames = 6144;
+#elif !defined(__OPTIMIZE__)
+inline constexpr std::size_t kPreemptFrames = 1536;
 #else
 inline constexpr std::size_t kPreemptFrames = 768;
 #endif

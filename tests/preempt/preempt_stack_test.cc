@@ -12,6 +12,8 @@
 
 #include "goro.h"
 #include "gtest/gtest.h"
+#include "runtime/internal/scheduler_internal.h"
+#include "runtime/internal/stack.h"
 
 namespace {
 
@@ -68,21 +70,20 @@ TEST(PreemptStack, FiberWithTheMinimumStackIsPreempted) {
     wg.wait();
     st = goro::stats();
   });
-  EXPECT_GT(st.preemptions_async, 0u)
-      << "refused_stack=" << st.refused_stack
-      << " refused_pc=" << st.refused_pc;
+  EXPECT_GT(st.preemptions_async, 0u) << "refused_stack=" << st.refused_stack
+                                      << " refused_pc=" << st.refused_pc;
   EXPECT_LT(main_waited, 5s);
 }
 
-// Recurses until fewer than `keep` bytes of the fiber's stack remain (as
-// measured from the first frame's address), then spins.
+// Recurses until fewer than `keep` bytes of the fiber's stack remain above
+// its lowest byte `lo`, then spins.
 __attribute__((noinline)) std::uint64_t DeepThenSpin(
-    const std::atomic<bool>& stop, Clock::time_point give_up, char* top,
-    std::size_t depth_bytes) {
+    const std::atomic<bool>& stop, Clock::time_point give_up, const char* lo,
+    std::size_t keep) {
   volatile char frame[256];
   frame[0] = 1;
-  if (static_cast<std::size_t>(top - const_cast<char*>(frame)) < depth_bytes) {
-    return DeepThenSpin(stop, give_up, top, depth_bytes) + frame[0];
+  if (static_cast<std::size_t>(const_cast<char*>(frame) - lo) > keep) {
+    return DeepThenSpin(stop, give_up, lo, keep) + frame[0];
   }
   return Spin(stop, give_up) + frame[0];
 }
@@ -93,12 +94,12 @@ TEST(PreemptStack, FiberTooDeepForTheSaveAreaIsRefusedAndCounted) {
     std::atomic<bool> stop{false};
     goro::WaitGroup wg;
     wg.add(1);
-    const std::size_t size = goro::min_stack_size();
-    goro::go(goro::SpawnOptions{.stack_size = size}, [&] {
-      volatile char top;
-      // Leave about 2 KiB: far less than the save area.
-      DeepThenSpin(stop, Clock::now() + 300ms, const_cast<char*>(&top),
-                   size - 2048);
+    goro::go(goro::SpawnOptions{.stack_size = goro::min_stack_size()}, [&] {
+      // Leave half of what a preemption needs: too little for the save
+      // area, enough for Spin and its clock reads (even under ASan).
+      DeepThenSpin(stop, Clock::now() + 300ms,
+                   goro::runtime_internal::current_m()->curg->stack.lo,
+                   goro::runtime_internal::preempt_stack_need() / 2);
       wg.done();
     });
     goro::sleep_for(1ms);  // runs again when the spinner gives up
