@@ -30,7 +30,7 @@ struct Stats {
   std::uint64_t refused_no_preempt = 0;  // NoPreempt or a runtime lock held
   std::uint64_t refused_os_lock = 0;     // the fiber holds a pthread mutex
   std::uint64_t refused_pc = 0;          // interrupted in libc, libstdc++, ...
-  std::uint64_t refused_stack = 0;       // too little stack for the save area
+  std::uint64_t refused_stack = 0;       // no room for the XSAVE save area
   std::uint64_t refused_not_fiber = 0;   // not a user fiber on a regular P
   std::uint64_t syscall_retakes = 0;     // Ps taken from threads in syscalls
 };
