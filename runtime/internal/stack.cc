@@ -40,10 +40,11 @@ struct ChunkEntry {
   std::atomic<std::size_t> bytes{0};
   std::atomic<std::size_t> slot{0};  // guard + usable size of its stacks
 };
-// Enough for a million 1 MiB stacks (16 per chunk); beyond that, chunks are
-// unregistered and a fault in their guards is still recognised for the
-// running fiber's own stack (Stack::guard_contains), just not for others.
-constexpr std::size_t kMaxChunks = std::size_t{1} << 16;
+// Enough for a million 1 MiB stacks (15 per chunk): 3 MiB of zeroed data,
+// touched only as far as used. Beyond that, chunks are unregistered and a
+// fault in their guards is still recognised for the running fiber's own
+// stack (Stack::guard_contains), just not as "another fiber's guard".
+constexpr std::size_t kMaxChunks = std::size_t{1} << 17;
 ChunkEntry g_chunks[kMaxChunks];
 std::atomic<std::size_t> g_chunks_used{0};  // entries ever used (high water)
 std::mutex g_chunks_mu;                     // writers only, never the handler
