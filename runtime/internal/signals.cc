@@ -210,8 +210,12 @@ void fault_handler(int sig, siginfo_t* info, void* ctx) {
     const auto lo = reinterpret_cast<std::uintptr_t>(f->stack.lo);
     // (Within 1 GiB, the largest stack: code running on a stack it made
     // itself elsewhere is not this fiber's overflow.)
-    if (sp < lo && sp + (std::uintptr_t{1} << 30) > lo && addr < lo &&
-        addr + kNearSp >= sp && addr < sp + kNearSp) {
+    // Nor is a fault in a signal handler running on this M's alternate
+    // stack.
+    const auto alt = reinterpret_cast<std::uintptr_t>(m->sigaltstack);
+    const bool on_alt = alt != 0 && sp >= alt && sp < alt + kAltStackSize;
+    if (!on_alt && sp < lo && sp + (std::uintptr_t{1} << 30) > lo &&
+        addr < lo && addr + kNearSp >= sp && addr < sp + kNearSp) {
       overflow_abort(f, How::kJumped, addr);
     }
   }
