@@ -32,7 +32,7 @@ struct Stats {
                                          // pthread lock, a static being
                                          // initialised, a call_once)
   std::uint64_t refused_pc = 0;          // interrupted in libc, libstdc++, ...
-  std::uint64_t refused_stack = 0;       // too little stack for the save area
+  std::uint64_t refused_stack = 0;       // no room for the XSAVE save area
   std::uint64_t refused_not_fiber = 0;   // not a user fiber on a regular P
   std::uint64_t syscall_retakes = 0;     // Ps taken from threads in syscalls
   // Async-preempted fibers pinned to a thread that sysmon found stuck in the

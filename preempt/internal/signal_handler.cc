@@ -36,7 +36,6 @@
 // calls except the lock-free atomic counters and errno handling; the code
 // map and the hijack hint are fixed arrays read without a lock.
 
-#include <cpuid.h>
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -50,8 +49,10 @@
 #include "preempt/internal/code_map.h"
 #include "preempt/internal/preempt.h"
 #include "preempt/internal/preempt_walk.h"
+#include "runtime/internal/dcheck.h"
 #include "runtime/internal/locks.h"
 #include "runtime/internal/scheduler_internal.h"
+#include "runtime/internal/stack.h"
 
 extern "C" {
 std::uint64_t goro_xsave_size = 4096;
@@ -77,19 +78,11 @@ std::atomic<bool> g_installed{false};
 pid_t g_pid = 0;
 
 void probe_xsave() {
-  unsigned a, b, c, d;
-  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) {
-    // No XSAVE enabled by the OS: the trampoline still runs XSAVE, so
-    // refuse all async preemption in that (hypothetical, pre-2008 CPU) case.
-    goro_xsave_size = 0;
-    return;
-  }
-  unsigned lo, hi;
-  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  __cpuid_count(0xD, 0, a, b, c, d);
-  goro_xsave_mask_lo = lo;
-  goro_xsave_mask_hi = hi;
-  goro_xsave_size = b;  // bytes for the features enabled in XCR0
+  // Probed once by the runtime, which also sizes stacks from it.
+  const runtime_internal::XsaveLayout& x = runtime_internal::xsave_layout();
+  goro_xsave_size = x.size;  // 0: no XSAVE enabled; every preemption refused
+  goro_xsave_mask_lo = static_cast<std::uint32_t>(x.mask);
+  goro_xsave_mask_hi = static_cast<std::uint32_t>(x.mask >> 32);
 }
 
 // Returns true and edits uc when the fiber may be switched. Not instrumented
@@ -189,6 +182,7 @@ bool preempt_m(M* m) {
   return true;
 }
 
+
 void count_refusal(Refusal r) {
   if (Sched* s = runtime_internal::g_sched.load(std::memory_order_acquire)) {
     s->refused[r].fetch_add(1, std::memory_order_relaxed);
@@ -196,11 +190,9 @@ void count_refusal(Refusal r) {
 }
 
 std::uint64_t preempt_stack_need() {
-  // red zone + return slot + 16 saved registers + alignment + XSAVE area +
-  // then either the frames that start the walk (which itself runs on the
-  // scheduler stack) or the scheduler frames the yield runs (generous).
-  return 128 + 8 + 16 * 8 + 64 + goro_xsave_size +
-         std::max<std::uint64_t>(3072, kWalkStackNeed);
+  // stack.h counts the save area and the yield's frames (kPreemptFrames,
+  // measured below async_switch); the walk's entry frames come on top.
+  return runtime_internal::preempt_stack_need() + kWalkStackNeed;
 }
 
 void install_signal_handler() {

@@ -478,13 +478,13 @@ TEST(Preempt, NearlyFullStackIsNotPreemptedIntoOverflow) {
     goro::WaitGroup wg;
     wg.add(1);
     goro::SpawnOptions so;
-    so.stack_size = 16 * 1024;
+    so.stack_size = goro::min_stack_size();
     goro::go(so, [&] {
       // The stack's lowest address: the top is 16 KiB above a local near the
       // base of the fiber; leave ~1.5 KiB, less than a preemption needs.
       char probe;
       auto top = reinterpret_cast<std::uintptr_t>(&probe);
-      std::uintptr_t lo = (top & ~std::uintptr_t{4095}) + 4096 - 16 * 1024;
+      std::uintptr_t lo = (top & ~std::uintptr_t{4095}) + 4096 - so.stack_size;
       deep_then_spin(stop, lo, 1536);
       wg.done();
     });
