@@ -19,7 +19,7 @@
 #include "gtest/gtest.h"
 #include "runtime/internal/context_x86_64.h"
 #include "runtime/internal/stack.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 

@@ -14,7 +14,7 @@
 #include "gtest/gtest.h"
 #include "runtime/internal/scheduler.h"
 #include "runtime/internal/scheduler_internal.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 

@@ -16,7 +16,6 @@
 
 namespace {
 
-using goro_test::scaled;
 
 class ChanTest : public goro_test::SyncTest {};
 GORO_INSTANTIATE_SYNC_TEST(ChanTest);
@@ -73,7 +72,7 @@ TEST_P(ChanTest, UnbufferedPingPong) {
       }
       pong.close();
     });
-    const int n = scaled(10000);
+    const int n = goro_test::Scaled(10000, 1000);
     for (int i = 0; i < n; ++i) {
       ping.send(i);
       ASSERT_EQ(pong.recv(), i + 1);
@@ -193,7 +192,7 @@ TEST_P(ChanTest, CloseWakesParkedReceivers) {
 TEST_P(ChanTest, CloseAgainstParkedSenders) {
   run([] {
     goro_test::FiberGroup g;
-    for (int round = 0; round < scaled(20); ++round) {
+    for (int round = 0; round < goro_test::Scaled(20, 2); ++round) {
       for (int cap : {0, 2}) {
         goro::Chan<int> ch(cap);
         const int n = 16;
@@ -244,7 +243,7 @@ TEST_P(ChanTest, MpmcExactlyOnceAndPerProducerFifo) {
     goro_test::FiberGroup g;
     for (int cap : {0, 1, 64}) {
       const int producers = 6, consumers = 5;
-      const int per = scaled(3000);
+      const int per = goro_test::Scaled(3000, 300);
       goro::Chan<std::uint64_t> ch(cap);
       std::vector<std::vector<std::uint64_t>> got(consumers);
       goro::WaitGroup pw, cw;
@@ -322,7 +321,7 @@ TEST_P(ChanTest, BufferedOddCapacitiesManyLaps) {
 TEST_P(ChanTest, BufferedParkedWaitersServedExactlyOnce) {
   run([] {
     goro_test::FiberGroup g;
-    for (int round = 0; round < scaled(50); ++round) {
+    for (int round = 0; round < goro_test::Scaled(50, 5); ++round) {
       const int cap = 1 + round % 4, n = 8;
       goro::Chan<int> ch(cap);
       std::atomic<long> sum{0};
@@ -369,7 +368,7 @@ TEST_P(ChanTest, BufferedParkedWaitersServedExactlyOnce) {
 TEST_P(ChanTest, BufferedSendsRacingCloseLoseNothing) {
   run([] {
     goro_test::FiberGroup g;
-    for (int round = 0; round < scaled(30); ++round) {
+    for (int round = 0; round < goro_test::Scaled(30, 3); ++round) {
       goro::Chan<std::uint64_t> ch(1 + round % 9);
       const int senders = 4, receivers = 2;
       std::atomic<long> sent{0}, received{0};

@@ -13,7 +13,6 @@
 
 namespace {
 
-using goro_test::scaled;
 
 class CondTest : public goro_test::SyncTest {};
 GORO_INSTANTIATE_SYNC_TEST(CondTest);
@@ -34,7 +33,7 @@ TEST_P(CondTest, ProducerConsumerQueue) {
     goro::Cond cv;
     std::deque<int> q;
     bool done = false;
-    const int n = scaled(20000), consumers = 4;
+    const int n = goro_test::Scaled(20000, 2000), consumers = 4;
     std::atomic<long> sum{0};
     std::atomic<int> count{0};
     for (int c = 0; c < consumers; ++c) {
@@ -103,7 +102,7 @@ TEST_P(CondTest, SignalWakesOneNoLostWakeups) {
     goro::Mutex mu;
     goro::Cond cv;
     int tokens = 0;
-    const int n = scaled(2000);
+    const int n = goro_test::Scaled(2000, 200);
     std::atomic<int> got{0};
     for (int w = 0; w < 3; ++w) {
       g.go([&] {

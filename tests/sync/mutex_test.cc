@@ -13,7 +13,6 @@
 
 namespace {
 
-using goro_test::scaled;
 
 class MutexTest : public goro_test::SyncTest {};
 GORO_INSTANTIATE_SYNC_TEST(MutexTest);
@@ -51,7 +50,7 @@ TEST_P(MutexTest, MutualExclusionExactCount) {
     goro::Mutex mu;
     long counter = 0;  // guarded by mu; a plain long so TSan checks the lock
     std::atomic<int> inside{0};
-    const int fibers = 8, per = scaled(20000);
+    const int fibers = 8, per = goro_test::Scaled(20000, 2000);
     for (int f = 0; f < fibers; ++f) {
       g.go([&] {
         for (int i = 0; i < per; ++i) {
@@ -76,7 +75,7 @@ TEST_P(MutexTest, TryLockUnderContention) {
     std::atomic<long> ok{0};
     for (int f = 0; f < 4; ++f) {
       g.go([&] {
-        for (int i = 0; i < scaled(5000); ++i) {
+        for (int i = 0; i < goro_test::Scaled(5000, 500); ++i) {
           if (mu.try_lock()) {
             ++counter;
             ok.fetch_add(1);
@@ -140,7 +139,7 @@ TEST_P(MutexTest, ThreadsAndFibersShareAMutex) {
     goro_test::FiberGroup g;
     goro::Mutex mu;
     long counter = 0;
-    const int per = scaled(20000);
+    const int per = goro_test::Scaled(20000, 2000);
     std::thread t([&] {
       for (int i = 0; i < per; ++i) {
         std::lock_guard<goro::Mutex> l(mu);

@@ -12,7 +12,6 @@
 
 namespace {
 
-using goro_test::scaled;
 
 class RWMutexTest : public goro_test::SyncTest {};
 GORO_INSTANTIATE_SYNC_TEST(RWMutexTest);
@@ -53,7 +52,7 @@ TEST_P(RWMutexTest, ReadersShareWritersExclude) {
     goro::RWMutex mu;
     std::atomic<int> readers{0}, writers{0}, max_readers{0};
     long value = 0;
-    const int iters = scaled(3000);
+    const int iters = goro_test::Scaled(3000, 300);
     for (int w = 0; w < 2; ++w) {
       g.go([&] {
         for (int i = 0; i < iters; ++i) {

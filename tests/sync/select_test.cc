@@ -12,7 +12,6 @@
 
 namespace {
 
-using goro_test::scaled;
 
 class SelectTest : public goro_test::SyncTest {};
 GORO_INSTANTIATE_SYNC_TEST(SelectTest);
@@ -228,7 +227,7 @@ TEST_P(SelectTest, SameChannelTwice) {
 TEST_P(SelectTest, SelectorFanIn) {
   run([] {
     goro_test::FiberGroup g;
-    const int k = 8, per = scaled(2000);
+    const int k = 8, per = goro_test::Scaled(2000, 200);
     std::vector<goro::Chan<int>> chs;
     for (int i = 0; i < k; ++i) chs.emplace_back(i % 2 ? 0 : 4);
     for (int i = 0; i < k; ++i) {
@@ -278,7 +277,7 @@ TEST_P(SelectTest, SendRecvSelectorsExactlyOnce) {
     run([base] {
       goro_test::FiberGroup g;
       const int nch = 3, producers = 4, selectors = 4, consumers = 3;
-      const int per = scaled(2000);
+      const int per = goro_test::Scaled(2000, 200);
       std::vector<goro::Chan<int>> in, out;
       for (int i = 0; i < nch; ++i) {
         in.emplace_back(i + base);
@@ -362,7 +361,7 @@ TEST_P(SelectTest, SendRecvSelectorsExactlyOnce) {
 TEST_P(SelectTest, CloseAgainstParkedSelectors) {
   run([] {
     goro_test::FiberGroup g;
-    for (int round = 0; round < scaled(20); ++round) {
+    for (int round = 0; round < goro_test::Scaled(20, 2); ++round) {
       goro::Chan<int> a(0), b(0), c(0);
       const int n = 12;
       std::atomic<int> woke{0}, got_value{0};

@@ -72,7 +72,7 @@ TEST_P(TimerTest, ManyTimersRaceStopAndReset) {
     goro_test::FiberGroup g;
     for (int f = 0; f < 8; ++f) {
       g.go([] {
-        for (int i = 0; i < goro_test::scaled(200); ++i) {
+        for (int i = 0; i < goro_test::Scaled(200, 20); ++i) {
           goro::Timer t(std::chrono::microseconds(i % 50));
           if (i % 3 == 0) goro::yield();
           t.reset(std::chrono::microseconds(i % 7));

@@ -23,21 +23,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Counts are lowered under sanitizers.
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitizer = true;
-#else
-constexpr bool kSanitizer = false;
-#endif
-constexpr int Scaled(int normal, int reduced) {
-  return kSanitizer ? reduced : normal;
-}
-
-goro::Options Procs(int n) {
-  goro::Options o;
-  o.procs = n;
-  return o;
-}
+using goro_test::Procs;
+using goro_test::Scaled;
 
 TEST(WaitGroupFiberTest, WaitOnZeroReturnsAtOnce) {
   goro::WaitGroup wg;
@@ -350,7 +337,7 @@ TEST(WaitGroupBasics, NegativeThrows) {
 TEST_P(WaitGroupTest, Reuse) {
   run([] {
     goro::WaitGroup wg;
-    for (int round = 0; round < goro_test::scaled(200); ++round) {
+    for (int round = 0; round < goro_test::Scaled(200, 20); ++round) {
       std::atomic<int> n{0};
       goro::WaitGroup waiters;
       wg.add(8);
