@@ -128,10 +128,9 @@ std::string ReportLocked(Dog& d) {
                     " did not finish within " + std::to_string(d.limit.count()) +
                     " s (ran " + std::to_string(ran.count()) +
                     " ms); it is hung or far too slow.\n" + ReportLocked(d);
+  std::fflush(stdout);
   std::fputs(msg.c_str(), stderr);
   std::fflush(stderr);
-  std::fputs(msg.c_str(), stdout);
-  std::fflush(stdout);
   std::_Exit(1);
 }
 
