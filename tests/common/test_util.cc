@@ -81,9 +81,9 @@ std::string ThreadStates() {
     const std::string base = std::string("/proc/self/task/") + e->d_name;
     const std::string stat = ReadSmallFile(base + "/stat");
     const std::size_t close = stat.rfind(')');
-    const char state =
-        close != std::string::npos && close + 2 < stat.size() ? stat[close + 2]
-                                                              : '?';
+    const char state = close != std::string::npos && close + 2 < stat.size()
+                           ? stat[close + 2]
+                           : '?';
     out << "  tid " << e->d_name << " " << ReadSmallFile(base + "/comm")
         << " state " << state << " wchan " << ReadSmallFile(base + "/wchan")
         << "\n";
@@ -105,11 +105,10 @@ std::string StatsLine(const goro::Stats& s) {
       " pc %" PRIu64 " stack %" PRIu64 " not_fiber %" PRIu64
       ") syscall_retakes %" PRIu64,
       s.procs, s.threads, s.fibers_live, s.fibers_created, s.context_switches,
-      s.steals, s.handoffs, s.timers_fired, s.threads_woken,
-      s.preempt_requests, s.preemptions_async, s.preemptions_cooperative,
-      s.signals_sent, s.preempt_refused, s.refused_no_preempt,
-      s.refused_os_lock, s.refused_pc, s.refused_stack, s.refused_not_fiber,
-      s.syscall_retakes);
+      s.steals, s.handoffs, s.timers_fired, s.threads_woken, s.preempt_requests,
+      s.preemptions_async, s.preemptions_cooperative, s.signals_sent,
+      s.preempt_refused, s.refused_no_preempt, s.refused_os_lock, s.refused_pc,
+      s.refused_stack, s.refused_not_fiber, s.syscall_retakes);
   return buf;
 }
 
@@ -125,8 +124,9 @@ std::string ReportLocked(Dog& d) {
   const auto ran = std::chrono::duration_cast<std::chrono::milliseconds>(
       Clock::now() - d.start);
   std::string msg = "\n[goro watchdog] FAILED: " + d.test +
-                    " did not finish within " + std::to_string(d.limit.count()) +
-                    " s (ran " + std::to_string(ran.count()) +
+                    " did not finish within " +
+                    std::to_string(d.limit.count()) + " s (ran " +
+                    std::to_string(ran.count()) +
                     " ms); it is hung or far too slow.\n" + ReportLocked(d);
   std::fflush(stdout);
   std::fputs(msg.c_str(), stderr);
@@ -228,8 +228,10 @@ std::chrono::nanoseconds Samples::Quantile(double q) const {
   std::sort(s.begin(), s.end());
   q = std::clamp(q, 0.0, 1.0);
   // Nearest rank: the smallest value with at least q of the samples <= it.
-  std::size_t rank = static_cast<std::size_t>(q * static_cast<double>(s.size()));
-  if (rank > 0 && static_cast<double>(rank) == q * static_cast<double>(s.size())) {
+  std::size_t rank =
+      static_cast<std::size_t>(q * static_cast<double>(s.size()));
+  if (rank > 0 &&
+      static_cast<double>(rank) == q * static_cast<double>(s.size())) {
     --rank;
   }
   return s[std::min(rank, s.size() - 1)];
@@ -256,8 +258,8 @@ testing::AssertionResult QuantileBetween(const Samples& s, double q,
   if (v < lo || v >= hi) {
     return testing::AssertionFailure()
            << s.what() << ": quantile " << q << " = " << Micros(v)
-           << " us, outside [" << Micros(lo) << ", " << Micros(hi)
-           << ") us; " << s.Summary();
+           << " us, outside [" << Micros(lo) << ", " << Micros(hi) << ") us; "
+           << s.Summary();
   }
   return testing::AssertionSuccess() << s.Summary();
 }

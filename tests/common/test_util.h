@@ -121,11 +121,11 @@ testing::AssertionResult QuantileBetween(const Samples& s, double q,
 
 // Skips the current test, counted as skipped, in a sanitizer build: timing
 // there measures the sanitizer, not goro. Use at the top of the test body.
-#define GORO_SKIP_TIMING_UNDER_SANITIZERS()                               \
-  do {                                                                    \
-    if (::goro_test::kSanitizer) {                                        \
+#define GORO_SKIP_TIMING_UNDER_SANITIZERS()                                 \
+  do {                                                                      \
+    if (::goro_test::kSanitizer) {                                          \
       GTEST_SKIP() << "timing assertion; not meaningful under a sanitizer"; \
-    }                                                                     \
+    }                                                                       \
   } while (0)
 
 // --- Fibers ------------------------------------------------------------------

@@ -332,8 +332,9 @@ enum class Guard {
 constexpr int kBefore = 0, kInside = 1, kAfter = 2;
 
 struct SectionRun {
-  int contender_saw = -1;       // the holder's phase when the contender ran
-  bool ran_at_inner_end = false;  // kNestedNoPreempt: right after the inner scope
+  int contender_saw = -1;  // the holder's phase when the contender ran
+  bool ran_at_inner_end =
+      false;                // kNestedNoPreempt: right after the inner scope
   bool ran_at_end = false;  // right after the guard ended, before any goro call
   bool ran_after = false;   // at all, before the holder gave up spinning
   goro::Stats st;
@@ -537,7 +538,8 @@ TEST(PreemptRefusal, NeverSwitchesWithALibcFrameBelow) {
 // 20 slices gives ~20 ms.
 TEST(PreemptTiming, SpinnerIsSwitchedOutSoonAfterItsSliceEnds) {
   GORO_SKIP_TIMING_UNDER_SANITIZERS();
-  goro_test::Samples late("sleep_for(1ms) lateness beside a spinner, 1 ms slice");
+  goro_test::Samples late(
+      "sleep_for(1ms) lateness beside a spinner, 1 ms slice");
   goro::run(goro_test::OneProc(1ms), [&] {
     std::atomic<bool> stop{false};
     goro::WaitGroup wg;

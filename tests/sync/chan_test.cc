@@ -16,7 +16,6 @@
 
 namespace {
 
-
 class ChanTest : public goro_test::SyncTest {};
 GORO_INSTANTIATE_SYNC_TEST(ChanTest);
 
@@ -24,10 +23,23 @@ TEST(ChanBasics, NegativeCapacityThrows) {
   EXPECT_THROW(goro::Chan<int>(-1), std::invalid_argument);
 }
 
-TEST(ChanBasics, NilChannelThrows) {
+// chan.h: every operation on a nil channel but select throws
+// std::logic_error (select never chooses its cases: select_test).
+TEST(ChanBasics, EveryNilChannelOperationThrows) {
   goro::Chan<int> nil;
   EXPECT_FALSE(nil);
+  EXPECT_THROW(nil.send(1), std::logic_error);
+  EXPECT_THROW(nil.recv(), std::logic_error);
   EXPECT_THROW(nil.try_send(1), std::logic_error);
+  const int one = 1;
+  EXPECT_THROW(nil.try_send(one), std::logic_error);
+  EXPECT_THROW(nil.try_recv(), std::logic_error);
+  EXPECT_THROW(nil.close(), std::logic_error);
+  EXPECT_THROW(nil.size(), std::logic_error);
+  EXPECT_THROW(nil.capacity(), std::logic_error);
+  EXPECT_THROW(nil.closed(), std::logic_error);
+  EXPECT_THROW(for (int v : nil)(void) v, std::logic_error);
+  EXPECT_TRUE(nil == goro::Chan<int>());
 }
 
 TEST(ChanBasics, ChanClosedIsLogicError) {
@@ -435,6 +447,57 @@ TEST_P(ChanTest, ThreadsAndFibers) {
     EXPECT_EQ(i, 200);
     goro::blocking([&] { t.join(); });
   });
+}
+
+// chan.h: "parked senders and receivers are served first come, first
+// served". Fibers park one at a time (each is parked before the next
+// starts); the other side then takes or gives one value at a time.
+TEST_P(ChanTest, ParkedSendersAndReceiversAreServedInArrivalOrder) {
+  for (int cap : {0, 1}) {
+    run([cap] {
+      constexpr int kN = 6;
+      goro::Chan<int> ch(cap);
+      // Receivers first: the buffer is empty, so each parks.
+      std::vector<int> got(kN, -1);
+      std::atomic<int> parked{0};
+      goro_test::FiberGroup g;
+      for (int i = 0; i < kN; ++i) {
+        g.go([&, i, ch]() mutable {
+          parked.fetch_add(1);
+          got[static_cast<std::size_t>(i)] = *ch.recv();
+        });
+        // Parked for sure once a send hands it a value; until then, wait
+        // for it to have started and yield a little so it reaches recv.
+        goro_test::AwaitInFiber([&] { return parked.load() == i + 1; },
+                                "receiver to start");
+        for (int k = 0; k < 20; ++k) goro::yield();
+      }
+      for (int v = 0; v < kN; ++v) ch.send(v);
+      g.wait();
+      for (int i = 0; i < kN; ++i) {
+        EXPECT_EQ(got[static_cast<std::size_t>(i)], i)
+            << "capacity " << cap << ": receiver " << i
+            << " (in arrival order)";
+      }
+      // Senders: fill the buffer, then each extra sender parks.
+      for (int k = 0; k < cap; ++k) ch.send(-1);
+      parked = 0;
+      for (int i = 0; i < kN; ++i) {
+        g.go([&, i, ch]() mutable {
+          parked.fetch_add(1);
+          ch.send(i);
+        });
+        goro_test::AwaitInFiber([&] { return parked.load() == i + 1; },
+                                "sender to start");
+        for (int k = 0; k < 20; ++k) goro::yield();
+      }
+      for (int k = 0; k < cap; ++k) EXPECT_EQ(ch.recv(), -1);
+      for (int i = 0; i < kN; ++i) {
+        EXPECT_EQ(ch.recv(), i) << "capacity " << cap << ": sender " << i;
+      }
+      g.wait();
+    });
+  }
 }
 
 }  // namespace

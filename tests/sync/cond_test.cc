@@ -6,13 +6,13 @@
 #include <deque>
 #include <mutex>
 #include <stdexcept>
+#include <vector>
 
 #include "goro.h"
 #include "gtest/gtest.h"
 #include "tests/sync/test_util.h"
 
 namespace {
-
 
 class CondTest : public goro_test::SyncTest {};
 GORO_INSTANTIATE_SYNC_TEST(CondTest);
@@ -133,6 +133,99 @@ TEST_P(CondTest, SignalWakesOneNoLostWakeups) {
     cv.broadcast();
     g.wait();
     EXPECT_EQ(got.load(), n);
+  });
+}
+
+// cond.h: "No wake-up is lost: a signal() ... that happens after wait()
+// released the mutex wakes it". One waiter, one signal per round, no
+// broadcast to rescue it: the signaller takes the mutex (so the waiter has
+// released it inside wait) and signals, often while the waiter is between
+// releasing the mutex and parking. A lost signal fails the round by
+// assertion within 2 s.
+TEST_P(CondTest, SignalAloneWakesAWaiterThatJustReleasedTheMutex) {
+  run([] {
+    goro_test::FiberGroup g;
+    goro::Mutex mu;
+    goro::Cond cv;
+    int round = 0;      // guarded by mu
+    bool stop = false;  // guarded by mu
+    std::atomic<int> acked{0};
+    const int n = goro_test::Scaled(2000, 200);
+    g.go([&] {
+      for (int r = 1; r <= n; ++r) {
+        std::unique_lock<goro::Mutex> l(mu);
+        cv.wait(l, [&] { return round >= r || stop; });
+        if (stop) return;
+        acked = r;
+      }
+    });
+    for (int r = 1; r <= n; ++r) {
+      {
+        std::lock_guard<goro::Mutex> l(mu);
+        round = r;
+      }
+      cv.signal();
+      const auto deadline =
+          std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      while (acked.load() < r && std::chrono::steady_clock::now() < deadline) {
+        goro::yield();
+      }
+      if (acked.load() < r) {
+        ADD_FAILURE() << "round " << r << ": the waiter missed its signal";
+        {
+          std::lock_guard<goro::Mutex> l(mu);
+          stop = true;
+        }
+        cv.broadcast();
+        break;
+      }
+    }
+  });
+}
+
+// cond.h: "signal() wakes the longest-waiting fiber". Waiters enter wait()
+// one after another; each signal must wake them in that order.
+TEST_P(CondTest, SignalWakesTheLongestWaiter) {
+  run([] {
+    goro_test::FiberGroup g;
+    goro::Mutex mu;
+    goro::Cond cv;
+    constexpr int kN = 5;
+    int waiting = 0;         // guarded by mu
+    int permits = 0;         // guarded by mu
+    std::vector<int> order;  // guarded by mu
+    for (int i = 0; i < kN; ++i) {
+      g.go([&, i] {
+        std::unique_lock<goro::Mutex> l(mu);
+        ++waiting;
+        cv.wait(l, [&] { return permits > 0; });
+        --permits;
+        order.push_back(i);
+      });
+      // Waiter i is inside wait() once it counted itself and released mu.
+      goro_test::AwaitInFiber(
+          [&] {
+            std::lock_guard<goro::Mutex> l(mu);
+            return waiting == i + 1;
+          },
+          "waiter to enter wait()");
+    }
+    for (int k = 1; k <= kN; ++k) {
+      {
+        std::lock_guard<goro::Mutex> l(mu);
+        ++permits;
+      }
+      cv.signal();
+      goro_test::AwaitInFiber(
+          [&] {
+            std::lock_guard<goro::Mutex> l(mu);
+            return static_cast<int>(order.size()) == k;
+          },
+          "a signalled waiter to run");
+    }
+    g.wait();
+    const std::vector<int> want = {0, 1, 2, 3, 4};
+    EXPECT_EQ(order, want) << "signal() did not wake the longest waiter";
   });
 }
 

@@ -75,4 +75,37 @@ TEST_P(ContextTest, CancelWakesManyFibers) {
   });
 }
 
+// context.h: a derived context's deadline is the earlier of its parent's
+// and its own -- it is cancelled with DeadlineExceeded when the parent's
+// earlier deadline passes.
+TEST_P(ContextTest, DeadlineIsTheEarlierOfParentsAndOwn) {
+  run([] {
+    auto [parent, cancel_parent] =
+        goro::with_timeout(goro::Context::background(), 5ms);
+    auto [child, cancel_child] = goro::with_timeout(parent, 60s);
+    ASSERT_TRUE(child.deadline().has_value());
+    ASSERT_TRUE(parent.deadline().has_value());
+    EXPECT_EQ(*child.deadline(), *parent.deadline());
+    // Closed in ~5 ms; give up (a liveness bound, not a timing figure) long
+    // before the child's own 60 s deadline or the watchdog.
+    bool gave_up = false;
+    goro::select(goro::recv_case(child.done()),
+                 goro::recv_case(goro::after(3s), [&] { gave_up = true; }));
+    EXPECT_FALSE(gave_up) << "the child waited for its own deadline";
+    EXPECT_TRUE(absl::IsDeadlineExceeded(child.err()));
+    // The other way round: the child's own deadline is the earlier one.
+    auto [late, cancel_late] =
+        goro::with_timeout(goro::Context::background(), 10s);
+    auto [early, cancel_early] = goro::with_timeout(late, 5ms);
+    EXPECT_LT(*early.deadline(), *late.deadline());
+    EXPECT_EQ(early.done().recv(), std::nullopt);
+    EXPECT_TRUE(absl::IsDeadlineExceeded(early.err()));
+    EXPECT_TRUE(late.err().ok()) << "cancelling a child cancelled its parent";
+    cancel_early();
+    cancel_late();
+    cancel_child();
+    cancel_parent();
+  });
+}
+
 }  // namespace

@@ -4,14 +4,19 @@
 
 #include <atomic>
 #include <cmath>
+#include <stdexcept>
 #include <vector>
 
 #include "goro.h"
 #include "gtest/gtest.h"
 #include "tests/sync/test_util.h"
 
-namespace {
+// The calling thread's count of runtime-internal locks held (channel locks
+// included); runtime/internal/locks.h. Read to check that select runs its
+// callback after releasing every channel lock.
+extern "C" __thread int goro_tls_locks;
 
+namespace {
 
 class SelectTest : public goro_test::SyncTest {};
 GORO_INSTANTIATE_SYNC_TEST(SelectTest);
@@ -211,9 +216,28 @@ TEST_P(SelectTest, SameChannelTwice) {
   run([] {
     goro_test::FiberGroup g;
     goro::Chan<int> a(1);
-    a.send(1);
-    std::size_t i = goro::select(goro::recv_case(a), goro::recv_case(a));
-    EXPECT_LT(i, 2u);
+    // The index returned is the case whose callback ran, and both cases of
+    // the channel get chosen (200 selects: both 0 or both 1 has
+    // probability 2^-199).
+    int chosen[2] = {0, 0};
+    for (int k = 0; k < 200; ++k) {
+      a.send(k);
+      int fired = -1;
+      std::size_t i =
+          goro::select(goro::recv_case(a,
+                                       [&](std::optional<int> v) {
+                                         EXPECT_EQ(v, k);
+                                         fired = 0;
+                                       }),
+                       goro::recv_case(a, [&](std::optional<int> v) {
+                         EXPECT_EQ(v, k);
+                         fired = 1;
+                       }));
+      ASSERT_EQ(static_cast<int>(i), fired);
+      ++chosen[i];
+    }
+    EXPECT_GT(chosen[0], 0);
+    EXPECT_GT(chosen[1], 0);
     // Parked on the same channel through two cases; woken exactly once.
     g.go([a]() mutable { a.send(2); });
     int got = 0;
@@ -392,6 +416,113 @@ TEST_P(SelectTest, CloseAgainstParkedSelectors) {
       EXPECT_FALSE(b.try_send(1));
       (void)c;
     }
+  });
+}
+
+// The same fairness in the locked pass: an unbuffered case (never ready)
+// keeps select off the all-buffered lock-free pass, so the locked pass's
+// own poll order decides among the four ready channels.
+TEST_P(SelectTest, FairOverReadyCasesInTheLockedPass) {
+  run([] {
+    const int k = 4;
+    const int n = goro_test::Scaled(40000, 4000);
+    std::vector<goro::Chan<int>> chs;
+    for (int i = 0; i < k; ++i) {
+      chs.emplace_back(1);
+      chs.back().send(0);
+    }
+    goro::Chan<int> never(0);
+    int count[k] = {};
+    for (int r = 0; r < n; ++r) {
+      auto refill = [&](int i) {
+        return [&, i](std::optional<int>) {
+          ++count[i];
+          chs[i].send(0);
+        };
+      };
+      goro::select(goro::recv_case(never, [] { FAIL(); }),
+                   goro::recv_case(chs[0], refill(0)),
+                   goro::recv_case(chs[1], refill(1)),
+                   goro::recv_case(chs[2], refill(2)),
+                   goro::recv_case(chs[3], refill(3)));
+    }
+    const double p = 1.0 / k;
+    const double sd = std::sqrt(n * p * (1 - p));
+    for (int i = 0; i < k; ++i) {
+      EXPECT_NEAR(count[i], n * p, 10 * sd) << "case " << i;
+    }
+  });
+}
+
+// select.h: the callback runs after every channel lock is released (so it
+// may use the channels), and an exception from it propagates with the
+// operation completed.
+TEST_P(SelectTest, CallbacksRunUnlockedAndTheirExceptionsPropagate) {
+  run([] {
+    goro_test::FiberGroup g;
+    goro::Chan<int> a(0), b(1), c(0);
+    g.go([a]() mutable { a.send(1); });
+    int locks_in_callback = -1;
+    goro::select(goro::recv_case(a,
+                                 [&](std::optional<int> v) {
+                                   EXPECT_EQ(v, 1);
+                                   locks_in_callback = goro_tls_locks;
+                                 }),
+                 goro::recv_case(c));
+    EXPECT_EQ(locks_in_callback, 0) << "callback ran with a lock held";
+    // Parked, then woken by a sender: the callback still runs unlocked.
+    g.go([c]() mutable {
+      goro::sleep_for(std::chrono::milliseconds(1));
+      c.send(2);
+    });
+    locks_in_callback = -1;
+    goro::select(goro::recv_case(a),
+                 goro::recv_case(c, [&](std::optional<int> v) {
+                   EXPECT_EQ(v, 2);
+                   locks_in_callback = goro_tls_locks;
+                 }));
+    EXPECT_EQ(locks_in_callback, 0) << "callback ran with a lock held";
+    // A throwing callback: the send happened, the exception reaches us.
+    EXPECT_THROW(
+        goro::select(
+            goro::send_case(
+                b, 7, [] { throw std::runtime_error("from the callback"); }),
+            goro::recv_case(c)),
+        std::runtime_error);
+    EXPECT_EQ(b.try_recv(), 7);
+    // And the channels are usable afterwards (no lock left held).
+    EXPECT_TRUE(b.try_send(8));
+    EXPECT_EQ(b.recv(), 8);
+    g.wait();
+  });
+}
+
+// select.h: "No deadlock between selects: channels are locked in address
+// order". Two fibers select over the same two channels, naming them in
+// opposite orders, thousands of times on several procs. Locking in argument
+// order would deadlock them (and the watchdog would name this test).
+TEST_P(SelectTest, SelectsNamingChannelsInOppositeOrdersDoNotDeadlock) {
+  run([] {
+    goro_test::FiberGroup g;
+    goro::Chan<int> x(0), y(0);
+    const int n = goro_test::Scaled(20000, 2000);
+    std::atomic<int> sent{0}, got{0};
+    goro_test::WatchdogNote("two selects naming x, y in opposite orders");
+    g.go([&] {
+      for (int i = 0; i < n; ++i) {
+        goro::select(goro::send_case(x, i), goro::send_case(y, i));
+        sent.fetch_add(1);
+      }
+    });
+    g.go([&] {
+      for (int i = 0; i < n; ++i) {
+        goro::select(goro::recv_case(y), goro::recv_case(x));
+        got.fetch_add(1);
+      }
+    });
+    g.wait();
+    EXPECT_EQ(sent.load(), n);
+    EXPECT_EQ(got.load(), n);
   });
 }
 

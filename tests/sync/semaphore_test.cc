@@ -11,7 +11,6 @@
 
 namespace {
 
-
 class SemaphoreTest : public goro_test::SyncTest {};
 GORO_INSTANTIATE_SYNC_TEST(SemaphoreTest);
 
