@@ -530,6 +530,42 @@ TEST(PreemptRefusal, NeverSwitchesWithALibcFrameBelow) {
   EXPECT_EQ(r.st.preempt_refused, refusal_sum(r.st));
 }
 
+// no_preempt.h: "Cooperative switches -- the fiber's own calls that park or
+// yield -- still happen; the scope belongs to the fiber, not to its thread".
+// A fiber parks inside a scope; another fiber of the same (only) thread then
+// spins call-free and must still be preempted: the main fiber, which only
+// a preemption lets back onto the P, ends the spin.
+TEST(PreemptRefusal, NoPreemptBelongsToTheFiberNotItsThread) {
+  bool spin_ended_by_main = false, woke_inside = false;
+  goro::run(goro_test::OneProc(1ms), [&] {
+    goro::Chan<int> ch(0);
+    std::atomic<bool> entered{false}, stop{false};
+    goro::WaitGroup wg;
+    wg.add(2);
+    goro::go([&] {
+      goro::NoPreempt np;
+      entered = true;
+      woke_inside = ch.recv().has_value();  // parks inside the scope
+      wg.done();
+    });
+    goro_test::AwaitInFiber([&] { return entered.load(); },
+                            "the first fiber to park inside NoPreempt");
+    goro::go([&] {
+      spin_in_text(2s, stop);
+      spin_ended_by_main = stop.load();
+      wg.done();
+    });
+    goro::sleep_for(5ms);  // back only once the spinner is preempted
+    stop = true;
+    ch.send(1);
+    wg.wait();
+  });
+  EXPECT_TRUE(woke_inside) << "a fiber could not park inside NoPreempt";
+  EXPECT_TRUE(spin_ended_by_main)
+      << "a fiber parked inside NoPreempt kept its thread's other fibers from "
+         "being preempted";
+}
+
 // docs/preemption.md: a fiber running its own code is switched out shortly
 // after its slice ends (1 ms slice: p50 ~0.25 ms, p99 <= 2 ms measured).
 // Measured as BM_PreemptLateness does: a fiber sleeping 1 ms beside a

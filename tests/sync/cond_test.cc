@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <vector>
@@ -144,42 +145,46 @@ TEST_P(CondTest, SignalWakesOneNoLostWakeups) {
 // assertion within 2 s.
 TEST_P(CondTest, SignalAloneWakesAWaiterThatJustReleasedTheMutex) {
   run([] {
-    goro_test::FiberGroup g;
-    goro::Mutex mu;
-    goro::Cond cv;
-    int round = 0;      // guarded by mu
-    bool stop = false;  // guarded by mu
-    std::atomic<int> acked{0};
+    // On the heap: a waiter that lost its wake-up can never be woken again
+    // (a broadcast would not find it either), so on failure it is left
+    // parked -- goro::run abandons it -- and must not point into this frame.
+    struct State {
+      goro::Mutex mu;
+      goro::Cond cv;
+      int round = 0;  // guarded by mu
+      std::atomic<int> acked{0};
+      goro::WaitGroup done;
+    };
+    auto st = std::make_shared<State>();
     const int n = goro_test::Scaled(2000, 200);
-    g.go([&] {
+    st->done.add(1);
+    goro::go([st, n] {
       for (int r = 1; r <= n; ++r) {
-        std::unique_lock<goro::Mutex> l(mu);
-        cv.wait(l, [&] { return round >= r || stop; });
-        if (stop) return;
-        acked = r;
+        std::unique_lock<goro::Mutex> l(st->mu);
+        st->cv.wait(l, [&] { return st->round >= r; });
+        st->acked = r;
       }
+      st->done.done();
     });
     for (int r = 1; r <= n; ++r) {
       {
-        std::lock_guard<goro::Mutex> l(mu);
-        round = r;
+        std::lock_guard<goro::Mutex> l(st->mu);
+        st->round = r;
       }
-      cv.signal();
+      st->cv.signal();
+      // A liveness bound, far above the microseconds a wake-up takes.
       const auto deadline =
           std::chrono::steady_clock::now() + std::chrono::seconds(2);
-      while (acked.load() < r && std::chrono::steady_clock::now() < deadline) {
+      while (st->acked.load() < r &&
+             std::chrono::steady_clock::now() < deadline) {
         goro::yield();
       }
-      if (acked.load() < r) {
+      if (st->acked.load() < r) {
         ADD_FAILURE() << "round " << r << ": the waiter missed its signal";
-        {
-          std::lock_guard<goro::Mutex> l(mu);
-          stop = true;
-        }
-        cv.broadcast();
-        break;
+        return;  // the waiter stays parked; run() abandons it
       }
     }
+    st->done.wait();
   });
 }
 

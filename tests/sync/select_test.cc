@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "goro.h"
@@ -523,6 +524,35 @@ TEST_P(SelectTest, SelectsNamingChannelsInOppositeOrdersDoNotDeadlock) {
     g.wait();
     EXPECT_EQ(sent.load(), n);
     EXPECT_EQ(got.load(), n);
+  });
+}
+
+// select.h, Selector: a disabled case is never chosen (like a nil
+// channel); set_send_value changes what a send case sends; the documented
+// errors.
+TEST_P(SelectTest, SelectorEnableSetSendValueAndErrors) {
+  run([] {
+    goro::Chan<int> a(4), b(4);
+    goro::Selector sel;
+    int got_a = 0;
+    const std::size_t recv_a =
+        sel.add(goro::recv_case(a, [&](std::optional<int>) { ++got_a; }));
+    const std::size_t send_b = sel.add(goro::send_case(b, 1));
+    const std::size_t dflt = sel.add(goro::default_case());
+    a.send(1);
+    sel.enable(recv_a, false);
+    sel.enable(send_b, false);
+    for (int k = 0; k < 20; ++k) EXPECT_EQ(sel.select(), dflt);
+    EXPECT_EQ(got_a, 0) << "a disabled case was chosen";
+    sel.enable(send_b, true);
+    sel.set_send_value(send_b, 42);
+    EXPECT_EQ(sel.select(), send_b);
+    EXPECT_EQ(b.recv(), 42);
+    EXPECT_THROW(sel.set_send_value(send_b, std::string("x")),
+                 std::logic_error);
+    EXPECT_THROW(sel.set_send_value(recv_a, 5), std::logic_error);
+    EXPECT_THROW(sel.enable(7, true), std::out_of_range);
+    EXPECT_THROW(sel.add(goro::default_case()), std::logic_error);
   });
 }
 

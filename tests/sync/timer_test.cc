@@ -3,6 +3,7 @@
 #include "sync/timer.h"
 
 #include <chrono>
+#include <stdexcept>
 
 #include "goro.h"
 #include "gtest/gtest.h"
@@ -13,6 +14,16 @@ namespace {
 using namespace std::chrono_literals;
 
 class TimerTest : public goro_test::SyncTest {};
+
+// timer.h: "std::invalid_argument for a Ticker period <= 0".
+TEST(TimerBasics, TickerRejectsNonPositivePeriods) {
+  goro::run([] {
+    EXPECT_THROW(goro::Ticker(0ms), std::invalid_argument);
+    EXPECT_THROW(goro::Ticker(-1ms), std::invalid_argument);
+    goro::Ticker tk(1ms);
+    EXPECT_THROW(tk.reset(0ms), std::invalid_argument);
+  });
+}
 GORO_INSTANTIATE_SYNC_TEST(TimerTest);
 
 TEST_P(TimerTest, AfterFiresOnceAfterTheDelay) {
