@@ -256,10 +256,14 @@ testing::AssertionResult QuantileBetween(const Samples& s, double q,
   const std::chrono::nanoseconds v = s.Quantile(q);
   std::printf("%s\n", s.Summary().c_str());
   if (v < lo || v >= hi) {
-    return testing::AssertionFailure()
-           << s.what() << ": quantile " << q << " = " << Micros(v)
-           << " us, outside [" << Micros(lo) << ", " << Micros(hi) << ") us; "
-           << s.Summary();
+    testing::AssertionResult r = testing::AssertionFailure();
+    r << "quantile " << q << " = " << Micros(v) << " us, ";
+    if (lo == std::chrono::nanoseconds::min()) {
+      r << "not below " << Micros(hi) << " us";
+    } else {
+      r << "outside [" << Micros(lo) << ", " << Micros(hi) << ") us";
+    }
+    return r << "; " << s.Summary();
   }
   return testing::AssertionSuccess() << s.Summary();
 }
