@@ -68,12 +68,15 @@ TEST(DocsExamples, SyncSelect) {
                             done = true;
                         }),
         goro::send_case(out, result, [&] { ++sent; }),
-        goro::recv_case(goro::after(std::chrono::seconds(1)),
+        goro::recv_case(goro::after(std::chrono::milliseconds(1)),
                         [&] { timed_out = true; }),
         goro::default_case([&] { /* nothing ready: do not park */ }));
     EXPECT_TRUE(i == 0 || i == 1);
     EXPECT_EQ(ran + sent, 1);
     EXPECT_FALSE(done);
+    // The example's timeout is 1 s; here 1 ms, left to fire before run
+    // returns (a timer still armed then is never freed).
+    goro::sleep_for(std::chrono::milliseconds(5));
     EXPECT_FALSE(timed_out);
   });
 }

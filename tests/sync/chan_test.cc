@@ -450,27 +450,25 @@ TEST_P(ChanTest, ThreadsAndFibers) {
 }
 
 // chan.h: "parked senders and receivers are served first come, first
-// served". Fibers park one at a time (each is parked before the next
-// starts); the other side then takes or gives one value at a time.
-TEST_P(ChanTest, ParkedSendersAndReceiversAreServedInArrivalOrder) {
+// served". One P and no asynchronous preemption, so that the order in which
+// fibers park is the order in which they are started: each one runs, when
+// the spawner yields, until it parks. Then the other side takes (gives) one
+// value at a time.
+TEST(ChanFifo, ParkedSendersAndReceiversAreServedInArrivalOrder) {
+  goro::Options o = goro_test::Procs(1);
+  o.async_preempt = false;
   for (int cap : {0, 1}) {
-    run([cap] {
+    goro::run(o, [cap] {
       constexpr int kN = 6;
       goro::Chan<int> ch(cap);
       // Receivers first: the buffer is empty, so each parks.
       std::vector<int> got(kN, -1);
-      std::atomic<int> parked{0};
       goro_test::FiberGroup g;
       for (int i = 0; i < kN; ++i) {
         g.go([&, i, ch]() mutable {
-          parked.fetch_add(1);
           got[static_cast<std::size_t>(i)] = *ch.recv();
         });
-        // Parked for sure once a send hands it a value; until then, wait
-        // for it to have started and yield a little so it reaches recv.
-        goro_test::AwaitInFiber([&] { return parked.load() == i + 1; },
-                                "receiver to start");
-        for (int k = 0; k < 20; ++k) goro::yield();
+        goro::yield();  // it runs until it parks in recv()
       }
       for (int v = 0; v < kN; ++v) ch.send(v);
       g.wait();
@@ -481,15 +479,9 @@ TEST_P(ChanTest, ParkedSendersAndReceiversAreServedInArrivalOrder) {
       }
       // Senders: fill the buffer, then each extra sender parks.
       for (int k = 0; k < cap; ++k) ch.send(-1);
-      parked = 0;
       for (int i = 0; i < kN; ++i) {
-        g.go([&, i, ch]() mutable {
-          parked.fetch_add(1);
-          ch.send(i);
-        });
-        goro_test::AwaitInFiber([&] { return parked.load() == i + 1; },
-                                "sender to start");
-        for (int k = 0; k < 20; ++k) goro::yield();
+        g.go([i, ch]() mutable { ch.send(i); });
+        goro::yield();  // it runs until it parks in send()
       }
       for (int k = 0; k < cap; ++k) EXPECT_EQ(ch.recv(), -1);
       for (int i = 0; i < kN; ++i) {

@@ -88,9 +88,13 @@ TEST_P(ContextTest, DeadlineIsTheEarlierOfParentsAndOwn) {
     EXPECT_EQ(*child.deadline(), *parent.deadline());
     // Closed in ~5 ms; give up (a liveness bound, not a timing figure) long
     // before the child's own 60 s deadline or the watchdog.
+    // (A Timer, stopped afterwards: an after() still armed when run returns
+    // is never freed.)
     bool gave_up = false;
+    goro::Timer give_up(3s);
     goro::select(goro::recv_case(child.done()),
-                 goro::recv_case(goro::after(3s), [&] { gave_up = true; }));
+                 goro::recv_case(give_up.c(), [&] { gave_up = true; }));
+    give_up.stop();
     EXPECT_FALSE(gave_up) << "the child waited for its own deadline";
     EXPECT_TRUE(absl::IsDeadlineExceeded(child.err()));
     // The other way round: the child's own deadline is the earlier one.
