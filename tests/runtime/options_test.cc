@@ -15,7 +15,7 @@
 #include "runtime/internal/scheduler.h"
 #include "runtime/internal/scheduler_internal.h"
 #include "runtime/internal/stack.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 

@@ -15,7 +15,7 @@
 #include "goro.h"
 #include "gtest/gtest.h"
 #include "runtime/internal/scheduler.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 
@@ -331,6 +331,27 @@ TEST_F(RunDeathTest, UncaughtNonStdExceptionAborts) {
   EXPECT_DEATH(goro::run([] { throw 42; }),
                "goro: uncaught exception in fiber [0-9]+: \\(not a "
                "std::exception\\)");
+}
+
+// run.h: run "waits for the runtime's threads to leave fiber code first: a
+// thread inside goro::blocking() leaves when its call returns". main
+// returns while another fiber's blocking call still sleeps; run must not
+// return before that call has.
+TEST(RunTest, WaitsForAThreadInsideBlocking) {
+  std::atomic<bool> inside{false}, call_returned{false};
+  goro::run(Procs(2), [&] {
+    goro::go([&] {
+      goro::blocking([&] {
+        inside = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        call_returned = true;
+      });
+    });
+    goro_test::AwaitInFiber([&] { return inside.load(); },
+                            "the fiber to enter blocking()");
+  });
+  EXPECT_TRUE(call_returned.load())
+      << "run returned while a thread was still inside blocking()";
 }
 
 }  // namespace

@@ -15,7 +15,7 @@
 
 #include "goro.h"
 #include "gtest/gtest.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 
@@ -63,6 +63,8 @@ long MaxRssMiB() {
 }
 
 TEST(ScaleTest, SkynetMillion) {
+  // 1.1 million fibers: under a second alone, seconds under load.
+  goro_test::ExtendWatchdog(60s);
   goro_test::CleanGoroEnv env;
   long result = 0;
   const auto t0 = Clock::now();
@@ -81,6 +83,9 @@ TEST(ScaleTest, SkynetMillion) {
 }
 
 TEST(ScaleTest, MillionFibersParkedOnOneWaitGroup) {
+  // A million stacks committed, parked, woken and unmapped: a few seconds
+  // alone, over 10 s on the shared two-core machine.
+  goro_test::ExtendWatchdog(60s);
   goro_test::CleanGoroEnv env;
   constexpr int kN = 1000000;
   std::atomic<int> finished{0};

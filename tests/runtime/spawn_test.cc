@@ -20,7 +20,7 @@
 #include "goro.h"
 #include "gtest/gtest.h"
 #include "runtime/internal/scheduler.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 

@@ -21,7 +21,7 @@
 #include "gtest/gtest.h"
 #include "runtime/internal/scheduler_internal.h"
 #include "tests/runtime/no_clash_frames.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 

@@ -20,7 +20,7 @@
 #include "gmock/gmock.h"
 #include "goro.h"
 #include "gtest/gtest.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 

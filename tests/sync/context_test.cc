@@ -83,7 +83,7 @@ TEST_P(ContextTest, CancelWakesManyFibers) {
 // reports: bazel test --config=tsan //tests/sync:context_test).
 TEST_P(ContextTest, CancelParentWhileChildArmsDeadline) {
   run([] {
-    for (int i = 0; i < goro_test::scaled(1000); ++i) {
+    for (int i = 0; i < goro_test::Scaled(1000, 100); ++i) {
       auto [parent, cancel_parent] =
           goro::with_cancel(goro::Context::background());
       goro::Context child = goro::Context::background();
@@ -103,6 +103,43 @@ TEST_P(ContextTest, CancelParentWhileChildArmsDeadline) {
       EXPECT_TRUE(absl::IsCancelled(child.err()));
       cancel_child();
     }
+  });
+}
+
+// context.h: a derived context's deadline is the earlier of its parent's
+// and its own -- it is cancelled with DeadlineExceeded when the parent's
+// earlier deadline passes.
+TEST_P(ContextTest, DeadlineIsTheEarlierOfParentsAndOwn) {
+  run([] {
+    auto [parent, cancel_parent] =
+        goro::with_timeout(goro::Context::background(), 5ms);
+    auto [child, cancel_child] = goro::with_timeout(parent, 60s);
+    ASSERT_TRUE(child.deadline().has_value());
+    ASSERT_TRUE(parent.deadline().has_value());
+    EXPECT_EQ(*child.deadline(), *parent.deadline());
+    // Closed in ~5 ms; give up (a liveness bound, not a timing figure) long
+    // before the child's own 60 s deadline or the watchdog.
+    // (A Timer, stopped afterwards: an after() still armed when run returns
+    // is never freed.)
+    bool gave_up = false;
+    goro::Timer give_up(3s);
+    goro::select(goro::recv_case(child.done()),
+                 goro::recv_case(give_up.c(), [&] { gave_up = true; }));
+    give_up.stop();
+    EXPECT_FALSE(gave_up) << "the child waited for its own deadline";
+    EXPECT_TRUE(absl::IsDeadlineExceeded(child.err()));
+    // The other way round: the child's own deadline is the earlier one.
+    auto [late, cancel_late] =
+        goro::with_timeout(goro::Context::background(), 10s);
+    auto [early, cancel_early] = goro::with_timeout(late, 5ms);
+    EXPECT_LT(*early.deadline(), *late.deadline());
+    EXPECT_EQ(early.done().recv(), std::nullopt);
+    EXPECT_TRUE(absl::IsDeadlineExceeded(early.err()));
+    EXPECT_TRUE(late.err().ok()) << "cancelling a child cancelled its parent";
+    cancel_early();
+    cancel_late();
+    cancel_child();
+    cancel_parent();
   });
 }
 

@@ -23,21 +23,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Counts are lowered under sanitizers.
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitizer = true;
-#else
-constexpr bool kSanitizer = false;
-#endif
-constexpr int Scaled(int normal, int reduced) {
-  return kSanitizer ? reduced : normal;
-}
-
-goro::Options Procs(int n) {
-  goro::Options o;
-  o.procs = n;
-  return o;
-}
+using goro_test::Procs;
+using goro_test::Scaled;
 
 TEST(WaitGroupFiberTest, WaitOnZeroReturnsAtOnce) {
   goro::WaitGroup wg;
@@ -125,7 +112,7 @@ TEST(WaitGroupFiberTest, NegativeCounterThrowsAndLeavesTheCounterUnchanged) {
 // stuck for a second and frees it (add(1), done()) to report the failure.
 TEST(WaitGroupFiberTest, FailedAddDoesNotStrandAConcurrentWait) {
   // Before the fix, 2 of 3 one-second runs stranded the waiter.
-  const auto kFor = kSanitizer ? 1s : 2s;
+  const auto kFor = goro_test::kSanitizer ? 1s : 2s;
   goro::WaitGroup wg;
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> waits{0};
@@ -185,7 +172,7 @@ TEST(WaitGroupFiberTest, FailedAddDoesNotStrandAConcurrentWait) {
 // A correct done() racing with another thread's failed add() must neither
 // throw nor be lost: the counter it sees never includes the refused delta.
 TEST(WaitGroupFiberTest, FailedAddDoesNotFailAConcurrentDone) {
-  const auto kFor = kSanitizer ? 500ms : 1s;
+  const auto kFor = goro_test::kSanitizer ? 500ms : 1s;
   goro::WaitGroup wg;
   wg.add(1);  // held by the test: the counter is 1 or 2 below
   std::atomic<bool> stop{false};
@@ -464,7 +451,7 @@ TEST(WaitGroupBasics, NegativeThrows) {
 TEST_P(WaitGroupTest, Reuse) {
   run([] {
     goro::WaitGroup wg;
-    for (int round = 0; round < goro_test::scaled(200); ++round) {
+    for (int round = 0; round < goro_test::Scaled(200, 20); ++round) {
       std::atomic<int> n{0};
       goro::WaitGroup waiters;
       wg.add(8);
