@@ -63,27 +63,8 @@ class ABSL_LOCKABLE Mutex {
   std::atomic<std::uint32_t> state_{0};
 };
 
-// MutexLock holds a Mutex for its scope, like std::unique_lock, but visible
-// to clang's -Wthread-safety analysis (which cannot see through the standard
-// guards). unlock() ends the hold early; the destructor then does nothing.
-class ABSL_SCOPED_LOCKABLE MutexLock {
- public:
-  explicit MutexLock(Mutex* mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) : mu_(mu) {
-    mu_->lock();
-  }
-  ~MutexLock() ABSL_UNLOCK_FUNCTION() {
-    if (mu_ != nullptr) mu_->unlock();
-  }
-  void unlock() ABSL_UNLOCK_FUNCTION() {
-    mu_->unlock();
-    mu_ = nullptr;
-  }
-  MutexLock(const MutexLock&) = delete;
-  MutexLock& operator=(const MutexLock&) = delete;
-
- private:
-  Mutex* mu_;
-};
+// MutexLock holds a Mutex for its scope (see ScopedLock in locks.h).
+using MutexLock = ScopedLock<Mutex>;
 
 }  // namespace goro::runtime_internal
 

@@ -99,12 +99,15 @@ void fill_stats(const Sched& s, Stats* out) {
   }
   st.fibers_created = created;
   st.fibers_live = created >= exited ? created - exited : 0;
-  st.handoffs = s.handoffs.load(std::memory_order_relaxed);
-  st.threads_woken = s.threads_woken.load(std::memory_order_relaxed);
-  st.preempt_requests = s.preempt_requests.load(std::memory_order_relaxed);
-  st.signals_sent = s.signals_sent.load(std::memory_order_relaxed);
-  st.syscall_retakes = s.syscall_retakes.load(std::memory_order_relaxed);
-  st.pinned_released = s.pinned_released.load(std::memory_order_relaxed);
+  auto get = [](const std::atomic<std::uint64_t>& c) {
+    return c.load(std::memory_order_relaxed);
+  };
+  st.handoffs = get(s.handoffs);
+  st.threads_woken = get(s.threads_woken);
+  st.preempt_requests = get(s.preempt_requests);
+  st.signals_sent = get(s.signals_sent);
+  st.syscall_retakes = get(s.syscall_retakes);
+  st.pinned_released = get(s.pinned_released);
   auto refused = [&](Refusal r) {
     return s.refused[r].load(std::memory_order_relaxed);
   };

@@ -63,29 +63,9 @@ class ABSL_LOCKABLE SpinLock {
   std::atomic<bool> locked_{false};
 };
 
-// SpinLockGuard holds a SpinLock for its scope, like std::unique_lock, but
-// visible to clang's -Wthread-safety analysis (which cannot see through the
-// standard guards). unlock() ends the hold early; the destructor then does
-// nothing.
-class ABSL_SCOPED_LOCKABLE SpinLockGuard {
- public:
-  explicit SpinLockGuard(SpinLock* lock) ABSL_EXCLUSIVE_LOCK_FUNCTION(lock)
-      : lock_(lock) {
-    lock_->lock();
-  }
-  ~SpinLockGuard() ABSL_UNLOCK_FUNCTION() {
-    if (lock_ != nullptr) lock_->unlock();
-  }
-  void unlock() ABSL_UNLOCK_FUNCTION() {
-    lock_->unlock();
-    lock_ = nullptr;
-  }
-  SpinLockGuard(const SpinLockGuard&) = delete;
-  SpinLockGuard& operator=(const SpinLockGuard&) = delete;
-
- private:
-  SpinLock* lock_;
-};
+// SpinLockGuard holds a SpinLock for its scope (see ScopedLock in
+// runtime/internal/locks.h).
+using SpinLockGuard = runtime_internal::ScopedLock<SpinLock>;
 
 }  // namespace goro::sync_internal
 
