@@ -306,6 +306,34 @@ void start_first_m(Sched* s) {
   startm(s, p, false);
 }
 
+namespace {
+
+// An M inside goro::blocking() when the runtime stops is not waited for (its
+// call may never return, like a read of stdin). Its fiber never runs again:
+// the M leaves fiber code when the call returns (blocking_exit) and frees
+// what is handed to it here -- its own object and the fiber's stack, which
+// stays mapped until then -- without touching the Sched. See M.
+void abandon_m(Sched* s, M* m) {
+  Fiber* f = m->curg();
+  m->abandoned_stack = f->stack;
+  s->stacks.keep_mapped(f->stack);
+  f->stack = Stack{};
+#if defined(__SANITIZE_THREAD__)
+  m->abandoned_tsan_fiber = f->tsan_fiber;
+  f->tsan_fiber = nullptr;
+#endif
+  m->thread.detach();
+  {
+    MutexLock l(&s->lock);
+    for (auto& owned : s->ms) {
+      if (owned.get() == m) (void)owned.release();
+    }
+  }
+  m->blocking_state.store(M::kAbandoned, std::memory_order_release);
+}
+
+}  // namespace
+
 void stop_all_ms(Sched* s) {
   std::vector<M*> ms;
   {
@@ -318,7 +346,13 @@ void stop_all_ms(Sched* s) {
     for (auto& m : s->ms) ms.push_back(m.get());
   }
   for (M* m : ms) {
-    if (m->thread.joinable()) m->thread.join();
+    int in_call = M::kInCall;
+    if (m->blocking_state.compare_exchange_strong(
+            in_call, M::kAbandoning, std::memory_order_acq_rel)) {
+      abandon_m(s, m);
+    } else if (m->thread.joinable()) {
+      m->thread.join();
+    }
   }
 }
 

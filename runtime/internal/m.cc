@@ -14,6 +14,8 @@
 
 #include <cxxabi.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -120,6 +122,28 @@ void setup_thread(M* m) {
   pthread_setname_np(pthread_self(), name);
 }
 
+// The end of an M that stop_all_ms abandoned inside goro::blocking(): its
+// fiber's call has returned and the thread is back on its own stack. The
+// Sched may be gone; the M, the fiber's stack and its TSan fiber are this
+// thread's to free (stop_all_ms handed them over).
+void end_abandoned(M* m) {
+  // stop_all_ms publishes the hand-over with kAbandoned; wait out the short
+  // window between its CAS and that store.
+  while (m->blocking_state.load(std::memory_order_acquire) != M::kAbandoned) {
+    sched_yield();
+  }
+  const Stack& st = m->abandoned_stack;
+  if (!st.empty()) munmap(st.lo - kGuardSize, st.size + kGuardSize);
+#if defined(__SANITIZE_THREAD__)
+  if (m->abandoned_tsan_fiber != nullptr) {
+    __tsan_destroy_fiber(m->abandoned_tsan_fiber);
+  }
+#endif
+  remove_thread_signal_stack(m);
+  tls_m = nullptr;
+  delete m;  // its std::thread was detached
+}
+
 }  // namespace
 
 void m_main(Sched* s, M* m) {
@@ -137,6 +161,10 @@ void m_main(Sched* s, M* m) {
     Fiber* f = find_runnable(s, m, &inherit);
     if (f == nullptr) break;
     execute(m, f, inherit);
+    if (m->blocking_state.load(std::memory_order_relaxed) != M::kNone) {
+      end_abandoned(m);
+      return;
+    }
   }
   remove_thread_signal_stack(m);
   tls_m = nullptr;

@@ -170,6 +170,20 @@ void yield_impl(bool preempted, bool async) {
 
 void preempt_yield(bool async) { yield_impl(true, async); }
 
+namespace {
+
+// The runtime is stopping (main returned): the fiber never runs again. It
+// leaves for the scheduler context, which sees `stopping` and ends the
+// thread; the fiber stays kRunning, abandoned like every other live fiber.
+[[noreturn]] void leave_stopping(M* m) {
+  m->blocking_p = nullptr;
+  m->after = M::After::kNothing;
+  switch_from_fiber(m, m->curg(), nullptr, false, false);
+  fatal("a fiber of a stopped runtime resumed");
+}
+
+}  // namespace
+
 bool blocking_enter() {
   M* m = acquirem();
   if (m == nullptr || m->curg() == nullptr || m->p == nullptr) {
@@ -185,18 +199,40 @@ bool blocking_enter() {
   m->p = nullptr;
   m->blocking_p = p;
   handoffp(s, p);
-  // The fiber keeps one count while in blocking(): it must not be preempted
-  // (it holds no P), and blocking_exit drops it.
-  return true;
+  {
+    // Under the lock that stop_all_ms sets `stopping` with: either it sees
+    // kInCall (and abandons this M instead of joining it, so that run does
+    // not wait for fn), or we see `stopping` and never call fn.
+    MutexLock l(&s->lock);
+    if (!s->stopping.load(std::memory_order_relaxed)) {
+      m->blocking_state.store(M::kInCall, std::memory_order_relaxed);
+      // The fiber keeps one count while in blocking(): it must not be
+      // preempted (it holds no P), and blocking_exit drops it.
+      return true;
+    }
+  }
+  leave_stopping(m);
 }
 
 void blocking_exit() {
   M* m = current_m();  // still holding the count from blocking_enter
+  int in_call = M::kInCall;
+  if (!m->blocking_state.compare_exchange_strong(in_call, M::kNone,
+                                                 std::memory_order_acq_rel)) {
+    // run returned while fn ran: the Sched, the P and this Fiber may be
+    // gone. Only M-owned data is touched from here on (see M).
+    abandon_to_g0(m);
+  }
+  // Not abandoned: run_main joins this thread before freeing anything.
   Sched* s = sched();
   P* old = m->blocking_p;
   m->blocking_p = nullptr;
   {
     MutexLock l(&s->lock);
+    if (s->stopping.load(std::memory_order_relaxed)) {
+      l.unlock();
+      leave_stopping(m);
+    }
     P* p = pidle_remove_locked(s, old) ? old : pidle_get_locked(s);
     if (p != nullptr) acquirep(m, p);
   }

@@ -169,6 +169,18 @@ struct M {
   bool idle = false;        // on that list; guarded by Sched::lock
   P* blocking_p = nullptr;  // the P given up by blocking(), to take back
 
+  // goro::blocking() against the end of the runtime (park.cc, idle.cc
+  // stop_all_ms). The M sets kInCall before calling fn and CASes it back to
+  // kNone after; stop_all_ms CASes kInCall -> kAbandoning instead of joining
+  // a thread stuck in fn, hands it the fiber's stack (abandoned_stack) and
+  // sets kAbandoned. An abandoned M never touches the Sched or the Fiber
+  // again: it returns to its scheduler context, unmaps the stack and exits;
+  // the M object is then its own (deleted by the thread).
+  enum BlockingState : int { kNone, kInCall, kAbandoning, kAbandoned };
+  std::atomic<int> blocking_state{kNone};
+  Stack abandoned_stack;
+  void* abandoned_tsan_fiber = nullptr;
+
   // The runtime-lock count (Go's m.locks) is the thread-local
   // goro_tls_locks, see locks.h.
 

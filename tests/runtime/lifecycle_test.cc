@@ -1,0 +1,227 @@
+// Copyright goro authors.
+//
+// The end of goro::run (DESIGN.md "Start and stop"): run returns while a
+// fiber spins, while a fiber is inside goro::blocking() (whose code never
+// runs again), while plain threads call go() and use channels, and a stack
+// that cannot be mapped fails cleanly. Every test runs under a watchdog, so
+// that a hang fails with a message instead of the test timeout.
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <dirent.h>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "goro.h"
+#include "gtest/gtest.h"
+#include "tests/runtime/test_util.h"
+
+namespace {
+
+using goro_test::Procs;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+// Aborts the process with `what` if not destroyed within `limit`.
+class Watchdog {
+ public:
+  Watchdog(const char* what, std::chrono::seconds limit)
+      : thread_([this, what, limit] {
+          std::unique_lock<std::mutex> l(mu_);
+          if (!cv_.wait_for(l, limit, [this] { return done_; })) {
+            std::fprintf(stderr, "watchdog: %s: still running after %llds\n",
+                         what, static_cast<long long>(limit.count()));
+            std::fflush(stderr);
+            std::abort();
+          }
+        }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+double Seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+int CountThreads() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+    closedir(d);
+  }
+  return n;
+}
+
+// --- A spinning fiber when main returns -------------------------------------
+
+// Main returns while a fiber spins in a loop with no goro call in it. With
+// asynchronous preemption (the default) sysmon preempts the spinner, which
+// then never runs again, and run returns within a few time slices.
+TEST(LifecycleTest, RunReturnsWhileAFiberSpins) {
+  if (goro_test::kTsan) GTEST_SKIP() << "no asynchronous preemption in TSan";
+  Watchdog dog("RunReturnsWhileAFiberSpins", 20s);
+  for (int procs : {1, 2}) {
+    std::vector<double> took;
+    for (int rep = 0; rep < 5; ++rep) {
+      std::atomic<int> flag{0};
+      std::atomic<bool> started{false};
+      Clock::time_point main_returned;
+      const auto t0 = Clock::now();
+      goro::run(Procs(procs), [&] {
+        goro::go([&] {
+          started.store(true);
+          while (flag.load(std::memory_order_relaxed) == 0) {
+          }
+        });
+        while (!started.load()) goro::sleep_for(1ms);
+        main_returned = Clock::now();
+      });
+      took.push_back(Seconds(Clock::now() - main_returned));
+      (void)t0;
+    }
+    std::sort(took.begin(), took.end());
+    EXPECT_LT(took[took.size() / 2], 2.0) << "procs=" << procs;
+  }
+}
+
+// With async_preempt = false nothing can stop a fiber between its goro calls:
+// run waits for the spinner's next cooperative point, and the fiber does not
+// run past it.
+TEST(LifecycleTest, WithoutAsyncPreemptionRunWaitsForTheNextGoroCall) {
+  Watchdog dog("WithoutAsyncPreemptionRunWaitsForTheNextGoroCall", 20s);
+  goro::Options o = Procs(2);
+  o.async_preempt = false;
+  std::atomic<int> release{0};
+  std::atomic<bool> started{false}, after_yield{false};
+  Clock::time_point released;
+  std::thread releaser;
+  goro::run(o, [&] {
+    goro::go([&] {
+      started.store(true);
+      while (release.load(std::memory_order_relaxed) == 0) {
+      }
+      goro::yield();  // the cooperative point: never returns
+      after_yield.store(true);
+    });
+    while (!started.load()) {
+    }
+    releaser = std::thread([&] {
+      std::this_thread::sleep_for(300ms);
+      released = Clock::now();
+      release.store(1);
+    });
+  });
+  const auto returned = Clock::now();
+  releaser.join();
+  EXPECT_GE(returned, released);
+  EXPECT_LT(Seconds(returned - released), 2.0);
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(after_yield.load());
+}
+
+// --- A fiber inside goro::blocking() when main returns ----------------------
+
+// run does not wait for the call, and the fiber's code after blocking() never
+// runs: not when the call returns, nor ever.
+TEST(LifecycleTest, FiberInBlockingNeverRunsAgain) {
+  Watchdog dog("FiberInBlockingNeverRunsAgain", 20s);
+  for (int procs : {1, 2}) {
+    std::atomic<bool> entered{false}, after{false}, call_returned{false};
+    Clock::time_point main_returned;
+    goro::run(Procs(procs), [&] {
+      goro::go([&] {
+        goro::blocking([&] {
+          entered.store(true);
+          std::this_thread::sleep_for(300ms);
+          call_returned.store(true);
+        });
+        after.store(true);
+      });
+      while (!entered.load()) goro::sleep_for(1ms);
+      main_returned = Clock::now();
+    });
+    EXPECT_LT(Seconds(Clock::now() - main_returned), 0.2) << "procs=" << procs;
+    EXPECT_TRUE(goro_test::WaitFor([&] { return call_returned.load(); }, 5s));
+    std::this_thread::sleep_for(100ms);
+    EXPECT_FALSE(after.load()) << "procs=" << procs;
+  }
+}
+
+// A call that never returns (a read of a pipe nobody writes, like a read of
+// stdin) does not hold up run. Once it does return, the thread exits without
+// running the fiber's code.
+TEST(LifecycleTest, BlockingReadThatNeverReturnsDoesNotHoldUpRun) {
+  Watchdog dog("BlockingReadThatNeverReturnsDoesNotHoldUpRun", 20s);
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  std::atomic<bool> entered{false}, after{false};
+  std::atomic<ssize_t> got{-2};
+  const auto t0 = Clock::now();
+  goro::run(Procs(1), [&] {
+    goro::go([&] {
+      char c;
+      got.store(goro::blocking([&] {
+        entered.store(true);
+        return ::read(fds[0], &c, 1);
+      }));
+      after.store(true);
+    });
+    while (!entered.load()) goro::sleep_for(1ms);
+  });
+  EXPECT_LT(Seconds(Clock::now() - t0), 1.0);
+  const int threads = CountThreads();
+  ::close(fds[1]);  // read returns 0: the abandoned thread exits
+  EXPECT_TRUE(
+      goro_test::WaitFor([&] { return CountThreads() < threads; }, 5s));
+  ::close(fds[0]);
+  EXPECT_FALSE(after.load());
+  EXPECT_EQ(got.load(), -2);
+}
+
+// Calls returning around the moment main returns: whichever way each race
+// goes, nothing touches freed memory (run under ASan and TSan).
+TEST(LifecycleTest, BlockingCallsReturningAsRunEnds) {
+  Watchdog dog("BlockingCallsReturningAsRunEnds", 60s);
+  const int kRuns = goro_test::Scaled(200, 40);
+  for (int r = 0; r < kRuns; ++r) {
+    goro::run(Procs(1 + r % 2), [r] {
+      for (int i = 0; i < 3; ++i) {
+        goro::go([r, i] {
+          for (;;) {
+            goro::blocking([&] {
+              std::this_thread::sleep_for(std::chrono::microseconds(
+                  (r * 37 + i * 101) % 500));
+            });
+            goro::yield();
+          }
+        });
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds((r * 53) % 700));
+    });
+  }
+}
+
+}  // namespace
