@@ -1,9 +1,9 @@
 // Copyright goro authors.
 //
 // A fiber's life cycle (see the state machine in fiber.h): go() reserves a
-// Fiber object and an id (fiber_new), stores the closure (inline or on the
-// heap), and queues it (fiber_start); the first switch to it builds its
-// first frame on a stack from the P's cache (init_first_frame); when its
+// Fiber object, an id and a stack from the P's cache (fiber_new), stores the
+// closure (inline or on the heap), and queues it (fiber_start); the first
+// switch to it builds its first frame on that stack (init_first_frame); when its
 // function returns, fiber_main switches away for good and the next context
 // recycles the stack and the object (fiber_free).
 //
@@ -127,6 +127,22 @@ Fiber* fiber_new(const SpawnOptions* o) {
     f->id = s->next_fiber_id.fetch_add(1, std::memory_order_relaxed);
   }
   f->stack_size = ss;
+  // The stack is reserved here, on the caller's side, so that running out
+  // of address space (or of mappings) is a std::bad_alloc from go() with
+  // nothing queued -- not an exception inside a context switch. It costs
+  // address space only: pages are committed as the fiber touches them.
+  try {
+    f->stack = p != nullptr ? p->stack_cache.get(s->stacks, ss, s->opts.stack_size)
+                            : s->stacks.allocate(ss);
+  } catch (...) {
+    if (p != nullptr) {
+      p->free_fibers.push_back(f);
+    } else {
+      MutexLock l(&s->free_lock);
+      s->free_fibers.push_back(f);
+    }
+    throw;
+  }
   f->name = o->name;
   f->sp = nullptr;
   f->closure = nullptr;
@@ -158,6 +174,8 @@ void fiber_discard(Fiber* f) {
   f->closure_on_heap = false;
   f->name.clear();
   Sched* s = sched();
+  s->stacks.release(f->stack);
+  f->stack = Stack{};
   MutexLock l(&s->free_lock);
   s->free_fibers.push_back(f);
 }
@@ -184,7 +202,10 @@ std::uint64_t fiber_id(const Fiber* f) { return f->id; }
 
 void init_first_frame(P* p, Fiber* f) {
   Sched* s = sched();
-  f->stack = p->stack_cache.get(s->stacks, f->stack_size, s->opts.stack_size);
+  if (f->stack.empty()) {  // reserved by fiber_new
+    f->stack =
+        p->stack_cache.get(s->stacks, f->stack_size, s->opts.stack_size);
+  }
 #if defined(__SANITIZE_ADDRESS__)
   // A recycled stack still carries the poisoned redzones of its previous
   // fiber's frames, which never returned.

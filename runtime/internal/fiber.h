@@ -88,8 +88,10 @@ struct Fiber {
   // Sched::free_lock.
   Fiber* all_next = nullptr;
 
-  // The stack: empty until the fiber first runs (a queued fiber costs no stack
-  // memory), recycled when it dies. stack_size is the requested usable size.
+  // The stack: reserved by go() (fiber_new), so that running out of address
+  // space is an error of go() and never of a context switch; its pages are
+  // committed as the fiber touches them. Recycled when the fiber dies.
+  // stack_size is the requested usable size.
   Stack stack;
   std::size_t stack_size = 0;
 

@@ -224,4 +224,75 @@ TEST(LifecycleTest, BlockingCallsReturningAsRunEnds) {
   }
 }
 
+// --- Out of address space for a stack -----------------------------------------
+
+// Lowers RLIMIT_AS to what the process maps now plus `headroom`.
+bool LimitAddressSpace(std::size_t headroom) {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return false;
+  char line[256];
+  unsigned long long vm_kb = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "VmSize: %llu kB", &vm_kb) == 1) break;
+  }
+  std::fclose(f);
+  if (vm_kb == 0) return false;
+  rlimit r;
+  r.rlim_cur = r.rlim_max = vm_kb * 1024 + headroom;
+  return setrlimit(RLIMIT_AS, &r) == 0;
+}
+
+// go() reserves the new fiber's stack: when that fails it throws
+// std::bad_alloc with nothing queued, and the runtime goes on (the main
+// fiber is still itself, the fibers spawned before run).
+TEST(LifecycleDeathTest, GoThrowsBadAllocWhenNoStackCanBeMapped) {
+  if (goro_test::kAsan || goro_test::kTsan) {
+    GTEST_SKIP() << "sanitizers need more address space than a limit allows";
+  }
+  testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_EXIT(
+      {
+        alarm(20);  // the watchdog of the child
+        const int code = goro::run(Procs(1), [] {
+          const std::uint64_t id = goro::this_fiber::id();
+          if (!LimitAddressSpace(std::size_t{96} << 20)) return 2;
+          // Fibers that stay alive, each holding a 16 MiB stack.
+          std::atomic<int> started{0}, ran{0};
+          goro::WaitGroup gate;
+          gate.add(1);
+          int spawned = 0;
+          bool threw = false;
+          for (int i = 0; i < 1000 && !threw; ++i) {
+            try {
+              goro::go({.stack_size = std::size_t{16} << 20}, [&] {
+                started.fetch_add(1);
+                gate.wait();
+                ran.fetch_add(1);
+              });
+              ++spawned;
+            } catch (const std::bad_alloc&) {
+              threw = true;
+            }
+            goro::yield();
+          }
+          while (started.load() < spawned) goro::yield();
+          gate.done();
+          while (ran.load() < spawned) goro::yield();
+          if (!threw) return 3;
+          if (goro::this_fiber::id() != id) return 4;
+          // The runtime still works once memory is back.
+          rlimit r{RLIM_INFINITY, RLIM_INFINITY};
+          setrlimit(RLIMIT_AS, &r);
+          goro::WaitGroup wg;
+          wg.add(1);
+          goro::go([&wg] { wg.done(); });
+          wg.wait();
+          return 0;
+        });
+        std::fprintf(stderr, "child: run returned %d\n", code);
+        std::_Exit(code);
+      },
+      ::testing::ExitedWithCode(0), "run returned 0");
+}
+
 }  // namespace
