@@ -102,7 +102,18 @@ Fiber* take_free_fiber(Sched* s, P* p) {
 }  // namespace
 
 Fiber* fiber_new(const SpawnOptions* o) {
-  Sched* s = sched();
+  MHold hold;
+  P* p = hold.m() != nullptr ? hold.m()->p : nullptr;
+  // On a P the runtime cannot end under us (run_main joins every M before it
+  // frees anything). Off a P -- a plain thread, or inside blocking() -- hold
+  // it until fiber_start or fiber_discard (SchedUse).
+  Sched* s = p != nullptr ? sched() : SchedUse::acquire();
+  struct Release {
+    bool armed;
+    ~Release() {
+      if (armed) SchedUse::release();
+    }
+  } release{p == nullptr};
   if (s == nullptr) {
     throw std::logic_error(
         "goro::go: no runtime is running (call it inside goro::run)");
@@ -111,8 +122,6 @@ Fiber* fiber_new(const SpawnOptions* o) {
   if (o->stack_size != 0) {
     ss = validate_stack_size(o->stack_size, "SpawnOptions::stack_size");
   }
-  MHold hold;
-  P* p = hold.m() != nullptr ? hold.m()->p : nullptr;
   Fiber* f = take_free_fiber(s, p);
   GORO_DCHECK(f->state.load(std::memory_order_relaxed) == FiberState::kFree);
   f->sched_next = nullptr;
@@ -144,6 +153,9 @@ Fiber* fiber_new(const SpawnOptions* o) {
     throw;
   }
   f->name = o->name;
+  f->epoch = s->epoch;
+  f->held_sched = p == nullptr ? s : nullptr;
+  release.armed = false;  // passed on to fiber_start / fiber_discard
   f->sp = nullptr;
   f->closure = nullptr;
   f->closure_on_heap = false;
@@ -173,27 +185,40 @@ void fiber_discard(Fiber* f) {
   f->closure = nullptr;
   f->closure_on_heap = false;
   f->name.clear();
-  Sched* s = sched();
+  Sched* s = f->held_sched != nullptr ? f->held_sched : sched();
   s->stacks.release(f->stack);
   f->stack = Stack{};
-  MutexLock l(&s->free_lock);
-  s->free_fibers.push_back(f);
+  {
+    MutexLock l(&s->free_lock);
+    s->free_fibers.push_back(f);
+  }
+  if (f->held_sched != nullptr) {
+    f->held_sched = nullptr;
+    SchedUse::release();
+  }
 }
 
 void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*)) {
   f->invoke = invoke;
   f->destroy = destroy;
+  Sched* held = f->held_sched;
+  f->held_sched = nullptr;
   transition(f, FiberState::kFree, FiberState::kRunnable);
+  if (held != nullptr) {
+    // Off a P (the same as in fiber_new): the global queue. If the runtime
+    // is already stopping the fiber never runs, and ~Sched destroys its
+    // closure, as for any fiber that never started.
+    held->created_off_p.fetch_add(1, std::memory_order_relaxed);
+    global_put(held, f);
+    wakep(held);
+    SchedUse::release();
+    return;
+  }
   Sched* s = sched();
   MHold hold;  // its release is a cooperative preemption point
   M* m = hold.m();
-  if (m != nullptr && m->p != nullptr) {
-    m->p->fibers_created.add();
-    runq_put(m->p, f, true);
-  } else {
-    s->created_off_p.fetch_add(1, std::memory_order_relaxed);
-    global_put(s, f);
-  }
+  m->p->fibers_created.add();
+  runq_put(m->p, f, true);
   std::atomic_thread_fence(std::memory_order_seq_cst);  // see runq_put
   wakep(s);
 }

@@ -49,6 +49,7 @@ namespace goro::runtime_internal {
 
 struct M;
 struct P;
+class Sched;
 
 enum class FiberState : std::uint32_t {
   kFree,
@@ -79,6 +80,14 @@ struct Fiber {
   std::atomic<FiberState> state{FiberState::kFree};
 
   std::uint64_t id = 0;
+
+  // Sched::epoch of the runtime that made it (set by go()). ready() ignores
+  // a fiber of an ended runtime: sync objects that outlive run may still
+  // hold its waiters (see run_main's graveyard).
+  std::uint64_t epoch = 0;
+  // Non-null while a go() called off a P holds that runtime with a SchedUse,
+  // from fiber_new until fiber_start or fiber_discard.
+  Sched* held_sched = nullptr;
 
   // Intrusive link: global run queue, free lists, wait lists of sync/.
   // Belongs to whoever owns the fiber in its current state (see above).

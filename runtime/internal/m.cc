@@ -32,6 +32,7 @@
 namespace goro::runtime_internal {
 
 std::atomic<Sched*> g_sched{nullptr};
+std::atomic<int> g_sched_users{0};
 Hooks g_hooks;
 
 namespace {

@@ -85,12 +85,14 @@ void park(bool (*commit)(void*), void* arg, WaitReason reason) {
   release_after_switch(leave_fiber(m, self, false));
 }
 
-void ready(Fiber* f) {
-  // kWaiting -> kRunnable. By the park protocol exactly one waker owns this
-  // transition (whoever removed the fiber from where its commit published
-  // it), so a load and a store suffice; the check still catches a second
-  // ready() of the same park in practice. acquire: pairs with the release
-  // store in finish_switch, so the fiber's saved context is visible.
+namespace {
+
+// kWaiting -> kRunnable. By the park protocol exactly one waker owns this
+// transition (whoever removed the fiber from where its commit published it),
+// so a load and a store suffice; the check still catches a second ready()
+// of the same park in practice. acquire: pairs with the release store in
+// finish_switch, so the fiber's saved context is visible.
+void make_runnable(Fiber* f) {
   const FiberState st = f->state.load(std::memory_order_acquire);
   if (st != FiberState::kWaiting) {
     fatal("ready() of fiber %llu in state %s",
@@ -98,10 +100,20 @@ void ready(Fiber* f) {
   }
   f->wait_reason = WaitReason::kNone;
   f->state.store(FiberState::kRunnable, std::memory_order_relaxed);
-  Sched* s = sched();
+}
+
+}  // namespace
+
+void ready(Fiber* f) {
   MHold hold;
   M* m = hold.m();
   if (m != nullptr && m->p != nullptr) {
+    // On a P: this M's runtime is alive until the M is joined.
+    Sched* s = sched();
+    // A fiber of an ended runtime (its waiter outlived run in a sync
+    // object): it never runs again.
+    if (f->epoch != s->epoch) return;
+    make_runnable(f);
     runq_put(m->p, f, true);
     // A fiber readied into an empty runnext of a P whose ring is empty runs
     // as soon as the caller blocks or yields -- usually at once (a channel
@@ -115,10 +127,17 @@ void ready(Fiber* f) {
       std::atomic_thread_fence(std::memory_order_seq_cst);  // see runq_put
       wakep(s);
     }
-  } else {
-    global_put(s, f);
-    wakep(s);
+    return;
   }
+  // Off a P (a plain thread, or inside blocking()): the runtime may be
+  // ending; hold it. Once run has cleared g_sched, or for a fiber of an
+  // earlier runtime, the fiber is abandoned: nothing to do.
+  SchedUse use;
+  Sched* s = use.get();
+  if (s == nullptr || f->epoch != s->epoch) return;
+  make_runnable(f);
+  global_put(s, f);
+  wakep(s);
 }
 
 void yield_impl(bool preempted, bool async) {
@@ -250,12 +269,18 @@ void blocking_exit() {
 }
 
 void timer_start(Timer* t) {
-  Sched* s = sched();
   MHold hold;
   M* m = hold.m();
-  P* p = m != nullptr && m->p != nullptr ? m->p : s->ps[0].get();
-  const bool earliest = p->timers.add(t);
-  if (earliest && (m == nullptr || m->p != p)) {
+  if (m != nullptr && m->p != nullptr) {
+    m->p->timers.add(t);
+    return;
+  }
+  // Off a P: hold the runtime (see ready). No runtime: the timer never
+  // fires, as for a fiber abandoned by run.
+  SchedUse use;
+  Sched* s = use.get();
+  if (s == nullptr) return;
+  if (s->ps[0]->timers.add(t)) {
     // An idle M may be sleeping until a later deadline: wake one to re-plan.
     wake_idle_m_for_timer(s);
   }

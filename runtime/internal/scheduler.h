@@ -264,6 +264,11 @@ class Sched {
 
   StackAllocator stacks;
 
+  // This runtime's number in the process (1, 2, ...), copied into each of
+  // its fibers (Fiber::epoch): a fiber of an ended runtime is never readied
+  // into a later one.
+  std::uint64_t epoch = 0;
+
   // The monitor thread (sysmon.cc); set by run_main while the Ms run.
   Sysmon* sysmon = nullptr;
 
@@ -273,6 +278,36 @@ class Sched {
 
 // The active runtime, or null. Set and cleared by run_main.
 extern std::atomic<Sched*> g_sched;
+
+// Threads that are not running a fiber on a P (plain threads, and M threads
+// inside goro::blocking()) may call go(), ready() (a channel operation) or
+// start a timer at any time, also while run ends. They hold the Sched with a
+// SchedUse: run_main clears g_sched, then waits until g_sched_users is zero
+// before it frees anything. Both sides are seq_cst (Dekker): either the user
+// loads null, or run_main sees its count.
+extern std::atomic<int> g_sched_users;
+
+class SchedUse {
+ public:
+  SchedUse() : s_(acquire()) {}
+  ~SchedUse() { release(); }
+  SchedUse(const SchedUse&) = delete;
+  SchedUse& operator=(const SchedUse&) = delete;
+  // The running runtime, or null once run has (nearly) returned.
+  Sched* get() const { return s_; }
+
+  // The same as a pair of calls, for a hold that spans go()'s two halves.
+  static Sched* acquire() {
+    g_sched_users.fetch_add(1, std::memory_order_seq_cst);
+    return g_sched.load(std::memory_order_seq_cst);
+  }
+  static void release() {
+    g_sched_users.fetch_sub(1, std::memory_order_release);
+  }
+
+ private:
+  Sched* s_;
+};
 
 // The current thread's M, or null on a thread that is not an M. Not inlined:
 // a fiber can resume on another thread, and the compiler must not reuse a

@@ -295,4 +295,72 @@ TEST(LifecycleDeathTest, GoThrowsBadAllocWhenNoStackCanBeMapped) {
       ::testing::ExitedWithCode(0), "run returned 0");
 }
 
+
+// --- Plain threads using go() and channels while run ends -------------------
+
+// Plain threads call go() and channel operations throughout the end of run;
+// fibers are parked on the channels (receivers on `ch`, senders on `full`,
+// receivers on `shared`, which outlives the runtimes) when main returns. The
+// defined outcome: go() either queues a fiber that never runs or throws
+// std::logic_error once the runtime is gone; an operation that takes a
+// parked fiber of an ended runtime completes (a send's value goes to a
+// fiber that never runs); close wakes such fibers without running them; and
+// nothing touches freed memory (this test is meant for ASan and TSan).
+TEST(LifecycleTest, PlainThreadsUseGoAndChannelsWhileRunEnds) {
+  Watchdog dog("PlainThreadsUseGoAndChannelsWhileRunEnds", 120s);
+  const int kRuns = goro_test::Scaled(40, 15);
+  goro::Chan<int> shared;  // nil until the first run
+  shared = goro::Chan<int>(0);
+  std::atomic<long> fiber_runs_after{0};
+  for (int r = 0; r < kRuns; ++r) {
+    goro::Chan<int> ch(0), full(1);
+    std::atomic<bool> stop{false}, run_returned{false};
+    std::atomic<long> threw{0}, spawned{0};
+    std::vector<std::thread> threads;
+    goro::run(Procs(1 + r % 2), [&] {
+      // Receivers parked on `shared` by the previous runs never run again:
+      // sends to them complete; their fibers stay abandoned.
+      while (shared.try_send(r)) {
+      }
+      for (int i = 0; i < 2; ++i) {
+        goro::go([shared]() mutable { (void)shared.recv(); });
+        goro::go([ch]() mutable {
+          while (ch.recv()) {
+          }
+        });
+        goro::go([full]() mutable {
+          for (;;) full.send(1);
+        });
+      }
+      for (int t = 0; t < 2; ++t) {
+        threads.emplace_back([&, t] {
+          while (!stop.load(std::memory_order_relaxed)) {
+            try {
+              goro::go([&] {
+                if (run_returned.load()) fiber_runs_after.fetch_add(1);
+              });
+              spawned.fetch_add(1);
+            } catch (const std::logic_error&) {
+              threw.fetch_add(1);
+            }
+            (void)ch.try_send(t);
+            (void)full.try_recv();
+          }
+        });
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds((r * 211) % 2000));
+    });
+    run_returned.store(true);
+    // The runtime is gone: go() throws, the channel operations still work.
+    EXPECT_TRUE(goro_test::WaitFor([&] { return threw.load() > 0; }, 5s));
+    stop.store(true);
+    for (auto& t : threads) t.join();
+    (void)ch.try_send(1);  // taken by a receiver that never runs, if any
+    ch.close();  // wakes the other receivers, which never run either
+    full.close();
+  }
+  shared.close();
+  EXPECT_EQ(fiber_runs_after.load(), 0);
+}
+
 }  // namespace
