@@ -3,8 +3,8 @@
 // A fiber's life cycle (see the state machine in fiber.h): go() reserves a
 // Fiber object, an id and a stack from the P's cache (fiber_new), stores the
 // closure (inline or on the heap), and queues it (fiber_start); the first
-// switch to it builds its first frame on that stack (init_first_frame); when its
-// function returns, fiber_main switches away for good and the next context
+// switch to it builds its first frame on that stack (init_first_frame); when
+// its function returns, fiber_main switches away for good and the next context
 // recycles the stack and the object (fiber_free).
 //
 // Fiber objects are never freed while the runtime runs (as Go keeps its Gs):
@@ -141,8 +141,9 @@ Fiber* fiber_new(const SpawnOptions* o) {
   // nothing queued -- not an exception inside a context switch. It costs
   // address space only: pages are committed as the fiber touches them.
   try {
-    f->stack = p != nullptr ? p->stack_cache.get(s->stacks, ss, s->opts.stack_size)
-                            : s->stacks.allocate(ss);
+    f->stack = p != nullptr
+                   ? p->stack_cache.get(s->stacks, ss, s->opts.stack_size)
+                   : s->stacks.allocate(ss);
   } catch (...) {
     if (p != nullptr) {
       p->free_fibers.push_back(f);
@@ -228,8 +229,7 @@ std::uint64_t fiber_id(const Fiber* f) { return f->id; }
 void init_first_frame(P* p, Fiber* f) {
   Sched* s = sched();
   if (f->stack.empty()) {  // reserved by fiber_new
-    f->stack =
-        p->stack_cache.get(s->stacks, f->stack_size, s->opts.stack_size);
+    f->stack = p->stack_cache.get(s->stacks, f->stack_size, s->opts.stack_size);
   }
 #if defined(__SANITIZE_ADDRESS__)
   // A recycled stack still carries the poisoned redzones of its previous

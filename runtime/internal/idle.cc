@@ -347,8 +347,8 @@ void stop_all_ms(Sched* s) {
   }
   for (M* m : ms) {
     int in_call = M::kInCall;
-    if (m->blocking_state.compare_exchange_strong(
-            in_call, M::kAbandoning, std::memory_order_acq_rel)) {
+    if (m->blocking_state.compare_exchange_strong(in_call, M::kAbandoning,
+                                                  std::memory_order_acq_rel)) {
       abandon_m(s, m);
     } else if (m->thread.joinable()) {
       m->thread.join();

@@ -6,6 +6,7 @@
 // that cannot be mapped fails cleanly. Every test runs under a watchdog, so
 // that a hang fails with a message instead of the test timeout.
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -16,7 +17,6 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <dirent.h>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -194,8 +194,7 @@ TEST(LifecycleTest, BlockingReadThatNeverReturnsDoesNotHoldUpRun) {
   EXPECT_LT(Seconds(Clock::now() - t0), 1.0);
   const int threads = CountThreads();
   ::close(fds[1]);  // read returns 0: the abandoned thread exits
-  EXPECT_TRUE(
-      goro_test::WaitFor([&] { return CountThreads() < threads; }, 5s));
+  EXPECT_TRUE(goro_test::WaitFor([&] { return CountThreads() < threads; }, 5s));
   ::close(fds[0]);
   EXPECT_FALSE(after.load());
   EXPECT_EQ(got.load(), -2);
@@ -212,8 +211,8 @@ TEST(LifecycleTest, BlockingCallsReturningAsRunEnds) {
         goro::go([r, i] {
           for (;;) {
             goro::blocking([&] {
-              std::this_thread::sleep_for(std::chrono::microseconds(
-                  (r * 37 + i * 101) % 500));
+              std::this_thread::sleep_for(
+                  std::chrono::microseconds((r * 37 + i * 101) % 500));
             });
             goro::yield();
           }
@@ -224,7 +223,8 @@ TEST(LifecycleTest, BlockingCallsReturningAsRunEnds) {
   }
 }
 
-// --- Out of address space for a stack -----------------------------------------
+// --- Out of address space for a stack
+// -----------------------------------------
 
 // Lowers RLIMIT_AS to what the process maps now plus `headroom`.
 bool LimitAddressSpace(std::size_t headroom) {
@@ -295,7 +295,6 @@ TEST(LifecycleDeathTest, GoThrowsBadAllocWhenNoStackCanBeMapped) {
       ::testing::ExitedWithCode(0), "run returned 0");
 }
 
-
 // --- Plain threads using go() and channels while run ends -------------------
 
 // Plain threads call go() and channel operations throughout the end of run;
@@ -356,7 +355,7 @@ TEST(LifecycleTest, PlainThreadsUseGoAndChannelsWhileRunEnds) {
     stop.store(true);
     for (auto& t : threads) t.join();
     (void)ch.try_send(1);  // taken by a receiver that never runs, if any
-    ch.close();  // wakes the other receivers, which never run either
+    ch.close();            // wakes the other receivers, which never run either
     full.close();
   }
   shared.close();
