@@ -315,21 +315,25 @@ namespace {
 // stays mapped until then -- without touching the Sched. See M.
 void abandon_m(Sched* s, M* m) {
   Fiber* f = m->curg();
-  m->abandoned_stack = f->stack;
-  s->stacks.keep_mapped(f->stack);
-  f->stack = Stack{};
-#if defined(__SANITIZE_THREAD__)
-  m->abandoned_tsan_fiber = f->tsan_fiber;
-  f->tsan_fiber = nullptr;
-#endif
-  m->thread.detach();
   {
-    MutexLock l(&s->lock);
-    for (auto& owned : s->ms) {
-      if (owned.get() == m) (void)owned.release();
+    // The fiber is the M's now: ~Sched must not free it.
+    MutexLock l(&s->free_lock);
+    for (Fiber** pp = &s->all_fibers; *pp != nullptr; pp = &(*pp)->all_next) {
+      if (*pp == f) {
+        *pp = f->all_next;
+        break;
+      }
     }
   }
-  m->blocking_state.store(M::kAbandoned, std::memory_order_release);
+  f->all_next = nullptr;
+  m->abandoned_fiber = f;
+  s->stacks.keep_mapped(f->stack);
+  m->thread.detach();
+  MutexLock l(&s->lock);
+  for (auto& owned : s->ms) {
+    if (owned.get() == m) (void)owned.release();
+  }
+  s->abandoned_ms.push_back(m);
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iterator>
+#include <new>
 
 #include "runtime/internal/locks.h"
 #include "runtime/internal/sanitizers.h"
@@ -125,21 +126,24 @@ void setup_thread(M* m) {
 
 // The end of an M that stop_all_ms abandoned inside goro::blocking(): its
 // fiber's call has returned and the thread is back on its own stack. The
-// Sched may be gone; the M, the fiber's stack and its TSan fiber are this
-// thread's to free (stop_all_ms handed them over).
+// Sched may be gone; the M and its abandoned fiber (object, closure, stack)
+// are this thread's to free. Their destructors do not run: the fiber is not
+// unwound, like every fiber abandoned by run.
 void end_abandoned(M* m) {
-  // stop_all_ms publishes the hand-over with kAbandoned; wait out the short
-  // window between its CAS and that store.
+  // run_main hands them over once sysmon (which may read this M) is stopped:
+  // a short wait, at most as long as that takes.
   while (m->blocking_state.load(std::memory_order_acquire) != M::kAbandoned) {
     sched_yield();
   }
-  const Stack& st = m->abandoned_stack;
-  if (!st.empty()) munmap(st.lo - kGuardSize, st.size + kGuardSize);
+  Fiber* f = m->abandoned_fiber;
+  munmap(f->stack.lo - kGuardSize, f->stack.size + kGuardSize);
 #if defined(__SANITIZE_THREAD__)
-  if (m->abandoned_tsan_fiber != nullptr) {
-    __tsan_destroy_fiber(m->abandoned_tsan_fiber);
-  }
+  if (f->tsan_fiber != nullptr) __tsan_destroy_fiber(f->tsan_fiber);
 #endif
+  if (f->closure_on_heap) {
+    ::operator delete(f->closure, std::align_val_t(f->closure_align));
+  }
+  delete f;
   remove_thread_signal_stack(m);
   tls_m = nullptr;
   delete m;  // its std::thread was detached

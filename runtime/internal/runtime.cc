@@ -214,6 +214,14 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   // M is joined.
   stop_all_ms(s.get());
   sysmon_stop(s.get());
+  {
+    // Hand the Ms abandoned inside blocking() their fibers (see M): from
+    // here on each may free itself, and nothing here touches them.
+    MutexLock l(&s->lock);
+    for (M* m : s->abandoned_ms) {
+      m->blocking_state.store(M::kAbandoned, std::memory_order_release);
+    }
+  }
 
   {
     // Under g_last_mu so that stats() never reads a Sched being destroyed.

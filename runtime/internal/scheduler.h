@@ -172,14 +172,15 @@ struct M {
   // goro::blocking() against the end of the runtime (park.cc, idle.cc
   // stop_all_ms). The M sets kInCall before calling fn and CASes it back to
   // kNone after; stop_all_ms CASes kInCall -> kAbandoning instead of joining
-  // a thread stuck in fn, hands it the fiber's stack (abandoned_stack) and
-  // sets kAbandoned. An abandoned M never touches the Sched or the Fiber
-  // again: it returns to its scheduler context, unmaps the stack and exits;
-  // the M object is then its own (deleted by the thread).
+  // a thread stuck in fn and hands it the fiber (abandoned_fiber: its
+  // object, closure and stack, which fn may still use); run_main sets
+  // kAbandoned once sysmon, which may still read this M, is stopped. An
+  // abandoned M never touches the Sched again: when fn returns it goes back
+  // to its scheduler context, waits for kAbandoned, frees the fiber and
+  // itself, and its thread exits.
   enum BlockingState : int { kNone, kInCall, kAbandoning, kAbandoned };
   std::atomic<int> blocking_state{kNone};
-  Stack abandoned_stack;
-  void* abandoned_tsan_fiber = nullptr;
+  Fiber* abandoned_fiber = nullptr;
 
   // The runtime-lock count (Go's m.locks) is the thread-local
   // goro_tls_locks, see locks.h.
@@ -240,6 +241,8 @@ class Sched {
   P* idle_p ABSL_GUARDED_BY(lock) = nullptr;
   M* idle_m ABSL_GUARDED_BY(lock) = nullptr;
   std::vector<std::unique_ptr<M>> ms ABSL_GUARDED_BY(lock);
+  // Ms that stop_all_ms abandoned inside blocking() (no longer in ms).
+  std::vector<M*> abandoned_ms ABSL_GUARDED_BY(lock);
 
   // Fiber objects, separate from `lock` so that spawning and exiting on
   // different Ps do not contend with the run queues.
