@@ -8,7 +8,8 @@
 //
 //   GORO_MAXPROCS=N        parallelism, used when Options::procs == 0
 //   GORO_STACK_SIZE=S      overrides stack_size: bytes, or with a K/M/G suffix
-//                          (binary units): "65536", "64K", "1M"
+//                          (binary units): "65536", "64K", "1M"; for the
+//                          main fiber too when larger than 8 MiB
 //   GORO_TIMESLICE=T       overrides time_slice: "500us", "10ms", "1s"
 //   GORO_ASYNCPREEMPT=0|1  overrides async_preempt
 //   GORO_PREEMPT_MIGRATE=0|1 overrides preempt_migrate
@@ -37,9 +38,29 @@ struct Options {
   std::chrono::microseconds time_slice{10000};
 
   // Default fiber stack size in bytes, rounded up to whole pages. Memory is
-  // reserved, not committed: a fiber only uses the pages it touches. Valid:
-  // 16 KiB to 1 GiB.
-  std::size_t stack_size = 64 * 1024;
+  // reserved, not committed: a fiber only uses the pages it touches (one or
+  // two for most fibers). Valid: min_stack_size() to 1 GiB.
+  //
+  // 256 KiB fits what ordinary C++ needs, measured by //bench:stack_need
+  // (docs/runtime.md, "Stack size"): iostreams and snprintf of floating
+  // point take 4-6 KiB, a throw through 100 frames 16 KiB, getaddrinfo 6 KiB,
+  // but libstdc++'s std::regex recurses per character matched (about 370
+  // bytes each: 75 KiB for a 200-character string), so 256 KiB matches
+  // strings of about 650 characters. The main fiber gets
+  // max(8 MiB, stack_size), like a thread.
+  //
+  // Cost: address space and page tables, not memory. Each stack sits above a
+  // 64 KiB guard region; a million parked fibers cost about 4 GiB of RSS (the
+  // pages they touched) and about 0.6 GiB of page tables (VmPTE) at this
+  // default (docs/runtime.md has the measurements).
+  //
+  // Overflow: a fiber that overflows its stack is reported ("goro: fiber N
+  // (name) overflowed its S-byte stack") and the process aborts; it never
+  // corrupts another fiber silently, given that the code it runs was built
+  // with -fstack-clash-protection or makes no frame larger than 64 KiB. The
+  // exact guarantee, and what kernels without MADV_GUARD_INSTALL (Linux <
+  // 6.13) get, is in docs/runtime.md, "Stack overflow".
+  std::size_t stack_size = 256 * 1024;
 
   // Preempt fibers asynchronously (SIGURG) when they overrun their time slice.
   // false: only cooperative preemption at runtime calls, like Go's
@@ -56,12 +77,24 @@ struct Options {
 // Options for one fiber.
 struct SpawnOptions {
   // Stack size in bytes for this fiber; 0 means Options::stack_size. Valid: 0
-  // or 16 KiB to 1 GiB, else goro::go throws std::invalid_argument.
+  // or min_stack_size() to 1 GiB, else goro::go throws std::invalid_argument.
   std::size_t stack_size = 0;
 
   // A name for diagnostics (stack dumps, traces, the overflow message).
   std::string name;
 };
+
+// min_stack_size returns the smallest stack size Options::stack_size,
+// SpawnOptions::stack_size and GORO_STACK_SIZE accept: 16 KiB, or more on a
+// CPU whose extended state is large, because an asynchronous preemption
+// saves the whole XSAVE area (11,008 bytes with AVX-512 and AMX) on the
+// fiber's stack: the minimum leaves room for that area plus 4 KiB of the
+// fiber's own frames, so that a fiber with the minimum stack can still be
+// preempted while it uses up to 4 KiB. Deeper than that, the preemption is
+// refused and counted in Stats::refused_stack (docs/preemption.md).
+// Constant for the life of the process; callable from any thread, with or
+// without a runtime.
+std::size_t min_stack_size();
 
 }  // namespace goro
 

@@ -15,7 +15,9 @@
 //   }
 //
 // Guarantees:
-//   * `main` runs on a fiber, so it may use every goro call.
+//   * `main` runs on a fiber, so it may use every goro call. Its stack is
+//     thread-sized: max(8 MiB, Options::stack_size), reserved and committed
+//     as used, so a program moved inside run keeps the stack it had.
 //   * run returns main's int result (0 for a void main) once main returns.
 //     Fibers still alive then are abandoned, as in Go: they never run again,
 //     and closures of fibers that never started are destroyed. (A fiber that

@@ -28,11 +28,16 @@ struct Stats {
   std::uint64_t signals_sent = 0;             // SIGURGs sent by sysmon
   std::uint64_t preempt_refused = 0;          // sum of the reasons below
   std::uint64_t refused_no_preempt = 0;  // NoPreempt or a runtime lock held
-  std::uint64_t refused_os_lock = 0;     // the fiber holds a pthread mutex
+  std::uint64_t refused_os_lock = 0;     // the fiber holds OS state (any
+                                         // pthread lock, a static being
+                                         // initialised, a call_once)
   std::uint64_t refused_pc = 0;          // interrupted in libc, libstdc++, ...
-  std::uint64_t refused_stack = 0;       // too little stack for the save area
+  std::uint64_t refused_stack = 0;       // no room for the XSAVE save area
   std::uint64_t refused_not_fiber = 0;   // not a user fiber on a regular P
   std::uint64_t syscall_retakes = 0;     // Ps taken from threads in syscalls
+  // Async-preempted fibers pinned to a thread that sysmon found stuck in the
+  // kernel, released to run on other threads (docs/preemption.md).
+  std::uint64_t pinned_released = 0;
 };
 
 // stats returns the counters. Safe from any thread, any time.

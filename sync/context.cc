@@ -9,7 +9,6 @@
 #include "sync/context.h"
 
 #include <algorithm>
-#include <mutex>
 #include <vector>
 
 #include "sync/internal/spin_lock.h"
@@ -24,7 +23,9 @@ struct Context::State : std::enable_shared_from_this<Context::State> {
   std::weak_ptr<State> parent;
   std::vector<std::shared_ptr<State>> children ABSL_GUARDED_BY(lock);
   std::optional<TimePoint> deadline;
-  sync_internal::TimerState* timer = nullptr;  // with_deadline only
+  // with_deadline only. Set after new_child linked the state into its
+  // parent, whose cancel() may be cancelling it meanwhile: hence the lock.
+  sync_internal::TimerState* timer ABSL_GUARDED_BY(lock) = nullptr;
 
   ~State() {
     if (timer != nullptr) {
@@ -35,17 +36,19 @@ struct Context::State : std::enable_shared_from_this<Context::State> {
 
   void cancel(const absl::Status& why) {
     std::vector<std::shared_ptr<State>> kids;
+    sync_internal::TimerState* t;  // set once, freed by ~State only
     {
-      std::lock_guard<sync_internal::SpinLock> l(lock);
+      sync_internal::SpinLockGuard l(&lock);
       if (cancelled) return;
       cancelled = true;
       err = why;
       kids.swap(children);
+      t = timer;
     }
     done.close();  // wakes every receiver
     for (auto& k : kids) k->cancel(why);
     if (auto p = parent.lock()) {
-      std::lock_guard<sync_internal::SpinLock> l(p->lock);
+      sync_internal::SpinLockGuard l(&p->lock);
       auto& c = p->children;
       c.erase(std::remove_if(c.begin(), c.end(),
                              [this](const std::shared_ptr<State>& x) {
@@ -53,7 +56,7 @@ struct Context::State : std::enable_shared_from_this<Context::State> {
                              }),
               c.end());
     }
-    if (timer != nullptr) sync_internal::timer_stop(timer);
+    if (t != nullptr) sync_internal::timer_stop(t);
   }
 };
 
@@ -63,7 +66,7 @@ Chan<Unit> Context::done() const { return s_ ? s_->done : Chan<Unit>(); }
 
 absl::Status Context::err() const {
   if (!s_) return absl::OkStatus();
-  std::lock_guard<sync_internal::SpinLock> l(s_->lock);
+  sync_internal::SpinLockGuard l(&s_->lock);
   return s_->err;
 }
 
@@ -81,7 +84,7 @@ std::shared_ptr<Context::State> new_child(
     s->deadline = parent->deadline;
     absl::Status parent_err;
     {
-      std::lock_guard<sync_internal::SpinLock> l(parent->lock);
+      sync_internal::SpinLockGuard l(&parent->lock);
       if (parent->cancelled) {
         parent_err = parent->err;
       } else {
@@ -114,12 +117,16 @@ std::pair<Context, CancelFunc> with_deadline(const Context& parent,
     if (left <= left.zero()) {
       s->cancel(absl::DeadlineExceededError("context deadline exceeded"));
     } else {
-      s->timer = sync_internal::timer_new(0, [w] {
+      sync_internal::TimerState* t = sync_internal::timer_new(0, [w] {
         if (auto p = w.lock()) {
           p->cancel(absl::DeadlineExceededError("context deadline exceeded"));
         }
       });
-      sync_internal::timer_arm(s->timer, sync_internal::to_ns(left), 0);
+      {
+        sync_internal::SpinLockGuard l(&s->lock);
+        s->timer = t;
+      }
+      sync_internal::timer_arm(t, sync_internal::to_ns(left), 0);
     }
   }
   return {Context(s), [w] {

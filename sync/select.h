@@ -55,6 +55,7 @@
 
 #include <algorithm>
 #include <array>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -175,10 +176,9 @@ std::size_t select_impl(Tuple& cases, std::index_sequence<I...>) {
       (0 + ... + (IsDefault<std::tuple_element_t<I, Types>>::value ? 1 : 0));
   static_assert(kDefaults <= 1, "goro::select: at most one default_case");
   constexpr int kN = static_cast<int>(sizeof...(I)) - kDefaults;
-  static_assert(kN < 65536, "goro::select: too many cases");
 
   std::array<SelectCase, kN == 0 ? 1 : kN> sc;
-  std::array<std::uint16_t, kN == 0 ? 2 : 2 * kN> order;
+  std::array<CaseIndex, kN == 0 ? 2 : 2 * kN> order;
   std::array<Waiter, kN == 0 ? 1 : kN> waiters;
   (
       [&] {
@@ -221,6 +221,14 @@ std::size_t select(Cases&&... cases) {
 // order of add()). A send case sends a copy of its value each time (so T must
 // be copy constructible for send cases). Not thread-safe: one fiber uses a
 // Selector at a time. The Selector holds references to its channels.
+//
+// Size and cost: any number of cases up to INT_MAX (memory runs out first:
+// about 200 bytes per case); add() throws std::length_error beyond that.
+// add() is amortised O(1) (one allocation for the case, vectors that grow
+// geometrically); select() is O(n log n) in the number of cases (it visits
+// each, and sorts them into the lock order) and allocates only when cases
+// were added since the previous select() (the per-case waiters, whose array
+// also grows geometrically).
 class Selector {
  public:
   Selector() = default;
@@ -252,6 +260,12 @@ class Selector {
   // select performs one select; returns the index of the case taken.
   std::size_t select() {
     const int n = static_cast<int>(cases_.size());
+    if (waiters_size_ < cases_.size()) {
+      // Waiters hold atomics (no move): reallocate, doubling, between
+      // selects, when no waiter is in use.
+      waiters_size_ = std::max(cases_.size(), 2 * waiters_size_);
+      waiters_ = std::make_unique<sync_internal::Waiter[]>(waiters_size_);
+    }
     for (int i = 0; i < n; ++i) {
       cases_[i]->prepare(&sc_[i]);
       if (!cases_[i]->enabled) sc_[i].chan = nullptr;
@@ -345,20 +359,25 @@ class Selector {
     throw std::out_of_range("goro::Selector: no such case");
   }
 
+  // Amortised O(1): every vector grows geometrically; the waiters are
+  // (re)allocated by select().
   std::size_t push(std::unique_ptr<Case> c) {
+    if (cases_.size() >= static_cast<std::size_t>(INT_MAX)) {
+      throw std::length_error("goro::Selector: more than INT_MAX cases");
+    }
     cases_.push_back(std::move(c));
     index_.push_back(total_++);
     sc_.resize(cases_.size());
     order_.resize(2 * cases_.size());
-    waiters_ = std::make_unique<sync_internal::Waiter[]>(cases_.size());
     return index_.back();
   }
 
   std::vector<std::unique_ptr<Case>> cases_;
   std::vector<std::size_t> index_;  // core index -> add() index
   std::vector<sync_internal::SelectCase> sc_;
-  std::vector<std::uint16_t> order_;
-  std::unique_ptr<sync_internal::Waiter[]> waiters_;
+  std::vector<sync_internal::CaseIndex> order_;
+  std::unique_ptr<sync_internal::Waiter[]> waiters_;  // waiters_size_ of them
+  std::size_t waiters_size_ = 0;
   std::function<void()> default_fn_;
   std::size_t default_index_ = 0;
   std::size_t total_ = 0;

@@ -2,7 +2,6 @@
 
 #include "sync/semaphore.h"
 
-#include <mutex>
 #include <stdexcept>
 
 namespace goro {
@@ -38,7 +37,7 @@ void Semaphore::acquire(std::int64_t n) {
 
 bool Semaphore::try_acquire(std::int64_t n) {
   check_n(n);
-  std::lock_guard<sync_internal::SpinLock> l(lock_);
+  sync_internal::SpinLockGuard l(&lock_);
   if (!waiters_.empty() || count_ < n) return false;
   count_ -= n;
   return true;
@@ -66,7 +65,7 @@ void Semaphore::release(std::int64_t n) {
 }
 
 std::int64_t Semaphore::count() const {
-  std::lock_guard<sync_internal::SpinLock> l(lock_);
+  sync_internal::SpinLockGuard l(&lock_);
   return count_;
 }
 

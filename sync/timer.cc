@@ -16,7 +16,6 @@
 #include "sync/timer.h"
 
 #include <atomic>
-#include <mutex>
 
 #include "runtime/internal/futex.h"  // mono_now_ns
 #include "runtime/internal/park.h"
@@ -52,7 +51,7 @@ void fire(void* arg) {
   std::function<void()> fn;
   bool rearmed = false;
   {
-    std::lock_guard<SpinLock> l(s->lock);
+    SpinLockGuard l(&s->lock);
     if (a->gen == s->gen && s->current == a) {
       if (s->fn) {
         fn = s->fn;
@@ -105,7 +104,7 @@ bool disarm_locked(TimerState* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock) {
 TimerState* timer_new(std::int64_t period_ns, std::function<void()> fn) {
   auto* s = new TimerState;
   {
-    std::lock_guard<SpinLock> l(s->lock);
+    SpinLockGuard l(&s->lock);
     s->period_ns = period_ns;
   }
   s->fn = std::move(fn);
@@ -115,7 +114,7 @@ TimerState* timer_new(std::int64_t period_ns, std::function<void()> fn) {
 void timer_unref(TimerState* s) { unref(s); }
 
 bool timer_arm(TimerState* s, std::int64_t d_ns, std::int64_t period_ns) {
-  std::lock_guard<SpinLock> l(s->lock);
+  SpinLockGuard l(&s->lock);
   const bool was = disarm_locked(s);
   s->period_ns = period_ns;
   auto* a = new Arming;
@@ -131,7 +130,7 @@ bool timer_arm(TimerState* s, std::int64_t d_ns, std::int64_t period_ns) {
 }
 
 bool timer_stop(TimerState* s) {
-  std::lock_guard<SpinLock> l(s->lock);
+  SpinLockGuard l(&s->lock);
   return disarm_locked(s);
 }
 

@@ -103,7 +103,7 @@ class Ticker {
  public:
   template <typename Rep, typename Period>
   explicit Ticker(std::chrono::duration<Rep, Period> period)
-      : s_(sync_internal::timer_new(sync_internal::to_ns(period), nullptr)) {
+      : s_(sync_internal::timer_new(checked_period(period), nullptr)) {
     reset(period);
   }
   Ticker(const Ticker&) = delete;
@@ -118,12 +118,20 @@ class Ticker {
   // reset changes the period and restarts the ticks from now.
   template <typename Rep, typename Period>
   void reset(std::chrono::duration<Rep, Period> period) {
-    const std::int64_t p = sync_internal::to_ns(period);
-    if (p <= 0) throw std::invalid_argument("goro::Ticker: period <= 0");
+    const std::int64_t p = checked_period(period);
     sync_internal::timer_arm(s_, p, p);
   }
 
  private:
+  // Checked before the constructor allocates anything: a throwing
+  // constructor runs no destructor, so checking later would leak the timer.
+  template <typename Rep, typename Period>
+  static std::int64_t checked_period(std::chrono::duration<Rep, Period> d) {
+    const std::int64_t p = sync_internal::to_ns(d);
+    if (p <= 0) throw std::invalid_argument("goro::Ticker: period <= 0");
+    return p;
+  }
+
   sync_internal::TimerState* s_;
 };
 

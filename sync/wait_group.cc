@@ -20,22 +20,26 @@ struct WaitGroup::Waiter {
 void WaitGroup::add(int delta) {
   const std::uint64_t d = static_cast<std::uint64_t>(
       static_cast<std::int64_t>(delta) * (std::int64_t{1} << 32));
+  // A compare-and-swap, not a fetch_add that would be undone on error: a
+  // negative counter is never stored, so a concurrent wait() cannot see it
+  // (it would park on a counter that then returns to zero without anyone
+  // waking it) and a concurrent correct done() cannot fail because of it.
   // acq_rel: done() releases what the fiber wrote; the waker acquires all.
-  const std::uint64_t old = state_.fetch_add(d, std::memory_order_acq_rel);
-  const std::int64_t v =
-      static_cast<std::int64_t>(static_cast<std::int32_t>(old >> 32)) + delta;
+  std::uint64_t old = state_.load(std::memory_order_relaxed);
+  std::int64_t v;
+  do {
+    v = static_cast<std::int64_t>(static_cast<std::int32_t>(old >> 32)) + delta;
+    if (v < 0) throw std::logic_error("goro::WaitGroup: negative counter");
+  } while (!state_.compare_exchange_weak(
+      old, old + d, std::memory_order_acq_rel, std::memory_order_relaxed));
   const std::uint32_t waiters = static_cast<std::uint32_t>(old);
-  if (v < 0) {
-    state_.fetch_sub(d, std::memory_order_relaxed);
-    throw std::logic_error("goro::WaitGroup: negative counter");
-  }
   if (v > 0 || waiters == 0) return;
   // The counter reached zero with waiters. No new waiter can register now
   // (wait() only registers while the counter is non-zero), and each counted
   // waiter registered under lock_, so the list holds exactly `waiters`.
   Waiter* list;
   {
-    std::lock_guard<sync_internal::SpinLock> l(lock_);
+    sync_internal::SpinLockGuard l(&lock_);
     list = waiters_;
     waiters_ = nullptr;
     state_.fetch_sub(waiters, std::memory_order_relaxed);

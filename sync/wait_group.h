@@ -22,12 +22,14 @@
 //     blocks that thread.
 //
 // Errors: a counter going negative throws std::logic_error from add() or
-// done(), and the counter is left unchanged.
+// done(), and the counter is left unchanged: the negative value is never
+// stored, so concurrent add(), done() and wait() calls are unaffected.
 //
 // Destruction: a waiter may destroy the WaitGroup as soon as its wait()
 // returns: the done() that woke it touches the WaitGroup no more.
 //
-// Cost: add/done are one atomic RMW when nobody waits; the last done() with
+// Cost: add/done are one compare-and-swap when nobody waits (retried while
+// other add/done/wait calls change the counter); the last done() with
 // waiters takes an internal lock and readies each waiter. wait() on a zero
 // counter is one atomic load.
 

@@ -1,79 +1,173 @@
 // Copyright goro authors.
 //
-// Counting the pthread mutexes and rwlocks a fiber holds, so that async
-// preemption never parks a fiber that holds an OS-level lock (std::mutex,
-// std::shared_mutex, any pthread_mutex_t or pthread_rwlock_t): another
-// fiber of the same thread blocking on that lock would block the thread, and
-// the holder could never run again to release it.
+// Counting the state the OS holds for a thread on behalf of a fiber, so that
+// async preemption never parks a fiber while it holds any of it. If it did,
+// another fiber of the same thread reaching the same state would block (or
+// spin) the thread, and the holder -- pinned to that thread after an async
+// preemption -- could never run again to release it. Counted per fiber in
+// Fiber::os_locks, which the SIGURG handler reads (kRefusedOsLock):
 //
-// How: the program's executable defines pthread_mutex_lock, _trylock,
-// _timedlock and _unlock; the dynamic linker binds every caller in the
-// process (libstdc++'s inline std::mutex code included) to these, and they
-// forward to the C library's through dlsym(RTLD_NEXT). The count is per fiber
-// and only its own thread touches it. The functions live in goro_text, so a
-// SIGURG landing between the lock and the count is refused.
+//   * every pthread lock entry point glibc 2.36 exports: pthread_mutex_lock,
+//     _trylock, _timedlock, _clocklock, _unlock; pthread_rwlock_rdlock,
+//     _wrlock, _tryrdlock, _trywrlock, _timedrdlock, _timedwrlock,
+//     _clockrdlock, _clockwrlock, _unlock; pthread_spin_lock, _trylock,
+//     _unlock. (libstdc++ 12: std::mutex and std::recursive_mutex use lock/
+//     trylock/unlock, std::timed_mutex::try_lock_for/_until clocklock,
+//     std::shared_mutex rwlock rd/wr/try, std::shared_timed_mutex's timed
+//     calls clockrdlock/clockwrlock.) A robust mutex acquired with
+//     EOWNERDEAD is held too;
+//   * C11 <threads.h> mutexes (mtx_lock, mtx_trylock, mtx_timedlock,
+//     mtx_unlock): glibc implements them with its private pthread entry
+//     points, which the ones above do not see;
+//   * a function-local static being initialised: __cxa_guard_acquire
+//     returns 1 when the caller must run the initialiser, which then ends
+//     with __cxa_guard_release (or __cxa_guard_abort if it throws); it
+//     returns 0, and nothing follows, when the static is already
+//     initialised. Another fiber of the same thread reaching the static
+//     meanwhile would wait on a futex in __cxa_guard_acquire;
+//   * one-time initialisation: pthread_once (and std::call_once, which
+//     libstdc++ 12 builds on pthread_once through __gthread_once) and C11
+//     call_once are counted for their whole call, including the init
+//     routine; a second caller with the same flag waits on a futex.
+//
+// How: the program's executable defines these functions; the dynamic linker
+// binds every caller in the process to them (libstdc++'s inline std::mutex
+// and guard code compiled into the program, other shared objects, and
+// libstdc++'s own calls, which go through its PLT: `objdump -R` lists
+// JUMP_SLOT relocations for __cxa_guard_acquire, __cxa_guard_release,
+// pthread_once and the pthread lock calls it makes), and they forward to
+// the next definition, found with
+// dlsym(RTLD_NEXT) (the C library's or libstdc++'s, or a sanitizer's
+// interceptor in between). The count is per fiber and only its own thread
+// touches it. The wrappers live in goro_text, so a SIGURG landing between
+// the forward and the count is refused; one landing inside the real
+// function is refused too (foreign pc).
 //
 // Not counted: locks taken inside the C library through its private entry
-// points (malloc's arena locks, stdio's FILE locks) -- those run in libc
-// text, where the handler refuses anyway, and are released before libc
-// returns. pthread_cond_wait re-locks internally: the count stays balanced.
+// points (malloc's arena locks, stdio's FILE locks, the loader lock) --
+// those run in libc text, where the handler refuses anyway, and are released
+// before libc returns (dl_iterate_phdr's callback is the exception: the
+// frame check refuses it). pthread_cond_wait re-locks internally: the count
+// stays balanced. The __pthread_mutex_lock-style aliases glibc still
+// exports are compat symbols (version GLIBC_2.2.5 only) for binaries linked
+// against glibc < 2.34's libpthread; they cannot be linked against today and
+// are not interposed.
 
+#include <cxxabi.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <cstdlib>
+#include <mutex>
+
+#include "preempt/internal/preempt.h"
 #include "runtime/internal/scheduler.h"
 #include "runtime/internal/scheduler_internal.h"
+
+// C11 <threads.h> types, without the header (its names clash with C++'s in
+// a C++ file): mtx_t is only ever handled by pointer; once_flag is glibc's
+// __once_flag.
+struct GoroC11Mtx;
+extern "C" {
+int mtx_lock(GoroC11Mtx* m);
+int mtx_trylock(GoroC11Mtx* m);
+int mtx_timedlock(GoroC11Mtx* m, const struct timespec* t);
+int mtx_unlock(GoroC11Mtx* m);
+void call_once(__once_flag* flag, void (*func)(void));
+}
 
 namespace goro::preempt_internal {
 namespace {
 
-using LockFn = int (*)(pthread_mutex_t*);
-using TimedFn = int (*)(pthread_mutex_t*, const struct timespec*);
-using RwFn = int (*)(pthread_rwlock_t*);
-using RwTimedFn = int (*)(pthread_rwlock_t*, const struct timespec*);
+// The next definition of each interposed function. Written by resolve()
+// before main (the constructor below) or at the first interposed call before
+// that, possibly by several threads at once with the same values.
+struct Real {
+  decltype(&::pthread_mutex_lock) mutex_lock;
+  decltype(&::pthread_mutex_trylock) mutex_trylock;
+  decltype(&::pthread_mutex_timedlock) mutex_timedlock;
+  decltype(&::pthread_mutex_clocklock) mutex_clocklock;
+  decltype(&::pthread_mutex_unlock) mutex_unlock;
+  decltype(&::pthread_rwlock_rdlock) rwlock_rdlock;
+  decltype(&::pthread_rwlock_wrlock) rwlock_wrlock;
+  decltype(&::pthread_rwlock_tryrdlock) rwlock_tryrdlock;
+  decltype(&::pthread_rwlock_trywrlock) rwlock_trywrlock;
+  decltype(&::pthread_rwlock_timedrdlock) rwlock_timedrdlock;
+  decltype(&::pthread_rwlock_timedwrlock) rwlock_timedwrlock;
+  decltype(&::pthread_rwlock_clockrdlock) rwlock_clockrdlock;
+  decltype(&::pthread_rwlock_clockwrlock) rwlock_clockwrlock;
+  decltype(&::pthread_rwlock_unlock) rwlock_unlock;
+  decltype(&::pthread_spin_lock) spin_lock;
+  decltype(&::pthread_spin_trylock) spin_trylock;
+  decltype(&::pthread_spin_unlock) spin_unlock;
+  decltype(&::mtx_lock) c11_mtx_lock;
+  decltype(&::mtx_trylock) c11_mtx_trylock;
+  decltype(&::mtx_timedlock) c11_mtx_timedlock;
+  decltype(&::mtx_unlock) c11_mtx_unlock;
+  decltype(&::pthread_once) once;
+  decltype(&::call_once) c11_call_once;
+  decltype(&__cxxabiv1::__cxa_guard_acquire) guard_acquire;
+  decltype(&__cxxabiv1::__cxa_guard_release) guard_release;
+  decltype(&__cxxabiv1::__cxa_guard_abort) guard_abort;
+};
+Real real;
+bool resolved = false;
 
-LockFn real_lock = nullptr;
-LockFn real_trylock = nullptr;
-LockFn real_unlock = nullptr;
-TimedFn real_timedlock = nullptr;
-RwFn real_rdlock = nullptr;
-RwFn real_wrlock = nullptr;
-RwFn real_tryrdlock = nullptr;
-RwFn real_trywrlock = nullptr;
-RwFn real_rwunlock = nullptr;
-RwTimedFn real_timedrdlock = nullptr;
-RwTimedFn real_timedwrlock = nullptr;
+template <typename Fn>
+void find(Fn& slot, const char* name) {
+  // dlsym takes the loader's internal lock, not pthread_mutex_lock, and
+  // initialises no function-local static: this cannot recurse.
+  slot = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, name));
+  if (slot == nullptr) {
+    // Nothing to forward to: the program cannot work. (No stdio: it may
+    // take the very locks being resolved.)
+    static const char kMsg[] = "goro: os_locks: dlsym(RTLD_NEXT) failed\n";
+    (void)!write(2, kMsg, sizeof(kMsg) - 1);
+    std::abort();
+  }
+}
 
 void resolve() {
-  // dlsym does not take pthread_mutex_lock (it uses the loader's internal
-  // lock), so this cannot recurse.
-  real_lock = reinterpret_cast<LockFn>(dlsym(RTLD_NEXT, "pthread_mutex_lock"));
-  real_trylock =
-      reinterpret_cast<LockFn>(dlsym(RTLD_NEXT, "pthread_mutex_trylock"));
-  real_unlock =
-      reinterpret_cast<LockFn>(dlsym(RTLD_NEXT, "pthread_mutex_unlock"));
-  real_timedlock =
-      reinterpret_cast<TimedFn>(dlsym(RTLD_NEXT, "pthread_mutex_timedlock"));
-  real_rdlock =
-      reinterpret_cast<RwFn>(dlsym(RTLD_NEXT, "pthread_rwlock_rdlock"));
-  real_wrlock =
-      reinterpret_cast<RwFn>(dlsym(RTLD_NEXT, "pthread_rwlock_wrlock"));
-  real_tryrdlock =
-      reinterpret_cast<RwFn>(dlsym(RTLD_NEXT, "pthread_rwlock_tryrdlock"));
-  real_trywrlock =
-      reinterpret_cast<RwFn>(dlsym(RTLD_NEXT, "pthread_rwlock_trywrlock"));
-  real_rwunlock =
-      reinterpret_cast<RwFn>(dlsym(RTLD_NEXT, "pthread_rwlock_unlock"));
-  real_timedrdlock = reinterpret_cast<RwTimedFn>(
-      dlsym(RTLD_NEXT, "pthread_rwlock_timedrdlock"));
-  real_timedwrlock = reinterpret_cast<RwTimedFn>(
-      dlsym(RTLD_NEXT, "pthread_rwlock_timedwrlock"));
+  find(real.mutex_lock, "pthread_mutex_lock");
+  find(real.mutex_trylock, "pthread_mutex_trylock");
+  find(real.mutex_timedlock, "pthread_mutex_timedlock");
+  find(real.mutex_clocklock, "pthread_mutex_clocklock");
+  find(real.mutex_unlock, "pthread_mutex_unlock");
+  find(real.rwlock_rdlock, "pthread_rwlock_rdlock");
+  find(real.rwlock_wrlock, "pthread_rwlock_wrlock");
+  find(real.rwlock_tryrdlock, "pthread_rwlock_tryrdlock");
+  find(real.rwlock_trywrlock, "pthread_rwlock_trywrlock");
+  find(real.rwlock_timedrdlock, "pthread_rwlock_timedrdlock");
+  find(real.rwlock_timedwrlock, "pthread_rwlock_timedwrlock");
+  find(real.rwlock_clockrdlock, "pthread_rwlock_clockrdlock");
+  find(real.rwlock_clockwrlock, "pthread_rwlock_clockwrlock");
+  find(real.rwlock_unlock, "pthread_rwlock_unlock");
+  find(real.spin_lock, "pthread_spin_lock");
+  find(real.spin_trylock, "pthread_spin_trylock");
+  find(real.spin_unlock, "pthread_spin_unlock");
+  find(real.c11_mtx_lock, "mtx_lock");
+  find(real.c11_mtx_trylock, "mtx_trylock");
+  find(real.c11_mtx_timedlock, "mtx_timedlock");
+  find(real.c11_mtx_unlock, "mtx_unlock");
+  find(real.once, "pthread_once");
+  find(real.c11_call_once, "call_once");
+  find(real.guard_acquire, "__cxa_guard_acquire");
+  find(real.guard_release, "__cxa_guard_release");
+  find(real.guard_abort, "__cxa_guard_abort");
+  __atomic_store_n(&resolved, true, __ATOMIC_RELEASE);
 }
 
 // Runs before main and before any static constructor of the program (but a
 // lock taken earlier by another library's constructor resolves lazily).
 __attribute__((constructor(101))) void init() { resolve(); }
+
+GORO_TEXT const Real& fns() {
+  if (!__atomic_load_n(&resolved, __ATOMIC_ACQUIRE)) resolve();
+  return real;
+}
 
 GORO_TEXT void held(int delta) {
   runtime_internal::M* m = runtime_internal::current_m_signal_safe();
@@ -84,87 +178,236 @@ GORO_TEXT void held(int delta) {
   }
 }
 
+// The lock is held after a lock call that returned `r`. EOWNERDEAD: a robust
+// mutex acquired from an owner that died (the caller now owns it).
+inline bool acquired(int r) { return r == 0 || r == EOWNERDEAD; }
+
+// Counts a one-time initialisation for the whole call, also when the init
+// routine throws (pthread_once and call_once let the exception through and
+// reset the flag).
+struct HeldScope {
+  HeldScope() { held(1); }
+  ~HeldScope() { held(-1); }
+  HeldScope(const HeldScope&) = delete;
+  HeldScope& operator=(const HeldScope&) = delete;
+};
+
 }  // namespace
+
+// std::call_once (libstdc++ 12, <mutex>) stores the callable's address in
+// std::__once_callable and a trampoline in std::__once_call, then calls
+// pthread_once(flag, __once_proxy), which calls through them. The stores
+// are inline in the program, before the pthread_once call that the count
+// covers: a fiber preempted in between would find them overwritten -- or
+// cleared, by the destructor of another fiber's call_once on the same
+// thread -- and run that fiber's callable or call a null pointer. So they
+// are saved and restored across an asynchronous preemption, as errno is
+// (this also makes them right on the new thread with preempt_migrate).
+// Each access computes the thread's address afresh (not inlined into the
+// caller across the switch).
+__attribute__((noinline)) OnceThreadLocals save_once_thread_locals() {
+#ifdef _GLIBCXX_HAVE_TLS
+  return {std::__once_callable, std::__once_call};
+#else
+  return {nullptr, nullptr};
+#endif
+}
+
+__attribute__((noinline)) void restore_once_thread_locals(
+    const OnceThreadLocals& saved) {
+#ifdef _GLIBCXX_HAVE_TLS
+  std::__once_callable = saved.callable;
+  std::__once_call = saved.call;
+#else
+  (void)saved;
+#endif
+}
+
 }  // namespace goro::preempt_internal
 
+using goro::preempt_internal::acquired;
+using goro::preempt_internal::fns;
 using goro::preempt_internal::held;
+using goro::preempt_internal::HeldScope;
 
 extern "C" {
 
-GORO_TEXT int pthread_mutex_lock(pthread_mutex_t* mu) {
-  if (goro::preempt_internal::real_lock == nullptr) {
-    goro::preempt_internal::resolve();
-  }
-  int r = goro::preempt_internal::real_lock(mu);
-  if (r == 0) held(1);
+// --- pthread mutexes --------------------------------------------------------
+
+GORO_TEXT int pthread_mutex_lock(pthread_mutex_t* mu) noexcept {
+  const int r = fns().mutex_lock(mu);
+  if (acquired(r)) held(1);
   return r;
 }
 
-GORO_TEXT int pthread_mutex_trylock(pthread_mutex_t* mu) {
-  if (goro::preempt_internal::real_trylock == nullptr) {
-    goro::preempt_internal::resolve();
-  }
-  int r = goro::preempt_internal::real_trylock(mu);
-  if (r == 0) held(1);
+GORO_TEXT int pthread_mutex_trylock(pthread_mutex_t* mu) noexcept {
+  const int r = fns().mutex_trylock(mu);
+  if (acquired(r)) held(1);
   return r;
 }
 
-GORO_TEXT int pthread_mutex_timedlock(pthread_mutex_t* mu,
-                                      const struct timespec* t) {
-  if (goro::preempt_internal::real_timedlock == nullptr) {
-    goro::preempt_internal::resolve();
-  }
-  int r = goro::preempt_internal::real_timedlock(mu, t);
-  if (r == 0) held(1);
+GORO_TEXT int pthread_mutex_timedlock(
+    pthread_mutex_t* __restrict mu,
+    const struct timespec* __restrict t) noexcept {
+  const int r = fns().mutex_timedlock(mu, t);
+  if (acquired(r)) held(1);
   return r;
 }
 
-// Reader-writer locks (std::shared_mutex, std::shared_timed_mutex): a
-// preempted holder would block -- or make EDEADLK -- another fiber of the
-// same thread that takes the lock.
-#define GORO_RW_WRAPPER(name, fn, delta)         \
-  GORO_TEXT int name(pthread_rwlock_t* rw) {     \
-    if (goro::preempt_internal::fn == nullptr) { \
-      goro::preempt_internal::resolve();         \
-    }                                            \
-    int r = goro::preempt_internal::fn(rw);      \
-    if (r == 0) held(delta);                     \
-    return r;                                    \
-  }
-GORO_RW_WRAPPER(pthread_rwlock_rdlock, real_rdlock, 1)
-GORO_RW_WRAPPER(pthread_rwlock_wrlock, real_wrlock, 1)
-GORO_RW_WRAPPER(pthread_rwlock_tryrdlock, real_tryrdlock, 1)
-GORO_RW_WRAPPER(pthread_rwlock_trywrlock, real_trywrlock, 1)
-GORO_RW_WRAPPER(pthread_rwlock_unlock, real_rwunlock, -1)
-#undef GORO_RW_WRAPPER
-
-GORO_TEXT int pthread_rwlock_timedrdlock(pthread_rwlock_t* rw,
-                                         const struct timespec* t) {
-  if (goro::preempt_internal::real_timedrdlock == nullptr) {
-    goro::preempt_internal::resolve();
-  }
-  int r = goro::preempt_internal::real_timedrdlock(rw, t);
-  if (r == 0) held(1);
+GORO_TEXT int pthread_mutex_clocklock(
+    pthread_mutex_t* __restrict mu, clockid_t clock,
+    const struct timespec* __restrict t) noexcept {
+  const int r = fns().mutex_clocklock(mu, clock, t);
+  if (acquired(r)) held(1);
   return r;
 }
 
-GORO_TEXT int pthread_rwlock_timedwrlock(pthread_rwlock_t* rw,
-                                         const struct timespec* t) {
-  if (goro::preempt_internal::real_timedwrlock == nullptr) {
-    goro::preempt_internal::resolve();
-  }
-  int r = goro::preempt_internal::real_timedwrlock(rw, t);
-  if (r == 0) held(1);
-  return r;
-}
-
-GORO_TEXT int pthread_mutex_unlock(pthread_mutex_t* mu) {
-  if (goro::preempt_internal::real_unlock == nullptr) {
-    goro::preempt_internal::resolve();
-  }
-  int r = goro::preempt_internal::real_unlock(mu);
+GORO_TEXT int pthread_mutex_unlock(pthread_mutex_t* mu) noexcept {
+  const int r = fns().mutex_unlock(mu);
   if (r == 0) held(-1);
   return r;
+}
+
+// --- pthread rwlocks (std::shared_mutex, std::shared_timed_mutex) -----------
+
+GORO_TEXT int pthread_rwlock_rdlock(pthread_rwlock_t* rw) noexcept {
+  const int r = fns().rwlock_rdlock(rw);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int pthread_rwlock_wrlock(pthread_rwlock_t* rw) noexcept {
+  const int r = fns().rwlock_wrlock(rw);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int pthread_rwlock_tryrdlock(pthread_rwlock_t* rw) noexcept {
+  const int r = fns().rwlock_tryrdlock(rw);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int pthread_rwlock_trywrlock(pthread_rwlock_t* rw) noexcept {
+  const int r = fns().rwlock_trywrlock(rw);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int pthread_rwlock_timedrdlock(
+    pthread_rwlock_t* __restrict rw,
+    const struct timespec* __restrict t) noexcept {
+  const int r = fns().rwlock_timedrdlock(rw, t);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int pthread_rwlock_timedwrlock(
+    pthread_rwlock_t* __restrict rw,
+    const struct timespec* __restrict t) noexcept {
+  const int r = fns().rwlock_timedwrlock(rw, t);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int pthread_rwlock_clockrdlock(
+    pthread_rwlock_t* __restrict rw, clockid_t clock,
+    const struct timespec* __restrict t) noexcept {
+  const int r = fns().rwlock_clockrdlock(rw, clock, t);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int pthread_rwlock_clockwrlock(
+    pthread_rwlock_t* __restrict rw, clockid_t clock,
+    const struct timespec* __restrict t) noexcept {
+  const int r = fns().rwlock_clockwrlock(rw, clock, t);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int pthread_rwlock_unlock(pthread_rwlock_t* rw) noexcept {
+  const int r = fns().rwlock_unlock(rw);
+  if (r == 0) held(-1);
+  return r;
+}
+
+// --- pthread spin locks -----------------------------------------------------
+// A preempted holder would make another fiber of its thread spin forever.
+
+GORO_TEXT int pthread_spin_lock(pthread_spinlock_t* sl) noexcept {
+  const int r = fns().spin_lock(sl);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int pthread_spin_trylock(pthread_spinlock_t* sl) noexcept {
+  const int r = fns().spin_trylock(sl);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int pthread_spin_unlock(pthread_spinlock_t* sl) noexcept {
+  const int r = fns().spin_unlock(sl);
+  if (r == 0) held(-1);
+  return r;
+}
+
+// --- C11 mutexes (thrd_success is 0) ----------------------------------------
+
+GORO_TEXT int mtx_lock(GoroC11Mtx* m) {
+  const int r = fns().c11_mtx_lock(m);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int mtx_trylock(GoroC11Mtx* m) {
+  const int r = fns().c11_mtx_trylock(m);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int mtx_timedlock(GoroC11Mtx* m, const struct timespec* t) {
+  const int r = fns().c11_mtx_timedlock(m, t);
+  if (r == 0) held(1);
+  return r;
+}
+
+GORO_TEXT int mtx_unlock(GoroC11Mtx* m) {
+  const int r = fns().c11_mtx_unlock(m);
+  if (r == 0) held(-1);
+  return r;
+}
+
+// --- One-time initialisation ------------------------------------------------
+
+// Not noexcept: the init routine may throw (std::call_once passes a
+// callable's exception through pthread_once).
+GORO_TEXT int pthread_once(pthread_once_t* once, void (*routine)(void)) {
+  HeldScope scope;
+  return fns().once(once, routine);
+}
+
+GORO_TEXT void call_once(__once_flag* flag, void (*func)(void)) {
+  HeldScope scope;
+  fns().c11_call_once(flag, func);
+}
+
+// Function-local statics. acquire may throw (recursive initialisation).
+GORO_TEXT int __cxa_guard_acquire(__cxxabiv1::__guard* g) {
+  const int r = fns().guard_acquire(g);
+  if (r != 0) held(1);  // 0: already initialised, no release follows
+  return r;
+}
+
+GORO_TEXT void __cxa_guard_release(__cxxabiv1::__guard* g) noexcept {
+  fns().guard_release(g);
+  held(-1);
+}
+
+GORO_TEXT void __cxa_guard_abort(__cxxabiv1::__guard* g) noexcept {
+  fns().guard_abort(g);
+  held(-1);
 }
 
 }  // extern "C"

@@ -18,26 +18,38 @@ namespace goro::preempt_internal {
 // registers, the XSAVE area and the scheduler frames it calls.
 std::uint64_t preempt_stack_need();
 
-// Installs the SIGURG handler (once per process) and learns the program's
-// text range and the XSAVE layout.
+// Installs the SIGURG handler (once per process) and learns the XSAVE
+// layout; at every call (each runtime start) also refreshes the code map
+// and clears the hijack table (code_map.h, preempt_walk.h).
 void install_signal_handler();
 
 // Hooks::preempt_m: interrupts m's thread with SIGURG unless a signal is
 // already in flight to it (then returns false).
 bool preempt_m(runtime_internal::M* m);
 
-// The program's executable text (the main object's executable segments).
-bool pc_in_program_text(std::uintptr_t pc);
+// Counts a refusal in the running runtime's Sched::refused. Async-signal-safe.
+void count_refusal(runtime_internal::Refusal r);
+
+// libstdc++'s std::call_once thread-locals (std::__once_callable,
+// std::__once_call): inline code sets them just before calling
+// pthread_once, whose proxy reads them. They belong to the fiber between
+// the two, so an asynchronous preemption saves and restores them like
+// errno (os_locks.cc).
+struct OnceThreadLocals {
+  void* callable;
+  void (*call)();
+};
+OnceThreadLocals save_once_thread_locals();
+void restore_once_thread_locals(const OnceThreadLocals& saved);
 
 }  // namespace goro::preempt_internal
 
 extern "C" {
 // The trampoline a preempted fiber "calls" on return from the signal
-// handler; saves everything, yields, restores, returns to the interrupted
-// instruction. async_preempt_x86_64.S.
+// handler; saves everything, walks the stack and yields (or hijacks a
+// return, or refuses), restores, returns to the interrupted instruction.
+// async_preempt_x86_64.S; the C part is in preempt_walk.h.
 void goro_async_preempt();
-// Called by the trampoline with all state saved.
-void goro_async_preempt_yield();
 // XSAVE layout: area size (bytes) and the XCR0 feature mask, set once by
 // install_signal_handler before any preemption.
 extern std::uint64_t goro_xsave_size;

@@ -13,16 +13,16 @@
 //      own bookkeeping) and the fiber is in no goro::NoPreempt scope;
 //   4. the fiber holds no pthread mutex (std::mutex etc., counted per fiber
 //      by os_locks.cc);
-//   5. the interrupted pc is in the program's own text and not in goro_text
-//      (so not in libc, libstdc++, the dynamic loader, libunwind, sanitizer
-//      runtimes -- any shared object -- nor in the runtime's switch code);
-//   6. walking the frame-pointer chain, no caller up the stack is in a
-//      shared object (libc calling back into the program, e.g. qsort, or
-//      dl_iterate_phdr holding the loader lock). Where the chain is broken
-//      (code built without frame pointers) the walk stops and the check
-//      passes: only frames it can see are checked;
-//   7. rsp is inside the fiber's stack with preempt_stack_need() bytes free.
-// Otherwise the handler counts the reason in Sched::refused and returns;
+//   5. the interrupted pc is in a known object (code_map.h) and not in
+//      goro_text (the runtime's switch code and bookkeeping);
+//   6. rsp is inside the fiber's stack with preempt_stack_need() bytes free;
+//   7. no hijacked return of this fiber is pending (preempt_walk.h);
+//   8. every frame up to the fiber's entry is in code that may be preempted
+//      -- decided by a libunwind walk, which runs in the trampoline, not
+//      here (see preempt_walk.cc for why), and which, when denied code is on
+//      the stack, hijacks the return into preemptible code instead.
+// The handler checks 1-7 and, if they hold, sends the fiber into the
+// trampoline. Otherwise it counts the reason in Sched::refused and returns;
 // sysmon asks again later (a cooperative point may also honour the request).
 //
 // Rejected alternative: switching inside the handler itself (as some
@@ -33,22 +33,26 @@
 // choice too).
 //
 // Everything here is async-signal-safe: no allocation, no locks, no libc
-// calls except the lock-free atomic counters and errno handling.
+// calls except the lock-free atomic counters and errno handling; the code
+// map and the hijack hint are fixed arrays read without a lock.
 
-#include <cpuid.h>
 #include <errno.h>
-#include <link.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/ucontext.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 
+#include "preempt/internal/code_map.h"
 #include "preempt/internal/preempt.h"
+#include "preempt/internal/preempt_walk.h"
+#include "runtime/internal/dcheck.h"
 #include "runtime/internal/locks.h"
 #include "runtime/internal/scheduler_internal.h"
+#include "runtime/internal/stack.h"
 
 extern "C" {
 std::uint64_t goro_xsave_size = 4096;
@@ -73,72 +77,17 @@ struct sigaction g_old_urg;
 std::atomic<bool> g_installed{false};
 pid_t g_pid = 0;
 
-// The program's executable segments (at most a few).
-constexpr int kMaxRanges = 8;
-std::uintptr_t g_text_lo[kMaxRanges];
-std::uintptr_t g_text_hi[kMaxRanges];
-int g_text_n = 0;
-
-int find_program_text(dl_phdr_info* info, std::size_t, void* first) {
-  // The first object dl_iterate_phdr reports is the main program.
-  if (!*static_cast<bool*>(first)) return 1;
-  *static_cast<bool*>(first) = false;
-  for (int i = 0; i < info->dlpi_phnum && g_text_n < kMaxRanges; ++i) {
-    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-    if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X)) {
-      g_text_lo[g_text_n] = info->dlpi_addr + ph.p_vaddr;
-      g_text_hi[g_text_n] = info->dlpi_addr + ph.p_vaddr + ph.p_memsz;
-      ++g_text_n;
-    }
-  }
-  return 1;
-}
-
 void probe_xsave() {
-  unsigned a, b, c, d;
-  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) {
-    // No XSAVE enabled by the OS: the trampoline still runs XSAVE, so
-    // refuse all async preemption in that (hypothetical, pre-2008 CPU) case.
-    goro_xsave_size = 0;
-    return;
-  }
-  unsigned lo, hi;
-  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  __cpuid_count(0xD, 0, a, b, c, d);
-  goro_xsave_mask_lo = lo;
-  goro_xsave_mask_hi = hi;
-  goro_xsave_size = b;  // bytes for the features enabled in XCR0
-}
-
-void count(Refusal r) {
-  if (Sched* s = runtime_internal::g_sched.load(std::memory_order_acquire)) {
-    s->refused[r].fetch_add(1, std::memory_order_relaxed);
-  }
-}
-
-__attribute__((no_sanitize_address)) bool frames_ok(std::uintptr_t rbp,
-                                                    std::uintptr_t rsp,
-                                                    std::uintptr_t hi) {
-  // Walk at most this many frames; deeper stacks are checked as far as that.
-  for (int depth = 0; depth < 256; ++depth) {
-    if (rbp < rsp || rbp + 16 > hi || (rbp & 7) != 0) return true;  // unknown
-    const std::uintptr_t ret = reinterpret_cast<std::uintptr_t*>(rbp)[1];
-    if (ret == 0) return true;  // bottom of the fiber
-    if (!pc_in_program_text(ret)) return false;
-    const std::uintptr_t next = reinterpret_cast<std::uintptr_t*>(rbp)[0];
-    if (next <= rbp) return true;
-    rbp = next;
-  }
-  return true;
+  // Probed once by the runtime, which also sizes stacks from it.
+  const runtime_internal::XsaveLayout& x = runtime_internal::xsave_layout();
+  goro_xsave_size = x.size;  // 0: no XSAVE enabled; every preemption refused
+  goro_xsave_mask_lo = static_cast<std::uint32_t>(x.mask);
+  goro_xsave_mask_hi = static_cast<std::uint32_t>(x.mask >> 32);
 }
 
 // Returns true and edits uc when the fiber may be switched. Not instrumented
-// by ASan: it reads the fiber's frame chain and writes below its rsp, which
-// ASan may still consider part of dead frames.
-__attribute__((no_sanitize_address)) bool frames_ok(std::uintptr_t rbp,
-                                                    std::uintptr_t rsp,
-                                                    std::uintptr_t hi);
-
+// by ASan: it writes below the fiber's rsp, which ASan may still consider
+// part of dead frames.
 __attribute__((no_sanitize_address)) bool try_preempt(M* m, ucontext_t* uc) {
   Fiber* f = m->curg();
   // Not on a spare P either: a fiber preempted there would be pinned to an M
@@ -146,35 +95,38 @@ __attribute__((no_sanitize_address)) bool try_preempt(M* m, ucontext_t* uc) {
   // the stuck thread returns. Fibers on a spare are preempted cooperatively.
   if (f == nullptr || m->p == nullptr || m->blocking_p != nullptr ||
       m->p->is_spare) {
-    count(kRefusedNotFiber);
+    count_refusal(kRefusedNotFiber);
     return false;
   }
   if (!f->preempt_requested.load(std::memory_order_relaxed)) {
     return false;  // already yielded since sysmon asked
   }
   if (goro_tls_locks != 0 || f->no_preempt != 0) {
-    count(kRefusedNoPreempt);
+    count_refusal(kRefusedNoPreempt);
     return false;
   }
   if (f->os_locks != 0) {
-    count(kRefusedOsLock);
+    count_refusal(kRefusedOsLock);
     return false;
   }
   greg_t* g = uc->uc_mcontext.gregs;
   const auto pc = static_cast<std::uintptr_t>(g[REG_RIP]);
-  if (!pc_in_program_text(pc) || runtime_internal::pc_in_goro_text(pc)) {
-    count(kRefusedPc);
+  // Denied code (libc, ...) is fine here: the walk will hijack the return
+  // into preemptible code. Unknown code and goro_text are not.
+  const CodeKind kind = code_kind(pc);
+  if (kind == CodeKind::kGoro || kind == CodeKind::kUnknown) {
+    count_refusal(kRefusedPc);
     return false;
   }
   const auto sp = static_cast<std::uintptr_t>(g[REG_RSP]);
   const auto lo = reinterpret_cast<std::uintptr_t>(f->stack.lo);
   const auto hi = reinterpret_cast<std::uintptr_t>(f->stack.hi());
   if (goro_xsave_size == 0 || sp > hi || sp < lo + preempt_stack_need()) {
-    count(kRefusedStack);
+    count_refusal(kRefusedStack);
     return false;
   }
-  if (!frames_ok(static_cast<std::uintptr_t>(g[REG_RBP]), sp, hi)) {
-    count(kRefusedPc);
+  if (hijack_pending(f, sp)) {
+    count_refusal(kRefusedPc);  // it switches when that frame returns
     return false;
   }
   // "Call" the trampoline: below the red zone, push the interrupted pc.
@@ -230,25 +182,27 @@ bool preempt_m(M* m) {
   return true;
 }
 
-std::uint64_t preempt_stack_need() {
-  // red zone + return slot + 16 saved registers + alignment + XSAVE area +
-  // the scheduler frames the yield runs (generous).
-  return 128 + 8 + 16 * 8 + 64 + goro_xsave_size + 3072;
+
+void count_refusal(Refusal r) {
+  if (Sched* s = runtime_internal::g_sched.load(std::memory_order_acquire)) {
+    s->refused[r].fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
-bool pc_in_program_text(std::uintptr_t pc) {
-  for (int i = 0; i < g_text_n; ++i) {
-    if (pc >= g_text_lo[i] && pc < g_text_hi[i]) return true;
-  }
-  return false;
+std::uint64_t preempt_stack_need() {
+  // stack.h counts the save area and the yield's frames (kPreemptFrames,
+  // measured below async_switch); the walk's entry frames come on top.
+  return runtime_internal::preempt_stack_need() + kWalkStackNeed;
 }
 
 void install_signal_handler() {
+  // Each runtime start: no walk or hijack can run now (sysmon starts after
+  // this), so the map and the table may be replaced (code_map.cc CM1).
+  code_map_refresh();
+  hijack_init();
   bool expected = false;
   if (!g_installed.compare_exchange_strong(expected, true)) return;
   g_pid = getpid();
-  bool first = true;
-  dl_iterate_phdr(find_program_text, &first);
   probe_xsave();
   struct sigaction sa;
   memset(&sa, 0, sizeof(sa));
@@ -259,23 +213,3 @@ void install_signal_handler() {
 }
 
 }  // namespace goro::preempt_internal
-
-extern "C" void goro_async_preempt_yield() {
-  // errno belongs to the thread, and other fibers run on it while this one
-  // is switched out: keep the interrupted code's value. (__errno_location is
-  // declared const; call it through a volatile pointer afterwards so that,
-  // with migration allowed, the new thread's errno is the one written.)
-  const int saved_errno = errno;
-  // While it resumes, the fiber is still inside an asynchronous preemption:
-  // a request sysmon made meanwhile must not turn into a cooperative yield
-  // on the way out (that one may migrate, and the interrupted code may hold
-  // thread-local addresses). Raising no_preempt makes releasem skip it; the
-  // fiber starts a fresh slice anyway.
-  goro::runtime_internal::Fiber* self =
-      goro::runtime_internal::current_m_signal_safe()->curg();
-  ++self->no_preempt;
-  goro::runtime_internal::preempt_yield(/*async=*/true);
-  --self->no_preempt;
-  int* (*volatile errno_location)() = &__errno_location;
-  *errno_location() = saved_errno;
-}

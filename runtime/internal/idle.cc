@@ -100,6 +100,14 @@ M* midle_pop_locked(Sched* s) {
 
 namespace {
 
+// A switched-off spare's timers move to the P it stood in for, so that they
+// fire however Ps come and go (nobody looks at a spare that is off); an idle
+// M is woken to re-plan its sleep if they are earlier than what it waits for.
+void give_back_timers(Sched* s, P* spare) {
+  P* home = s->ps[static_cast<std::size_t>(spare->id - s->nprocs)].get();
+  if (spare->timers.move_all_to(&home->timers)) wake_idle_m_for_timer(s);
+}
+
 void midle_remove_locked(Sched* s, M* want)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock) {
   for (M** pp = &s->idle_m; *pp != nullptr; pp = &(*pp)->idle_next) {
@@ -278,19 +286,54 @@ void retire_spare(Sched* s, M* m) {
   std::vector<Fiber*> moved;
   while (Fiber* f = runq_get(p, &inherit)) moved.push_back(f);
   while (Fiber* f = pinned_pop(m)) moved.push_back(f);
-  MutexLock l(&s->lock);
-  for (Fiber* f : moved) global_put_locked(s, f);
-  m->p = nullptr;
-  pidle_put_locked(s, p);  // a spare: switched off, not listed
+  {
+    MutexLock l(&s->lock);
+    for (Fiber* f : moved) global_put_locked(s, f);
+    m->p = nullptr;
+    pidle_put_locked(s, p);  // a spare: switched off, not listed
+  }
+  // This M is about to sleep: whoever runs the moved fibers must be woken,
+  // or they wait in the global queue while every thread sleeps.
+  if (!moved.empty()) wakep(s);
+  give_back_timers(s, p);
 }
 
 // Called by sysmon after it marked a spare kRetire: a spare idling on the
 // list is switched off here; one held by an M retires itself.
 void retire_idle_spare(Sched* s, P* spare) {
-  MutexLock l(&s->lock);
-  if (pidle_remove_locked(s, spare)) {
+  {
+    MutexLock l(&s->lock);
+    if (!pidle_remove_locked(s, spare)) return;
     spare->spare_state.store(SpareState::kOff, std::memory_order_release);
   }
+  give_back_timers(s, spare);
+}
+
+int release_pinned(Sched* s, M* m) {
+  Fiber* list;
+  {
+    MutexLock l(&m->pin_lock);
+    list = m->pinned_head;
+    m->pinned_head = m->pinned_tail = nullptr;
+    m->has_pinned.store(false, std::memory_order_relaxed);
+  }
+  if (list == nullptr) return 0;
+  int n = 0;
+  {
+    MutexLock l(&s->lock);
+    while (list != nullptr) {
+      Fiber* f = list;
+      list = f->sched_next;
+      f->sched_next = nullptr;
+      global_put_locked(s, f);
+      ++n;
+    }
+  }
+  s->pinned_released.fetch_add(static_cast<std::uint64_t>(n),
+                               std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // see the essay
+  wakep(s);
+  return n;
 }
 
 // --- Start and stop

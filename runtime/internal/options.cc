@@ -17,7 +17,6 @@
 namespace goro::runtime_internal {
 namespace {
 
-constexpr std::size_t kMinStack = 16 * 1024;
 constexpr std::size_t kMaxStack = std::size_t{1} << 30;
 constexpr int kMaxProcs = 1024;
 
@@ -77,9 +76,23 @@ int available_cpus() {
   return n;
 }
 
+namespace {
+
+// "16384 bytes (16 KiB: the 11008-byte save area of an asynchronous
+// preemption on this CPU plus 4 KiB)": the minimum, and why it is what it is.
+std::string min_stack_text() {
+  const std::size_t min = min_stack_size();
+  return std::to_string(min) + " bytes (" + std::to_string(min / 1024) +
+         " KiB: 16 KiB, or the " + std::to_string(xsave_layout().size) +
+         "-byte XSAVE area an asynchronous preemption saves on this CPU "
+         "plus 4 KiB, whichever is larger)";
+}
+
+}  // namespace
+
 std::size_t validate_stack_size(std::size_t bytes, const char* what) {
-  if (bytes < kMinStack || bytes > kMaxStack) {
-    bad(what, std::to_string(bytes), "16 KiB to 1 GiB");
+  if (bytes < min_stack_size() || bytes > kMaxStack) {
+    bad(what, std::to_string(bytes), "from " + min_stack_text() + " to 1 GiB");
   }
   return (bytes + kPageSize - 1) / kPageSize * kPageSize;
 }
@@ -112,9 +125,10 @@ Options resolve_options(const Options& in) {
       if (suffix == "M" || suffix == "m" || suffix == "MiB") mult = 1ULL << 20;
       if (suffix == "G" || suffix == "g" || suffix == "GiB") mult = 1ULL << 30;
     }
-    if (mult == 0 || v > kMaxStack / mult || v * mult < kMinStack) {
+    if (mult == 0 || v > kMaxStack / mult || v * mult < min_stack_size()) {
       bad("GORO_STACK_SIZE", e,
-          "a size from 16K to 1G (bytes, or with a K/M/G suffix)");
+          "a size from " + min_stack_text() +
+              " to 1G (bytes, or with a K/M/G suffix)");
     }
     o.stack_size = static_cast<std::size_t>(v * mult);
   }
@@ -157,3 +171,9 @@ Options resolve_options(const Options& in) {
 }
 
 }  // namespace goro::runtime_internal
+
+namespace goro {
+
+std::size_t min_stack_size() { return runtime_internal::min_stack_size(); }
+
+}  // namespace goro

@@ -288,8 +288,15 @@ void timer_start(Timer* t) {
 
 bool timer_stop(Timer* t) {
   void* h = std::atomic_ref<void*>(t->heap).load(std::memory_order_acquire);
-  if (h == nullptr) return false;
-  return static_cast<TimerHeap*>(h)->remove(t);
+  for (;;) {
+    if (h == nullptr) return false;  // fired or firing
+    if (static_cast<TimerHeap*>(h)->remove(t)) return true;
+    // Not on that heap: it fired -- or a retiring spare moved it
+    // (TimerHeap::move_all_to), then look again on its new heap.
+    void* now = std::atomic_ref<void*>(t->heap).load(std::memory_order_acquire);
+    if (now == h) return false;
+    h = now;
+  }
 }
 
 void sleep_until_impl(std::int64_t when) {

@@ -30,6 +30,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "absl/base/thread_annotations.h"
 #include "runtime/internal/futex.h"
 
 namespace goro::runtime_internal {
@@ -66,13 +67,17 @@ Fiber* current_fiber();
 // current_fiber() != null (fatal otherwise).
 void park(bool (*commit)(void* arg), void* arg, WaitReason reason);
 
-// park_unlock parks the calling fiber and releases *lock (any type with
-// unlock()) once the fiber is off its stack: the common commit (Go's
-// goparkunlock). Precondition: *lock is held, current_fiber() != null.
+// park_unlock parks the calling fiber and releases *lock once the fiber is
+// off its stack: the common commit (Go's goparkunlock). Lock is an
+// ABSL_LOCKABLE type with unlock() (for clang's -Wthread-safety, callers
+// hold *lock before the call and not after). Precondition: *lock is held,
+// current_fiber() != null.
 template <typename Lock>
-void park_unlock(Lock* lock, WaitReason reason) {
+void park_unlock(Lock* lock, WaitReason reason) ABSL_UNLOCK_FUNCTION(lock)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {  // the commit, not this body, unlocks
   park(
-      [](void* l) {
+      // Unlocks what park_unlock's caller locked: invisible to the analysis.
+      [](void* l) ABSL_NO_THREAD_SAFETY_ANALYSIS {
         static_cast<Lock*>(l)->unlock();
         return true;
       },
@@ -101,7 +106,7 @@ inline void thread_wake(std::atomic<std::uint32_t>* word) {
 // self was null.
 template <typename Lock>
 void wait_unlock(Fiber* self, Lock* lock, std::atomic<std::uint32_t>* word,
-                 WaitReason reason) {
+                 WaitReason reason) ABSL_UNLOCK_FUNCTION(lock) {
   if (self != nullptr) {
     park_unlock(lock, reason);
     return;

@@ -105,9 +105,10 @@ inline Fiber* runq_get(P* p, bool* inherit) {
   return p->runq.pop();
 }
 
-// --- An M's pinned fibers (owner only) -------------------------------------
+// --- An M's pinned fibers (pushed and popped by the M itself) -------------
 
 inline void pinned_push(M* m, Fiber* f) {
+  MutexLock l(&m->pin_lock);
   f->sched_next = nullptr;
   if (m->pinned_tail != nullptr) {
     m->pinned_tail->sched_next = f;
@@ -115,17 +116,27 @@ inline void pinned_push(M* m, Fiber* f) {
     m->pinned_head = f;
   }
   m->pinned_tail = f;
+  m->has_pinned.store(true, std::memory_order_relaxed);
 }
 
 inline Fiber* pinned_pop(M* m) {
+  if (!m->has_pinned.load(std::memory_order_relaxed)) return nullptr;
+  MutexLock l(&m->pin_lock);
   Fiber* f = m->pinned_head;
   if (f != nullptr) {
     m->pinned_head = f->sched_next;
-    if (m->pinned_head == nullptr) m->pinned_tail = nullptr;
+    if (m->pinned_head == nullptr) {
+      m->pinned_tail = nullptr;
+      m->has_pinned.store(false, std::memory_order_relaxed);
+    }
     f->sched_next = nullptr;
   }
   return f;
 }
+
+// Moves every fiber pinned to m (stuck in the kernel) to the global queue and
+// wakes an M for them; returns how many (idle.cc). Any thread.
+int release_pinned(Sched* s, M* m);
 
 // --- Choosing the next fiber on the fiber side -----------------------------
 
@@ -150,11 +161,15 @@ inline Pick pick_next(Sched* s, M* m, Fiber** out, bool* inherit) {
       p->spare_state.load(std::memory_order_acquire) == SpareState::kRetire) {
     return Pick::kNeedScheduler;
   }
-  if (m->pinned_head != nullptr && (++m->pin_tick & 1) != 0) {
-    // Alternate pinned fibers with the run queue so neither starves.
-    *out = pinned_pop(m);
-    *inherit = false;
-    return Pick::kFiber;
+  if (m->has_pinned.load(std::memory_order_relaxed) &&
+      (++m->pin_tick & 1) != 0) {
+    // Alternate pinned fibers with the run queue so neither starves. (sysmon
+    // may have released them meanwhile: then go on.)
+    if (Fiber* f = pinned_pop(m)) {
+      *out = f;
+      *inherit = false;
+      return Pick::kFiber;
+    }
   }
   const std::int64_t t0 = p->timers.earliest();
   if (t0 != 0 && mono_now_ns() >= t0) return Pick::kNeedScheduler;
@@ -163,7 +178,7 @@ inline Pick pick_next(Sched* s, M* m, Fiber** out, bool* inherit) {
     return Pick::kNeedScheduler;
   }
   *out = runq_get(p, inherit);
-  if (*out == nullptr && m->pinned_head != nullptr) {
+  if (*out == nullptr) {
     *out = pinned_pop(m);
     *inherit = false;
   }

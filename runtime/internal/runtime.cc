@@ -3,6 +3,7 @@
 // A runtime's life: goro::run (start the Ms, run the main fiber, stop, tear
 // down), the public calls about the current fiber, and stats.
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 #include <new>
@@ -13,6 +14,7 @@
 #include "runtime/internal/park.h"
 #include "runtime/internal/sanitizers.h"
 #include "runtime/internal/scheduler_internal.h"
+#include "runtime/internal/stack.h"
 #include "runtime/stats.h"
 #include "runtime/this_fiber.h"
 
@@ -146,6 +148,7 @@ void fill_stats(const Sched& s, Stats* out) {
   st.preempt_requests = s.preempt_requests.load(std::memory_order_relaxed);
   st.signals_sent = s.signals_sent.load(std::memory_order_relaxed);
   st.syscall_retakes = s.syscall_retakes.load(std::memory_order_relaxed);
+  st.pinned_released = s.pinned_released.load(std::memory_order_relaxed);
   auto refused = [&](Refusal r) {
     return s.refused[r].load(std::memory_order_relaxed);
   };
@@ -188,6 +191,9 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   };
   SpawnOptions main_opts;
   main_opts.name = "main";
+  // Programs put their whole main inside run: give it what a thread gets
+  // (reserved, committed as used), not the per-fiber default.
+  main_opts.stack_size = std::max(kMainStackSize, opts.stack_size);
   Fiber* f = fiber_new(&main_opts);
   // fiber_new, called off a P, holds the runtime for fiber_start; run_main
   // queues the main fiber itself.

@@ -186,10 +186,16 @@ struct M {
   // goro_tls_locks, see locks.h.
 
   // Async-preempted fibers that must resume on this thread
-  // (Options::preempt_migrate == false), FIFO via sched_next. Owner only.
-  Fiber* pinned_head = nullptr;
-  Fiber* pinned_tail = nullptr;
-  std::uint32_t pin_tick = 0;
+  // (Options::preempt_migrate == false), FIFO via sched_next. The owner
+  // pushes and pops; sysmon takes them all when the thread is stuck in the
+  // kernel (release_pinned), so that they cannot wait on it forever.
+  Mutex pin_lock;
+  Fiber* pinned_head ABSL_GUARDED_BY(pin_lock) = nullptr;
+  Fiber* pinned_tail ABSL_GUARDED_BY(pin_lock) = nullptr;
+  // pinned_head != null; written under pin_lock, read racily by the owner
+  // to skip the lock when there is nothing pinned (the common case).
+  std::atomic<bool> has_pinned{false};
+  std::uint32_t pin_tick = 0;  // owner only
 
   // A SIGURG from sysmon is in flight: preempt/ sets it before tgkill, the
   // handler clears it. At most one signal in flight per M (Go's
@@ -262,7 +268,7 @@ class Sched {
   std::atomic<std::uint64_t> created_off_p{0};  // go() from threads w/o a P
   // Preemption counters (sysmon and preempt/ write them).
   std::atomic<std::uint64_t> preempt_requests{0}, signals_sent{0},
-      syscall_retakes{0};
+      syscall_retakes{0}, pinned_released{0};
   std::atomic<std::uint64_t> refused[kNumRefusals] = {};  // by Refusal
 
   StackAllocator stacks;

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "absl/base/thread_annotations.h"
+#include "runtime/internal/dcheck.h"
 #include "runtime/internal/locks.h"
 #include "runtime/internal/scheduler.h"
 
@@ -24,20 +25,6 @@
 #define GORO_TEXT __attribute__((section("goro_text"), noinline, noipa))
 #endif
 
-// GORO_DCHECK(cond): a runtime invariant, checked in debug (-c dbg) and
-// sanitizer builds, where it aborts through fatal() naming the condition.
-// In optimized builds the condition is not evaluated.
-#if !defined(NDEBUG) || defined(__SANITIZE_ADDRESS__) || \
-    defined(__SANITIZE_THREAD__)
-#define GORO_DCHECK_IS_ON 1
-#define GORO_DCHECK(cond)                                                \
-  ((cond) ? (void)0                                                      \
-          : ::goro::runtime_internal::fatal("check failed at %s:%d: %s", \
-                                            __FILE__, __LINE__, #cond))
-#else
-#define GORO_DCHECK_IS_ON 0
-#define GORO_DCHECK(cond) ((void)0)
-#endif
 
 namespace goro::runtime_internal {
 

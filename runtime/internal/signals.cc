@@ -1,22 +1,33 @@
 // Copyright goro authors.
 //
-// Stack overflow detection. A fiber that runs into its guard page faults; the
+// Stack overflow detection. A fiber that runs into a guard region faults; the
 // SIGSEGV handler, running on the M's alternate signal stack (the fiber's own
-// stack is exhausted), recognises the guard and prints
-//   goro: fiber N overflowed its S-byte stack
-// then aborts. Faults that are not a fiber's guard go to the handler that was
-// installed before goro's (or the default action). Everything here is
-// async-signal-safe: write(2), no allocation, no locks.
+// stack is exhausted), decides what the fault is:
+//   1. in the running fiber's own guard region (Stack::guard_contains), or
+//      near a stack pointer that is below the running fiber's stack (a frame
+//      jumped past the guard region and then faulted): an overflow of that
+//      fiber. It prints
+//        goro: fiber N (name) overflowed its S-byte stack (...)
+//      and how to raise the size, then aborts;
+//   2. in the guard region of any other stack of any live StackAllocator
+//      (find_guard): a stray access into a guard; reported with the stack it
+//      guards, then aborts;
+//   3. anything else goes to the handler installed before goro's (or the
+//      default action).
+// Everything here is async-signal-safe: write(2), no allocation, no locks.
 
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/ucontext.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 
+#include "runtime/internal/dcheck.h"
 #include "runtime/internal/scheduler_internal.h"
+#include "runtime/internal/stack.h"
 
 namespace goro::runtime_internal {
 namespace {
@@ -38,35 +49,129 @@ void append_u64(char* buf, std::size_t* pos, std::uint64_t v) {
   while (n > 0) buf[(*pos)++] = tmp[--n];
 }
 
-void append_str(char* buf, std::size_t* pos, std::size_t cap, const char* s) {
-  while (*s != '\0' && *pos < cap) buf[(*pos)++] = *s++;
-}
-
-[[noreturn]] void overflow_abort(const Fiber* f) {
-  char buf[256];
-  std::size_t pos = 0;
-  append_str(buf, &pos, sizeof(buf), "goro: fiber ");
-  append_u64(buf, &pos, f->id);
-  append_str(buf, &pos, sizeof(buf), " overflowed its ");
-  append_u64(buf, &pos, f->stack.size);
-  append_str(buf, &pos, sizeof(buf), "-byte stack");
-  if (!f->name.empty()) {
-    // name's buffer is stable while the fiber lives; read it without calling
-    // into the allocator.
-    append_str(buf, &pos, sizeof(buf) - 4, " (");
-    const char* n = f->name.data();
-    for (std::size_t i = 0; i < f->name.size() && pos < sizeof(buf) - 3; ++i) {
-      buf[pos++] = n[i];
-    }
-    buf[pos++] = ')';
+// A fixed buffer for one message: no allocation, silently truncated.
+class Msg {
+ public:
+  Msg& str(const char* s) {
+    while (*s != '\0' && pos_ < sizeof(buf_)) buf_[pos_++] = *s++;
+    return *this;
   }
-  buf[pos++] = '\n';
-  ssize_t unused = write(STDERR_FILENO, buf, pos);
-  (void)unused;
+  Msg& u64(std::uint64_t v) {
+    char tmp[24];
+    std::size_t n = 0;
+    append_u64(tmp, &n, v);
+    for (std::size_t i = 0; i < n && pos_ < sizeof(buf_); ++i) {
+      buf_[pos_++] = tmp[i];
+    }
+    return *this;
+  }
+  Msg& hex(std::uintptr_t v) {
+    str("0x");
+    char tmp[16];
+    int n = 0;
+    do {
+      tmp[n++] = "0123456789abcdef"[v & 15];
+      v >>= 4;
+    } while (v != 0);
+    while (n > 0 && pos_ < sizeof(buf_)) buf_[pos_++] = tmp[--n];
+    return *this;
+  }
+  // "fiber N" or "fiber N (name)". The name's buffer is stable while the
+  // fiber lives; read it without calling into the allocator.
+  Msg& fiber(const Fiber* f) {
+    str("fiber ").u64(f->id);
+    if (!f->name.empty()) {
+      str(" (");
+      const char* n = f->name.data();
+      for (std::size_t i = 0; i < f->name.size() && pos_ < sizeof(buf_); ++i) {
+        buf_[pos_++] = n[i];
+      }
+      str(")");
+    }
+    return *this;
+  }
+  void write_out() {
+    ssize_t unused = write(STDERR_FILENO, buf_, pos_);
+    (void)unused;
+  }
+
+ private:
+  char buf_[768];
+  std::size_t pos_ = 0;
+};
+
+[[noreturn]] void die() {
   // abort() is async-signal-safe; restore the default action first so a
   // SIGABRT handler cannot bring us back here.
   signal(SIGABRT, SIG_DFL);
   std::abort();
+}
+
+// How to fix it, after every overflow report: the sizes are chosen from
+// measurements (docs/runtime.md, "Stack size").
+void append_remedy(Msg& m, const Fiber* f) {
+  m.str(
+      "goro: give it a bigger stack: goro::SpawnOptions::stack_size for "
+      "this fiber, or goro::Options::stack_size / GORO_STACK_SIZE (e.g. "
+      "GORO_STACK_SIZE=1M) for every fiber");
+  if (f->name == "main") {
+    m.str(" (the main fiber gets at least 8 MiB)");
+  }
+  m.str(
+      "; deep recursion and big local arrays (std::regex needs ~370 bytes "
+      "per character matched) are the usual causes\n");
+}
+
+enum class How { kGuard, kJumped, kCanary };
+
+[[noreturn]] void overflow_abort(const Fiber* f, How how, std::uintptr_t addr) {
+  Msg m;
+  m.str("goro: ").fiber(f).str(" overflowed its ").u64(f->stack.size);
+  m.str("-byte stack");
+  const auto lo = reinterpret_cast<std::uintptr_t>(f->stack.lo);
+  switch (how) {
+    case How::kGuard:
+      m.str(" (fault at ").hex(addr).str(", ").u64(lo - addr);
+      m.str(" bytes below it)\n");
+      break;
+    case How::kJumped:
+      m.str(" (fault at ").hex(addr).str(", ").u64(lo - addr);
+      m.str(" bytes below it: a frame jumped past its ");
+      m.u64(kGuardSize / 1024);
+      m.str(
+          " KiB guard region; build with -fstack-clash-protection so that "
+          "every such frame is caught in the guard)\n");
+      break;
+    case How::kCanary:
+      m.str(
+          " (its canary was overwritten; found at a switch: this kernel "
+          "lacks MADV_GUARD_INSTALL and the mprotect guard budget is "
+          "spent)\n");
+      break;
+  }
+  append_remedy(m, f);
+  m.write_out();
+  die();
+}
+
+[[noreturn]] void stray_abort(const Fiber* f, std::uintptr_t addr,
+                              const Stack& guarded) {
+  Msg m;
+  m.str("goro: ");
+  if (f != nullptr) {
+    m.fiber(f);
+  } else {
+    m.str("a thread that runs no fiber");
+  }
+  m.str(" faulted at ").hex(addr);
+  m.str(" in the guard region of another fiber's stack [");
+  m.hex(reinterpret_cast<std::uintptr_t>(guarded.lo)).str(", ");
+  m.hex(reinterpret_cast<std::uintptr_t>(guarded.hi()));
+  m.str(
+      "): a stray pointer, or an overflow by code that moved its stack "
+      "pointer elsewhere\n");
+  m.write_out();
+  die();
 }
 
 void chain(int sig, siginfo_t* info, void* uc, const struct sigaction& old) {
@@ -87,18 +192,51 @@ void chain(int sig, siginfo_t* info, void* uc, const struct sigaction& old) {
   sigaction(sig, &dfl, nullptr);
 }
 
-void fault_handler(int sig, siginfo_t* info, void* uc) {
+// A fault within this distance below a stack pointer that is itself below
+// the running fiber's stack is that fiber's overflow (the frame that moved
+// rsp there is writing its locals or pushing a return address).
+constexpr std::uintptr_t kNearSp = 64 * 1024;
+
+void fault_handler(int sig, siginfo_t* info, void* ctx) {
   M* m = current_m_signal_safe();
-  Fiber* f = m != nullptr ? m->curg() : nullptr;
-  if (f != nullptr && f->stack.guard_contains(info->si_addr)) {
-    overflow_abort(f);
+  const Fiber* f = m != nullptr ? m->curg() : nullptr;
+  const auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
+  if (f != nullptr && !f->stack.empty()) {
+    if (f->stack.guard_contains(info->si_addr)) {
+      overflow_abort(f, How::kGuard, addr);
+    }
+    const auto sp = static_cast<std::uintptr_t>(
+        static_cast<ucontext_t*>(ctx)->uc_mcontext.gregs[REG_RSP]);
+    const auto lo = reinterpret_cast<std::uintptr_t>(f->stack.lo);
+    // (Within 1 GiB, the largest stack: code running on a stack it made
+    // itself elsewhere is not this fiber's overflow.)
+    // Nor is a fault in a signal handler running on this M's alternate
+    // stack.
+    const auto alt = reinterpret_cast<std::uintptr_t>(m->sigaltstack);
+    const bool on_alt = alt != 0 && sp >= alt && sp < alt + kAltStackSize;
+    if (!on_alt && sp < lo && sp + (std::uintptr_t{1} << 30) > lo &&
+        addr < lo && addr + kNearSp >= sp && addr < sp + kNearSp) {
+      overflow_abort(f, How::kJumped, addr);
+    }
   }
-  chain(sig, info, uc, sig == SIGBUS ? g_old_bus : g_old_segv);
+  Stack guarded;
+  if (find_guard(info->si_addr, &guarded)) stray_abort(f, addr, guarded);
+  chain(sig, info, ctx, sig == SIGBUS ? g_old_bus : g_old_segv);
 }
 
 }  // namespace
 
-void report_stack_overflow(const Fiber* f) { overflow_abort(f); }
+void report_stack_overflow(const Fiber* f) {
+  overflow_abort(f, How::kCanary, 0);
+}
+
+void dcheck_failed(const char* cond, const char* file, int line) {
+  Msg m;
+  m.str("goro: DCHECK failed: ").str(cond).str(" at ").str(file).str(":");
+  m.u64(static_cast<std::uint64_t>(line)).str("\n");
+  m.write_out();
+  die();
+}
 
 void install_overflow_handler() {
   bool expected = false;

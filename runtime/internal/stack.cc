@@ -2,11 +2,18 @@
 
 #include "runtime/internal/stack.h"
 
+#include <cpuid.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <mutex>
 #include <new>
+#include <vector>
+
+#include "runtime/internal/dcheck.h"
 
 namespace goro::runtime_internal {
 namespace {
@@ -19,16 +26,187 @@ constexpr int MADV_GUARD_INSTALL = 102;  // Linux 6.13 uapi
 // chunks, far below vm.max_map_count, and adjacent chunks often merge.
 constexpr std::size_t kChunkBytes = 16u << 20;
 
+// ---------------------------------------------------------------------------
+// The chunk registry: every chunk of every live StackAllocator, so that the
+// SIGSEGV handler can tell a fault in any fiber's guard region from any
+// other fault without a lock (find_guard).
+//
+// Invariant (REG): an entry with base != 0 describes a mapped chunk: base is
+// stored (release) after bytes and slot, and cleared before munmap. Entries
+// are reused; a reader that sees base change while it reads skips the entry
+// (a fault report racing a new chunk at the same index misses that chunk,
+// the only inexactness, and only in a crashing process).
+struct ChunkEntry {
+  std::atomic<std::uintptr_t> base{0};
+  std::atomic<std::size_t> bytes{0};
+  std::atomic<std::size_t> slot{0};  // guard + usable size of its stacks
+};
+// Enough for a million 1 MiB stacks (15 per chunk): 3 MiB of zeroed data,
+// touched only as far as used. Beyond that, chunks are unregistered and a
+// fault in their guards is still recognised for the running fiber's own
+// stack (Stack::guard_contains), just not as "another fiber's guard".
+constexpr std::size_t kMaxChunks = std::size_t{1} << 17;
+ChunkEntry g_chunks[kMaxChunks];
+std::atomic<std::size_t> g_chunks_used{0};  // entries ever used (high water)
+std::mutex g_chunks_mu;                     // writers only, never the handler
+std::vector<std::size_t>* g_chunks_free;    // guarded by g_chunks_mu
+
+void register_chunk(char* base, std::size_t bytes, std::size_t slot) {
+  std::lock_guard<std::mutex> l(g_chunks_mu);
+  std::size_t i;
+  if (g_chunks_free != nullptr && !g_chunks_free->empty()) {
+    i = g_chunks_free->back();
+    g_chunks_free->pop_back();
+  } else {
+    i = g_chunks_used.load(std::memory_order_relaxed);
+    if (i == kMaxChunks) return;
+  }
+  g_chunks[i].bytes.store(bytes, std::memory_order_relaxed);
+  g_chunks[i].slot.store(slot, std::memory_order_relaxed);
+  // REG: publish base last.
+  g_chunks[i].base.store(reinterpret_cast<std::uintptr_t>(base),
+                         std::memory_order_release);
+  if (i == g_chunks_used.load(std::memory_order_relaxed)) {
+    g_chunks_used.store(i + 1, std::memory_order_release);
+  }
+}
+
+void unregister_chunk(char* base) {
+  std::lock_guard<std::mutex> l(g_chunks_mu);
+  const auto b = reinterpret_cast<std::uintptr_t>(base);
+  const std::size_t n = g_chunks_used.load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (g_chunks[i].base.load(std::memory_order_relaxed) == b) {
+      g_chunks[i].base.store(0, std::memory_order_release);  // REG
+      if (g_chunks_free == nullptr) {
+        g_chunks_free = new std::vector<std::size_t>;
+      }
+      g_chunks_free->push_back(i);
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// XSAVE layout, probed once at load time (before main), so that the SIGURG
+// handler reads plain constants.
+XsaveLayout probe_xsave() {
+  XsaveLayout x;
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) return x;
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  __cpuid_count(0xD, 0, a, b, c, d);
+  x.mask = (std::uint64_t{hi} << 32) | lo;
+  x.size = b;  // bytes for the features enabled in XCR0
+  return x;
+}
+
+const XsaveLayout g_xsave = probe_xsave();
+
+constexpr unsigned char kPaintByte = 0xD7;
+// How far below kPreemptFrames the debug check paints, so that frames that
+// went deeper show up as a number rather than as "at least kPreemptFrames".
+constexpr std::size_t kPaintMargin = 2048;
+
+char* paint_floor(const char* stack_lo, char* save_area) {
+  // Stay clear of the lowest word (a canary stack's canary).
+  char* floor = save_area - kPreemptFrames - kPaintMargin;
+  if (floor < stack_lo + 64) floor = const_cast<char*>(stack_lo) + 64;
+  return floor;
+}
+
 }  // namespace
+
+const XsaveLayout& xsave_layout() { return g_xsave; }
+
+std::size_t preempt_stack_need() {
+  // red zone, return address, 16 pushes (flags + 15 registers), alignment of
+  // the XSAVE area to 64, the area, the frames the trampoline calls.
+  return 128 + 8 + 16 * 8 + 63 + g_xsave.size + kPreemptFrames;
+}
+
+std::size_t min_stack_size() {
+  const std::size_t need = preempt_stack_need() + kMinFrameRoom;
+  const std::size_t rounded = (need + kPageSize - 1) / kPageSize * kPageSize;
+  return rounded > 16 * 1024 ? rounded : 16 * 1024;
+}
+
+// Reads rsp, then fills [floor, rsp - 160) with kPaintByte: a leaf without
+// calls, so nothing of its own lives below rsp but its 128-byte red zone.
+// Not instrumented: it writes dead stack that ASan may still have poisoned.
+__attribute__((noinline, no_sanitize_address)) void preempt_frames_paint(
+    const char* stack_lo, char* save_area) {
+  char* sp;
+  __asm__ volatile("movq %%rsp, %0" : "=r"(sp));
+  for (volatile char* p = paint_floor(stack_lo, save_area); p < sp - 160; ++p) {
+    *p = static_cast<char>(kPaintByte);
+  }
+}
+
+__attribute__((noinline, no_sanitize_address)) void preempt_frames_check(
+    const char* stack_lo, char* save_area) {
+  const char* p = paint_floor(stack_lo, save_area);
+  while (p < save_area && static_cast<unsigned char>(*p) == kPaintByte) ++p;
+  const std::size_t used = static_cast<std::size_t>(save_area - p);
+  if (used > kPreemptFrames) {
+    char buf[160];
+    int n = 0;
+    auto put = [&](const char* s) {
+      while (*s != '\0' && n < static_cast<int>(sizeof(buf))) buf[n++] = *s++;
+    };
+    auto put_u = [&](std::size_t v) {
+      char t[24];
+      int k = 0;
+      do {
+        t[k++] = static_cast<char>('0' + v % 10);
+        v /= 10;
+      } while (v != 0);
+      while (k > 0 && n < static_cast<int>(sizeof(buf))) buf[n++] = t[--k];
+    };
+    put("goro: the frames below an asynchronous preemption used ");
+    put_u(used);
+    put(" bytes (at least; kPreemptFrames is ");
+    put_u(kPreemptFrames);
+    put(")\n");
+    ssize_t unused = write(STDERR_FILENO, buf, static_cast<std::size_t>(n));
+    (void)unused;
+  }
+  GORO_DCHECK(used <= kPreemptFrames);
+}
+
+bool find_guard(const void* addr, Stack* guarded) {
+  const auto a = reinterpret_cast<std::uintptr_t>(addr);
+  const std::size_t n = g_chunks_used.load(std::memory_order_acquire);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uintptr_t base =
+        g_chunks[i].base.load(std::memory_order_acquire);
+    if (base == 0 || a < base) continue;
+    const std::size_t bytes = g_chunks[i].bytes.load(std::memory_order_relaxed);
+    const std::size_t slot = g_chunks[i].slot.load(std::memory_order_relaxed);
+    if (g_chunks[i].base.load(std::memory_order_acquire) != base) continue;
+    if (a - base >= bytes || slot <= kGuardSize) continue;
+    const std::uintptr_t start = base + (a - base) / slot * slot;
+    if (a - start >= kGuardSize) return false;  // in a stack, not a guard
+    guarded->lo = reinterpret_cast<char*>(start + kGuardSize);
+    guarded->size = slot - kGuardSize;
+    guarded->guard = GuardKind::kNone;  // not recorded per stack
+    return true;
+  }
+  return false;
+}
 
 StackAllocator::StackAllocator(GuardMode mode, std::size_t mprotect_budget)
     : mode_(mode), mprotect_budget_(mprotect_budget) {}
 
 StackAllocator::~StackAllocator() {
   // Unmap every chunk around the kept stacks (munmap may split a mapping).
+  // A kept stack's chunk is unregistered too: an overflow there (only an
+  // abandoned blocking() call still runs on one) is a plain SIGSEGV.
   std::sort(kept_.begin(), kept_.end(),
             [](const Stack& a, const Stack& b) { return a.lo < b.lo; });
   for (const Chunk& c : chunks_) {
+    unregister_chunk(c.base);  // REG: before the memory goes
     char* from = c.base;
     char* const end = c.base + c.bytes;
     for (const Stack& k : kept_) {
@@ -88,6 +266,7 @@ void StackAllocator::grow_locked(std::size_t size, FreeList& list) {
   madvise(p, bytes, MADV_NOHUGEPAGE);
   char* base = static_cast<char*>(p);
   chunks_.push_back({base, bytes});
+  register_chunk(base, bytes, slot);
   // Hand out low addresses first: push in reverse so pop_back takes them.
   for (std::size_t i = n; i-- > 0;) {
     char* guard = base + i * slot;

@@ -4,15 +4,26 @@
 // chunks, so a million stacks cost a few thousand mappings, committed lazily
 // by the kernel page by page.
 //
-// Each stack has one guard page below its lowest usable byte. Guards are
-// installed with madvise(MADV_GUARD_INSTALL) (Linux >= 6.13), which marks the
-// page inside the mapping without splitting it. Older kernels get a documented
-// fallback: mprotect(PROT_NONE) guards while a budget lasts (each one splits a
-// mapping, and vm.max_map_count is ~65530), then a canary word at the lowest
-// usable address, checked every time the fiber switches out. Either way an
-// overflow is reported and aborts; it never corrupts silently (as long as no
-// single frame skips more than the guard page, which -fstack-clash-protection
-// prevents).
+// Each stack has a guard region of kGuardSize (64 KiB) below its lowest
+// usable byte. Guards are installed with madvise(MADV_GUARD_INSTALL) (Linux
+// >= 6.13), which marks the pages inside the mapping without splitting it.
+// Older kernels get a documented fallback: mprotect(PROT_NONE) guards while a
+// budget lasts (each one splits a mapping, and vm.max_map_count is ~65530),
+// then a canary word at the lowest usable address, checked every time the
+// fiber switches out. The guarantee each gives is in docs/runtime.md
+// ("Stack overflow"): with a protected guard, every overflow by code built
+// with -fstack-clash-protection (which touches every page a frame spans),
+// and every frame up to kGuardSize without it, faults in the guard and is
+// reported by the SIGSEGV handler (signals.cc), which finds the guard region
+// of any fiber's stack with find_guard().
+//
+// Why 64 KiB: the guard costs page-table entries (MADV_GUARD_INSTALL marks
+// each page in the PTE; 16 entries, 128 bytes per stack) and spreads the
+// stacks over more address space (more page-table pages: VmPTE for a million
+// parked fibers went from 130 MiB to the figure in docs/runtime.md). 64 KiB
+// covers the frames that ordinary code without the flag makes (the largest
+// measured local buffers are a few KiB; glibc's own are below 64 KiB); 1 MiB
+// would cost ~2 KB of page tables per fiber and 16x the address space.
 //
 // Threading: StackAllocator is shared by all Ps; its lock guards the chunk
 // list and the free lists. The per-P StackCache is owner-only.
@@ -29,8 +40,61 @@
 namespace goro::runtime_internal {
 
 inline constexpr std::size_t kPageSize = 4096;
-inline constexpr std::size_t kGuardSize = kPageSize;
+inline constexpr std::size_t kGuardSize = 64 * 1024;
 inline constexpr std::uint64_t kStackCanary = 0x676f726f5f636e72ULL;
+
+// The main fiber's stack: what a thread gets by default (ulimit -s), since
+// programs put their whole main inside goro::run. Reserved, not committed.
+inline constexpr std::size_t kMainStackSize = 8u << 20;
+
+// The smallest stack size accepted (validate_stack_size): large enough for
+// an asynchronous preemption's save area (preempt_stack_need()) plus
+// kMinFrameRoom of the fiber's own frames, and never below 16 KiB. On a CPU
+// with AVX-512 and AMX (11,008-byte XSAVE area) that is 16 KiB in optimized
+// builds, 20 KiB at -O0 and 24 KiB under sanitizers (bigger frames).
+std::size_t min_stack_size();
+inline constexpr std::size_t kMinFrameRoom = 4096;
+
+// The CPU's XSAVE area for the features the OS enabled (XCR0), probed once
+// with CPUID leaf 0xD and XGETBV. size == 0 when the OS enables no XSAVE.
+struct XsaveLayout {
+  std::size_t size = 0;
+  std::uint64_t mask = 0;  // XCR0
+};
+const XsaveLayout& xsave_layout();
+
+// Bytes an asynchronous preemption writes below the interrupted rsp: the
+// 128-byte red zone, the pushed return address, 16 saved registers, up to 63
+// bytes of alignment, the XSAVE area, and kPreemptFrames for the frames the
+// trampoline calls (goro_async_preempt_yield down to the context switch, and
+// back up through finish_switch on resume). The SIGURG handler refuses
+// (refused_stack) when less is free.
+std::size_t preempt_stack_need();
+
+// kPreemptFrames: the most the debug check below measured (preempt_test,
+// preempt_stack_test, signal_chain_test, select_test, timer_test; tens of
+// thousands of preemptions), with margin: 488 bytes at -O2 (forced with
+// -DGORO_ENABLE_DCHECK), 1,672 at -O0 (--config=dbg; the yield runs timers
+// on the fiber's stack), 3,944 under ASan. The check counts its own painting
+// frame (~200 bytes), so these are upper bounds. A change that makes those
+// frames deeper fails the check in the debug and sanitizer builds rather
+// than overflowing a small stack in the field.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr std::size_t kPreemptFrames = 8192;
+#elif !defined(__OPTIMIZE__)
+inline constexpr std::size_t kPreemptFrames = 3072;
+#else
+inline constexpr std::size_t kPreemptFrames = 768;
+#endif
+
+// Debug-build (GORO_DCHECK_IS_ON) high-water check of kPreemptFrames, called
+// by goro_async_preempt_yield with the address of the XSAVE area (its
+// caller's stack pointer): paint fills the stack below the caller with a
+// pattern, down to kPreemptFrames (plus a margin) below `save_area`; check,
+// after the fiber resumed, aborts if the frames went deeper than
+// kPreemptFrames. Both are async-signal-safe.
+void preempt_frames_paint(const char* stack_lo, char* save_area);
+void preempt_frames_check(const char* stack_lo, char* save_area);
 
 enum class GuardKind : std::uint8_t { kNone, kMadvise, kMprotect, kCanary };
 
@@ -46,11 +110,24 @@ struct Stack {
     const char* a = static_cast<const char*>(addr);
     return lo != nullptr && a >= lo - kGuardSize && a < lo;
   }
+  // True when `addr` is in this stack's usable range.
+  bool contains(const void* addr) const {
+    const char* a = static_cast<const char*>(addr);
+    return lo != nullptr && a >= lo && a < hi();
+  }
   bool canary_intact() const {
     return guard != GuardKind::kCanary ||
            *reinterpret_cast<const std::uint64_t*>(lo) == kStackCanary;
   }
 };
+
+// find_guard reports whether `addr` lies in the guard region of any stack
+// of any live StackAllocator and, if so, which stack the region guards (its
+// usable range; guard is that allocator's guard kind). Async-signal-safe: a
+// lock-free scan of the chunk registry (one entry per 16 MiB chunk, so a
+// million default stacks are ~20,000 entries). Used only when reporting a
+// fault.
+bool find_guard(const void* addr, Stack* guarded);
 
 // How guards are made; kAuto probes the kernel. The others exist so tests can
 // exercise the fallbacks on a kernel that has MADV_GUARD_INSTALL.

@@ -35,6 +35,7 @@
 
 #include "runtime/internal/futex.h"
 #include "runtime/internal/retake.h"
+#include "runtime/internal/run_queues.h"
 #include "runtime/internal/scheduler_internal.h"
 
 namespace goro::runtime_internal {
@@ -142,7 +143,13 @@ std::int64_t retake(Sysmon* sm, std::int64_t now, std::int64_t prev,
         !f->preempt_requested.exchange(true, std::memory_order_relaxed)) {
       s->preempt_requests.fetch_add(1, std::memory_order_relaxed);
     }
-    if (a.lend_spare) lend_spare(s, spare);
+    if (a.lend_spare) {
+      // The thread is stuck in the kernel: its P's other fibers run on the
+      // spare, and fibers pinned to the thread (async-preempted) may run on
+      // any thread rather than wait for it -- the trade blocking() makes.
+      lend_spare(s, spare);
+      release_pinned(s, m);
+    }
     if (a.signal && g_hooks.preempt_m != nullptr && g_hooks.preempt_m(m)) {
       w.signal_sent(now);
     }

@@ -84,6 +84,22 @@ bool TimerHeap::remove(Timer* t) {
   return true;
 }
 
+bool TimerHeap::move_all_to(TimerHeap* dst) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (heap_.empty()) return false;
+  std::lock_guard<std::mutex> ld(dst->mu_);
+  const std::int64_t before = dst->heap_.empty() ? 0 : dst->heap_[0]->when;
+  for (Timer* t : heap_) {
+    dst->heap_.push_back(t);
+    set_heap(t, dst);  // timer_stop, racing, retries on the new heap
+    dst->sift_up(dst->heap_.size() - 1);
+  }
+  heap_.clear();
+  publish_earliest();
+  dst->publish_earliest();
+  return before == 0 || dst->heap_[0]->when < before;
+}
+
 int TimerHeap::run_expired(std::int64_t now) {
   int fired = 0;
   for (;;) {

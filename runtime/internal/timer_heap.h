@@ -22,6 +22,11 @@ class TimerHeap {
   bool add(Timer* t);
   // remove disarms t if this heap holds it; returns whether it did.
   bool remove(Timer* t);
+  // move_all_to moves every armed timer to `dst` (a spare P's heap to its
+  // regular P's: always in that direction, so the two locks are always taken
+  // in the same order). Returns true if dst's earliest deadline moved
+  // earlier.
+  bool move_all_to(TimerHeap* dst);
   // run_expired fires every timer due at `now`; returns how many fired.
   int run_expired(std::int64_t now);
   // earliest deadline, or 0 when empty. Lock-free, may be stale.

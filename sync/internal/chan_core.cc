@@ -65,7 +65,6 @@
 #include "sync/internal/chan_core.h"
 
 #include <cstdlib>
-#include <mutex>
 #include <new>
 
 #include "runtime/internal/locks.h"
@@ -232,7 +231,7 @@ bool ChanCore::send(void* src, bool block) {
   }
   if (cap_ == 0) return send_unbuffered(src, block);
   for (bool spun = false;;) {
-    if (!sendq_.empty_relaxed() || !recvq_.empty_relaxed()) break;
+    if (!sendq_empty_relaxed() || !recvq_empty_relaxed()) break;
     const Ring::Status st = push_lock_free(src);
     if (st == Ring::Status::kOk) return true;
     if (st == Ring::Status::kClosed) throw ChanClosed(kSendClosed);
@@ -345,8 +344,7 @@ bool ChanCore::send_slow(void* src, bool block) {
 }
 
 ChanCore::Recv ChanCore::recv(void* dst, bool block) {
-  if (!block && sendq_.empty_relaxed() &&
-      (cap_ == 0 || ring_.empty_relaxed()) &&
+  if (!block && sendq_empty_relaxed() && (cap_ == 0 || ring_.empty_relaxed()) &&
       !closed_.load(std::memory_order_acquire)) {
     return Recv::kWouldBlock;
   }
@@ -354,18 +352,18 @@ ChanCore::Recv ChanCore::recv(void* dst, bool block) {
   for (bool spun = false;;) {
     // Parked senders need no lock to be served after us: their values go
     // behind the buffered ones.
-    if (!recvq_.empty_relaxed()) break;
+    if (!recvq_empty_relaxed()) break;
     const Ring::Status st = pop_lock_free(dst);
     if (st == Ring::Status::kOk) return Recv::kReceived;
     // The pop read the marked tail (seq_cst): it sees everything the closer
     // did before closing.
     if (st == Ring::Status::kClosed) return Recv::kClosed;
     if (!block) {
-      if (sendq_.empty_relaxed()) return Recv::kWouldBlock;
+      if (sendq_empty_relaxed()) return Recv::kWouldBlock;
       break;
     }
     if (spun || !spin_wait([this] {
-          return ring_.empty_relaxed() && sendq_.empty_relaxed() &&
+          return ring_.empty_relaxed() && sendq_empty_relaxed() &&
                  !closed_.load(std::memory_order_relaxed);
         })) {
       break;

@@ -61,7 +61,7 @@ __attribute__((noinline)) std::uint32_t cheap_rand(std::uint32_t n) {
 
 struct Locks {
   SelectCase* cases;
-  const std::uint16_t* order;  // lock order: cases with non-nil channels
+  const CaseIndex* order;  // lock order: cases with non-nil channels
   int n;
 };
 
@@ -95,14 +95,14 @@ bool unlock_all_commit(void* arg) {
 
 // unlink_all removes every waiter but `keep` from its channel's queue
 // (idempotent: a waker that lost the claim may have removed some already).
-void unlink_all(SelectCase* cases, const std::uint16_t* lockorder,
-                Waiter* waiters, int n,
-                const Waiter* keep) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+void unlink_all(SelectCase* cases, const CaseIndex* lockorder, Waiter* waiters,
+                int n, const Waiter* keep) {
   for (int k = 0; k < n; ++k) {
     const int i = lockorder[k];
     Waiter* w = &waiters[i];
     if (w == keep) continue;
     ChanCore* c = cases[i].chan;
+    SelectCore::assume_locked(c);  // by the caller's lock_all
     (cases[i].is_send ? SelectCore::sendq_of(c) : SelectCore::recvq_of(c))
         .remove(w);
   }
@@ -110,11 +110,10 @@ void unlink_all(SelectCase* cases, const std::uint16_t* lockorder,
 
 }  // namespace
 
-SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
-                             Waiter* waiters, int n,
-                             bool block) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  std::uint16_t* pollorder = order;
-  std::uint16_t* lockorder = order + n;
+SelectResult SelectCore::run(SelectCase* cases, CaseIndex* order,
+                             Waiter* waiters, int n, bool block) {
+  CaseIndex* pollorder = order;
+  CaseIndex* lockorder = order + n;
   int norder = 0;
   bool all_buffered = true;
   for (int i = 0; i < n; ++i) {
@@ -123,17 +122,17 @@ SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
     // Inside-out Fisher-Yates shuffle.
     const std::uint32_t j = cheap_rand(static_cast<std::uint32_t>(norder + 1));
     pollorder[norder] = pollorder[j];
-    pollorder[j] = static_cast<std::uint16_t>(i);
-    lockorder[norder] = static_cast<std::uint16_t>(i);
+    pollorder[j] = static_cast<CaseIndex>(i);
+    lockorder[norder] = static_cast<CaseIndex>(i);
     ++norder;
   }
-  auto by_addr = [cases](std::uint16_t a, std::uint16_t b) {
+  auto by_addr = [cases](CaseIndex a, CaseIndex b) {
     return reinterpret_cast<std::uintptr_t>(cases[a].chan) <
            reinterpret_cast<std::uintptr_t>(cases[b].chan);
   };
   if (norder <= 16) {
     for (int i = 1; i < norder; ++i) {  // insertion sort: small n
-      std::uint16_t v = lockorder[i];
+      CaseIndex v = lockorder[i];
       int j = i;
       for (; j > 0 && by_addr(v, lockorder[j - 1]); --j) {
         lockorder[j] = lockorder[j - 1];
@@ -170,18 +169,18 @@ SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
       SelectCase& sc = cases[i];
       ChanCore* c = sc.chan;
       if (sc.is_send) {
-        if (!c->sendq_.empty_relaxed() || !c->recvq_.empty_relaxed()) break;
+        if (!c->sendq_empty_relaxed() || !c->recvq_empty_relaxed()) break;
         const Ring::Status st = c->push_lock_free(sc.elem);
         if (st == Ring::Status::kOk) return {i, false};
         if (st == Ring::Status::kClosed) {
           throw ChanClosed("goro::select: send on closed channel");
         }
       } else {
-        if (!c->recvq_.empty_relaxed()) break;
+        if (!c->recvq_empty_relaxed()) break;
         const Ring::Status st = c->pop_lock_free(sc.elem);
         if (st == Ring::Status::kOk) return {i, true};
         if (st == Ring::Status::kClosed) return {i, false};
-        if (!c->sendq_.empty_relaxed()) break;
+        if (!c->sendq_empty_relaxed()) break;
       }
     }
   }
@@ -194,6 +193,7 @@ SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
     for (int k = 0; k < norder; ++k) {
       const int i = pollorder[k];
       SelectCase& sc = cases[i];
+      assume_locked(sc.chan);  // by lock_all
       const ChanCore::Try t = sc.is_send
                                   ? sc.chan->try_send_locked(sc.elem, wl)
                                   : sc.chan->try_recv_locked(sc.elem, wl);
@@ -241,6 +241,7 @@ SelectResult SelectCore::run(SelectCase* cases, std::uint16_t* order,
       w.success = false;
       w.retry = false;
       ChanCore* c = cases[i].chan;
+      assume_locked(c);  // by lock_all
       WaitQueue& q = cases[i].is_send ? c->sendq_ : c->recvq_;
       q.push_back(&w);
       if (c->cap_ != 0 && !again) {

@@ -21,6 +21,11 @@ struct SelectCase {
   bool is_send = false;
 };
 
+// A case's position in a select: wide enough for any case count a select
+// can have (n is an int). 16 bits once capped runtime-sized Selectors at
+// 65,535 cases, silently (a case past that was never polled).
+using CaseIndex = std::uint32_t;
+
 struct SelectResult {
   int index;      // the case taken, or -1: nothing ready and !block
   bool received;  // recv case: a value was moved into elem (else: closed)
@@ -31,14 +36,25 @@ class SelectCore {
   // run performs one select over cases[0, n). `order` has room for 2 * n
   // entries, `waiters` for n. Blocks (parks) until a case is ready if
   // `block`; otherwise returns index -1 when none is. Throws ChanClosed when
-  // the chosen case is a send on a closed channel. n < 65536.
-  static SelectResult run(SelectCase* cases, std::uint16_t* order,
-                          Waiter* waiters, int n, bool block);
+  // the chosen case is a send on a closed channel. 0 <= n <= INT_MAX.
+  static SelectResult run(SelectCase* cases, CaseIndex* order, Waiter* waiters,
+                          int n, bool block);
 
   // The channel's lock, for select_core.cc's lock_all/unlock_all.
   static SpinLock& lock_of(ChanCore* c) { return c->lock_; }
-  static WaitQueue& sendq_of(ChanCore* c) { return c->sendq_; }
-  static WaitQueue& recvq_of(ChanCore* c) { return c->recvq_; }
+  // assume_locked tells the thread-safety analysis that c->lock_ is held:
+  // run() holds it between lock_all and unlock_all, which take a dynamic set
+  // of locks in address order that the analysis cannot follow. A no-op.
+  static void assume_locked(const ChanCore* c)
+      ABSL_ASSERT_EXCLUSIVE_LOCK(c->lock_) {}
+  static WaitQueue& sendq_of(ChanCore* c)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->lock_) {
+    return c->sendq_;
+  }
+  static WaitQueue& recvq_of(ChanCore* c)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->lock_) {
+    return c->recvq_;
+  }
 };
 
 }  // namespace goro::sync_internal

@@ -10,6 +10,9 @@
 // across park() and released by the park commit (the count belongs to the
 // thread, and the commit runs on the same thread).
 //
+// SpinLockGuard (below) is its scoped guard; use it rather than
+// std::lock_guard, which the thread-safety analysis cannot see through.
+//
 // Invariant: locked_ is true iff some thread holds the lock.
 // Ordering: lock() acquires, unlock() releases; TSan sees a normal lock.
 
@@ -58,6 +61,30 @@ class ABSL_LOCKABLE SpinLock {
   }
 
   std::atomic<bool> locked_{false};
+};
+
+// SpinLockGuard holds a SpinLock for its scope, like std::unique_lock, but
+// visible to clang's -Wthread-safety analysis (which cannot see through the
+// standard guards). unlock() ends the hold early; the destructor then does
+// nothing.
+class ABSL_SCOPED_LOCKABLE SpinLockGuard {
+ public:
+  explicit SpinLockGuard(SpinLock* lock) ABSL_EXCLUSIVE_LOCK_FUNCTION(lock)
+      : lock_(lock) {
+    lock_->lock();
+  }
+  ~SpinLockGuard() ABSL_UNLOCK_FUNCTION() {
+    if (lock_ != nullptr) lock_->unlock();
+  }
+  void unlock() ABSL_UNLOCK_FUNCTION() {
+    lock_->unlock();
+    lock_ = nullptr;
+  }
+  SpinLockGuard(const SpinLockGuard&) = delete;
+  SpinLockGuard& operator=(const SpinLockGuard&) = delete;
+
+ private:
+  SpinLock* lock_;
 };
 
 }  // namespace goro::sync_internal

@@ -19,7 +19,7 @@
 #include "gtest/gtest.h"
 #include "runtime/internal/context_x86_64.h"
 #include "runtime/internal/stack.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 
@@ -194,6 +194,8 @@ TEST_F(ContextTest, RoundingModeIsPerFiberAcrossYield) {
       for (int i = 0; i < 100; ++i) {
         turn.store(1);
         goro::yield();  // B runs and sets its own mode
+        // B really ran in between (else the modes prove nothing).
+        EXPECT_EQ(turn.load(), 2) << "round " << i;
         ExpectMode(FE_UPWARD, "A");
         a_third = OneThird();
       }
@@ -203,6 +205,8 @@ TEST_F(ContextTest, RoundingModeIsPerFiberAcrossYield) {
       ASSERT_EQ(std::fesetround(FE_DOWNWARD), 0);
       for (int i = 0; i < 100; ++i) {
         goro::yield();
+        EXPECT_EQ(turn.load(), 1) << "round " << i << ": A did not run";
+        turn.store(2);
         ExpectMode(FE_DOWNWARD, "B");
         b_third = OneThird();
       }
@@ -210,7 +214,6 @@ TEST_F(ContextTest, RoundingModeIsPerFiberAcrossYield) {
     });
     wg.wait();
     EXPECT_GT(a_third, b_third);  // the modes really took effect
-    EXPECT_EQ(turn.load(), 1);
     // The main fiber never changed its mode.
     ExpectMode(FE_TONEAREST, "main");
   });

@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -25,42 +24,13 @@
 
 #include "goro.h"
 #include "gtest/gtest.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 
 using goro_test::Procs;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
-
-// Aborts the process with `what` if not destroyed within `limit`.
-class Watchdog {
- public:
-  Watchdog(const char* what, std::chrono::seconds limit)
-      : thread_([this, what, limit] {
-          std::unique_lock<std::mutex> l(mu_);
-          if (!cv_.wait_for(l, limit, [this] { return done_; })) {
-            std::fprintf(stderr, "watchdog: %s: still running after %llds\n",
-                         what, static_cast<long long>(limit.count()));
-            std::fflush(stderr);
-            std::abort();
-          }
-        }) {}
-  ~Watchdog() {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      done_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;
-};
 
 double Seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
@@ -82,7 +52,6 @@ int CountThreads() {
 // then never runs again, and run returns within a few time slices.
 TEST(LifecycleTest, RunReturnsWhileAFiberSpins) {
   if (goro_test::kTsan) GTEST_SKIP() << "no asynchronous preemption in TSan";
-  Watchdog dog("RunReturnsWhileAFiberSpins", 20s);
   for (int procs : {1, 2}) {
     std::vector<double> took;
     for (int rep = 0; rep < 5; ++rep) {
@@ -111,7 +80,6 @@ TEST(LifecycleTest, RunReturnsWhileAFiberSpins) {
 // run waits for the spinner's next cooperative point, and the fiber does not
 // run past it.
 TEST(LifecycleTest, WithoutAsyncPreemptionRunWaitsForTheNextGoroCall) {
-  Watchdog dog("WithoutAsyncPreemptionRunWaitsForTheNextGoroCall", 20s);
   goro::Options o = Procs(2);
   o.async_preempt = false;
   std::atomic<int> release{0};
@@ -147,7 +115,6 @@ TEST(LifecycleTest, WithoutAsyncPreemptionRunWaitsForTheNextGoroCall) {
 // run does not wait for the call, and the fiber's code after blocking() never
 // runs: not when the call returns, nor ever.
 TEST(LifecycleTest, FiberInBlockingNeverRunsAgain) {
-  Watchdog dog("FiberInBlockingNeverRunsAgain", 20s);
   for (int procs : {1, 2}) {
     std::atomic<bool> entered{false}, after{false}, call_returned{false};
     Clock::time_point main_returned;
@@ -174,7 +141,6 @@ TEST(LifecycleTest, FiberInBlockingNeverRunsAgain) {
 // stdin) does not hold up run. Once it does return, the thread exits without
 // running the fiber's code.
 TEST(LifecycleTest, BlockingReadThatNeverReturnsDoesNotHoldUpRun) {
-  Watchdog dog("BlockingReadThatNeverReturnsDoesNotHoldUpRun", 20s);
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
   std::atomic<bool> entered{false}, after{false};
@@ -204,7 +170,7 @@ TEST(LifecycleTest, BlockingReadThatNeverReturnsDoesNotHoldUpRun) {
 // Calls returning around the moment main returns: whichever way each race
 // goes, nothing touches freed memory (run under ASan and TSan).
 TEST(LifecycleTest, BlockingCallsReturningAsRunEnds) {
-  Watchdog dog("BlockingCallsReturningAsRunEnds", 60s);
+  goro_test::ExtendWatchdog(60s);
   const int kRuns = goro_test::Scaled(200, 40);
   for (int r = 0; r < kRuns; ++r) {
     goro::run(Procs(1 + r % 2), [r] {
@@ -239,7 +205,8 @@ bool LimitAddressSpace(std::size_t headroom) {
   std::fclose(f);
   if (vm_kb == 0) return false;
   rlimit r;
-  r.rlim_cur = r.rlim_max = vm_kb * 1024 + headroom;
+  if (getrlimit(RLIMIT_AS, &r) != 0) return false;
+  r.rlim_cur = vm_kb * 1024 + headroom;  // the hard limit stays: raisable
   return setrlimit(RLIMIT_AS, &r) == 0;
 }
 
@@ -276,14 +243,18 @@ TEST(LifecycleDeathTest, GoThrowsBadAllocWhenNoStackCanBeMapped) {
             }
             goro::yield();
           }
+          // Lift the limit at once: at the limit, any allocation of the
+          // runtime or the test (a new thread's malloc arena) would fail.
+          rlimit r;
+          getrlimit(RLIMIT_AS, &r);
+          r.rlim_cur = r.rlim_max;
+          if (setrlimit(RLIMIT_AS, &r) != 0) return 5;
           while (started.load() < spawned) goro::yield();
           gate.done();
           while (ran.load() < spawned) goro::yield();
           if (!threw) return 3;
           if (goro::this_fiber::id() != id) return 4;
-          // The runtime still works once memory is back.
-          rlimit r{RLIM_INFINITY, RLIM_INFINITY};
-          setrlimit(RLIMIT_AS, &r);
+          // The runtime still works.
           goro::WaitGroup wg;
           wg.add(1);
           goro::go([&wg] { wg.done(); });
@@ -307,7 +278,7 @@ TEST(LifecycleDeathTest, GoThrowsBadAllocWhenNoStackCanBeMapped) {
 // fiber that never runs); close wakes such fibers without running them; and
 // nothing touches freed memory (this test is meant for ASan and TSan).
 TEST(LifecycleTest, PlainThreadsUseGoAndChannelsWhileRunEnds) {
-  Watchdog dog("PlainThreadsUseGoAndChannelsWhileRunEnds", 120s);
+  goro_test::ExtendWatchdog(120s);
   const int kRuns = goro_test::Scaled(40, 15);
   goro::Chan<int> shared;  // nil until the first run
   shared = goro::Chan<int>(0);

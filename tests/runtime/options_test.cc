@@ -14,7 +14,8 @@
 #include "gtest/gtest.h"
 #include "runtime/internal/scheduler.h"
 #include "runtime/internal/scheduler_internal.h"
-#include "tests/runtime/test_util.h"
+#include "runtime/internal/stack.h"
+#include "tests/common/test_util.h"
 
 namespace {
 
@@ -65,8 +66,9 @@ TEST(OptionsTest, BadFieldsThrowInvalidArgument) {
   o = {};
   o.stack_size = 1000;
   ExpectInvalid(o, {"stack_size", "1000"});
-  o.stack_size = 16 * 1024 - 1;
-  ExpectInvalid(o, {"stack_size"});
+  // The minimum depends on the CPU's XSAVE size, and the message says so.
+  o.stack_size = goro::min_stack_size() - 1;
+  ExpectInvalid(o, {"stack_size", "XSAVE"});
   o.stack_size = (std::size_t{1} << 30) + 1;
   ExpectInvalid(o, {"stack_size"});
 
@@ -88,11 +90,11 @@ TEST(OptionsTest, BoundaryFieldsAreAccepted) {
   CleanGoroEnv clean;
   goro::Options o;
   o.procs = 1;
-  o.stack_size = 16 * 1024;
+  o.stack_size = goro::min_stack_size();
   o.time_slice = 100us;
   goro::run(o, [] {
     EXPECT_EQ(goro::stats().procs, 1);
-    EXPECT_EQ(Resolved().stack_size, 16u * 1024);
+    EXPECT_EQ(Resolved().stack_size, goro::min_stack_size());
     EXPECT_EQ(Resolved().time_slice, 100us);
   });
   o.procs = 64;  // more Ps than CPUs is allowed
@@ -258,11 +260,33 @@ TEST(OptionsTest, EnvironmentOverridesStackSizeAndTimeSlice) {
   });
 }
 
+// An asynchronous preemption saves the whole XSAVE area on the fiber's
+// stack; the minimum leaves room for it and 4 KiB of frames.
+TEST(OptionsTest, MinStackSizeCoversThePreemptionSaveArea) {
+  const std::size_t min = goro::min_stack_size();
+  EXPECT_GE(min, 16u * 1024);
+  EXPECT_EQ(min % 4096, 0u);
+  EXPECT_GE(min, goro::runtime_internal::preempt_stack_need() + 4096);
+  EXPECT_GT(goro::runtime_internal::preempt_stack_need(),
+            goro::runtime_internal::xsave_layout().size);
+}
+
+TEST(OptionsTest, DefaultStackSizesFitOrdinaryCxx) {
+  // 256 KiB: a regex over ~650 characters (docs/runtime.md, "Stack size");
+  // the main fiber gets a thread's 8 MiB.
+  CleanGoroEnv clean;
+  EXPECT_EQ(goro::Options{}.stack_size, 256u * 1024);
+  goro::run([] {
+    EXPECT_EQ(goro::runtime_internal::current_m()->curg()->stack.size,
+              std::size_t{8} << 20);
+  });
+}
+
 TEST(OptionsTest, SpawnOptionsStackSizeValidation) {
   CleanGoroEnv clean;
   goro::run([] {
     for (std::size_t bad :
-         {std::size_t{1}, std::size_t{1000}, std::size_t{16 * 1024 - 1},
+         {std::size_t{1}, std::size_t{1000}, goro::min_stack_size() - 1,
           (std::size_t{1} << 30) + 1}) {
       EXPECT_THROW(goro::go(goro::SpawnOptions{.stack_size = bad}, [] {}),
                    std::invalid_argument)

@@ -15,7 +15,7 @@
 #include "goro.h"
 #include "gtest/gtest.h"
 #include "runtime/internal/scheduler.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 
@@ -331,6 +331,26 @@ TEST_F(RunDeathTest, UncaughtNonStdExceptionAborts) {
   EXPECT_DEATH(goro::run([] { throw 42; }),
                "goro: uncaught exception in fiber [0-9]+: \\(not a "
                "std::exception\\)");
+}
+
+// run.h: run does not wait for a thread inside goro::blocking() (its call
+// may never return); the fiber never runs again (more in lifecycle_test).
+TEST(RunTest, DoesNotWaitForAThreadInsideBlocking) {
+  // Static: the abandoned call outlives this test's frame.
+  static std::atomic<bool> inside{false}, call_returned{false};
+  goro::run(Procs(2), [&] {
+    goro::go([&] {
+      goro::blocking([&] {
+        inside = true;
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        call_returned = true;
+      });
+    });
+    goro_test::AwaitInFiber([&] { return inside.load(); },
+                            "the fiber to enter blocking()");
+  });
+  EXPECT_FALSE(call_returned.load())
+      << "run waited for a thread inside blocking()";
 }
 
 }  // namespace

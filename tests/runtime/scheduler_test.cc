@@ -16,7 +16,7 @@
 
 #include "goro.h"
 #include "gtest/gtest.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 
@@ -112,12 +112,32 @@ TEST(SchedulerTest, YieldWithNothingElseRunnableReturnsAtOnce) {
   });
 }
 
+// this_fiber.h: off a fiber, yield falls back to std::this_thread::yield:
+// it neither touches the runtime (no fiber switches) nor sleeps.
 TEST(SchedulerTest, YieldOutsideAFiberIsThreadYield) {
-  goro::yield();  // no runtime at all
-  goro::run([] {
-    std::thread t([] { goro::yield(); });
+  goro::yield();  // no runtime at all: must simply return
+  goro::Stats before, after;
+  goro_test::Samples took("goro::yield() on a plain thread");
+  goro::run(Procs(1), [&] {
+    std::thread t([&] {
+      EXPECT_EQ(goro::this_fiber::id(), 0u);
+      before = goro::stats();
+      for (int i = 0; i < 200; ++i) {
+        const auto t0 = Clock::now();
+        goro::yield();
+        took.Add(Clock::now() - t0);
+      }
+      after = goro::stats();
+    });
     goro::blocking([&] { t.join(); });
   });
+  // The only fiber (main) is inside blocking(): nothing may have switched.
+  EXPECT_EQ(after.context_switches, before.context_switches);
+  if (!goro_test::kSanitizer) {
+    // sched_yield costs about a microsecond; a yield that sleeps or waits
+    // for a fiber's turn costs far more than 200 us.
+    EXPECT_TRUE(goro_test::QuantileBelow(took, 0.5, 200us));
+  }
 }
 
 // this_fiber.h: "yield lets other runnable fibers run". A fiber created from a
@@ -151,24 +171,40 @@ TEST(SchedulerTest, YieldRunsFibersFromTheGlobalQueue) {
 }
 
 TEST(SchedulerTest, GlobalQueueIsPolledWhileLocalWorkExists) {
-  // Two local fibers ping-pong on yield forever; a fiber queued globally (from
-  // a plain thread) must still get to run (every 61st schedule) and stop them.
-  std::atomic<bool> stop{false};
-  goro::run(Procs(1), [&] {
+  // Two local fibers ping-pong on yield; a fiber queued globally (from a
+  // plain thread) must still run within a few 61-schedule rounds, not only
+  // when the slice ends (async preemption is off, so only the 61st-schedule
+  // check can let it in). The ping-pong gives up after 100,000 yields, so a
+  // missing check fails by assertion instead of hanging.
+  constexpr long kGiveUp = 100000;
+  std::atomic<bool> queued{false}, stop{false};
+  std::atomic<long> yields_after_queued{0};
+  goro::Options o = Procs(1);
+  o.async_preempt = false;
+  goro::run(o, [&] {
     goro::WaitGroup wg;
     wg.add(2);
     for (int i = 0; i < 2; ++i) {
       goro::go([&] {
-        const auto deadline = Clock::now() + 30s;
-        while (!stop.load() && Clock::now() < deadline) goro::yield();
+        while (!stop.load() && yields_after_queued.load() < kGiveUp) {
+          goro::yield();
+          if (queued.load()) yields_after_queued.fetch_add(1);
+        }
         wg.done();
       });
     }
-    std::thread t([&] { goro::go([&] { stop.store(true); }); });
+    std::thread t([&] {
+      goro::go([&] { stop.store(true); });
+      queued.store(true);
+    });
     wg.wait();
     goro::blocking([&] { t.join(); });
   });
-  EXPECT_TRUE(stop.load());
+  EXPECT_TRUE(stop.load()) << "the globally queued fiber never ran";
+  // Every 61st schedule polls the global queue: ~61 yields, plus the time
+  // the plain thread takes to set `queued`.
+  EXPECT_LT(yields_after_queued.load(), 61 * 20)
+      << "yields before a globally queued fiber ran";
 }
 
 TEST(SchedulerTest, FiberReadiedFromAPlainThreadRuns) {

@@ -15,7 +15,7 @@
 
 #include "goro.h"
 #include "gtest/gtest.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 
@@ -99,29 +99,23 @@ TEST(SleepTest, WakeInOrderOfDeadline) {
   }
 }
 
-// sleep_for(1ms) is never early and, over many samples, the median lateness
-// is small (the runtime sleeps to the nanosecond; expect tens of
-// microseconds, allow milliseconds for a loaded machine).
-TEST(SleepTest, LatenessIsBounded) {
-  const int kSamples = goro_test::Scaled(200, 100);
-  std::vector<double> late_us;
+// sleep_for(1ms) is never early, and its median lateness is small:
+// this_fiber.h documents tens of microseconds (the runtime sleeps to the
+// nanosecond). The bound, 1 ms, holds on a loaded machine; sleeps rounded up
+// by milliseconds (Go's behaviour, or a bug in the timer path) exceed it.
+TEST(SleepTest, SleepForIsNeverEarlyAndRarelyLate) {
+  GORO_SKIP_TIMING_UNDER_SANITIZERS();
+  goro_test::Samples late("sleep_for(1ms) lateness, alone on the runtime");
   goro::run([&] {
-    for (int i = 0; i < kSamples; ++i) {
+    for (int i = 0; i < 100; ++i) {
       const auto t0 = Clock::now();
       goro::sleep_for(1ms);
       const auto d = Clock::now() - t0;
       ASSERT_GE(d, 1ms) << "sample " << i << " woke early";
-      late_us.push_back(
-          std::chrono::duration<double, std::micro>(d - 1ms).count());
+      late.Add(d - 1ms);
     }
   });
-  ASSERT_EQ(static_cast<int>(late_us.size()), kSamples);
-  std::sort(late_us.begin(), late_us.end());
-  const double median = late_us[late_us.size() / 2];
-  EXPECT_LT(median, 5000.0) << "median lateness (us)";
-  std::printf(
-      "sleep_for(1ms) lateness: median %.0f us, p90 %.0f us, max %.0f us\n",
-      median, late_us[late_us.size() * 9 / 10], late_us.back());
+  EXPECT_TRUE(goro_test::QuantileBelow(late, 0.5, 1ms));
 }
 
 TEST(SleepTest, ManyConcurrentSleepersLatenessIsBounded) {

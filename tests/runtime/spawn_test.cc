@@ -20,7 +20,7 @@
 #include "goro.h"
 #include "gtest/gtest.h"
 #include "runtime/internal/scheduler.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 
@@ -182,7 +182,7 @@ TEST(SpawnTest, ClosuresOfEverySize) {
     CheckClosureOfSize<33>();  // just over the inline limit
     CheckClosureOfSize<64>();
     CheckClosureOfSize<1000>();
-    CheckClosureOfSize<4096>();  // (the main fiber's stack is 64 KiB)
+    CheckClosureOfSize<4096>();  // (the main fiber's stack is 8 MiB)
   });
 }
 
@@ -286,9 +286,9 @@ TEST(SpawnTest, StackSizeIsHonoured) {
   goro::run([] {
     goro::WaitGroup wg;
     wg.add(3);
-    goro::go(goro::SpawnOptions{.stack_size = 16 * 1024}, [&] {
+    goro::go(goro::SpawnOptions{.stack_size = goro::min_stack_size()}, [&] {
       auto* f = goro::runtime_internal::current_m()->curg();
-      EXPECT_EQ(f->stack.size, 16u * 1024);
+      EXPECT_EQ(f->stack.size, goro::min_stack_size());
       wg.done();
     });
     goro::go(goro::SpawnOptions{.stack_size = 100000}, [&] {
@@ -299,7 +299,7 @@ TEST(SpawnTest, StackSizeIsHonoured) {
     goro::go(goro::SpawnOptions{.stack_size = 1 << 20}, [&] {
       EXPECT_EQ(goro::runtime_internal::current_m()->curg()->stack.size,
                 1u << 20);
-      // Far more than the default 64 KiB.
+      // Far more than the default 256 KiB.
       EXPECT_GT(UseStack(goro_test::kAsan ? 300 : 700), 0);
       goro::yield();
       EXPECT_GT(UseStack(goro_test::kAsan ? 300 : 700), 0);
@@ -310,7 +310,7 @@ TEST(SpawnTest, StackSizeIsHonoured) {
     wg.add(1);
     goro::go([&] {
       EXPECT_EQ(goro::runtime_internal::current_m()->curg()->stack.size,
-                64u * 1024);
+                256u * 1024);
       EXPECT_GT(UseStack(40), 0);
       wg.done();
     });

@@ -20,7 +20,7 @@
 #include "gmock/gmock.h"
 #include "goro.h"
 #include "gtest/gtest.h"
-#include "tests/runtime/test_util.h"
+#include "tests/common/test_util.h"
 
 namespace {
 
@@ -76,15 +76,17 @@ TEST_F(StackDeathTest, OverflowMessageNamesTheFiber) {
                           });
                  wg.wait();
                }),
-               "goro: fiber [0-9]+ overflowed its 131072-byte stack "
-               "\\(deep-recursion\\)");
+               "goro: fiber [0-9]+ \\(deep-recursion\\) overflowed its "
+               "131072-byte stack");
 }
 
 TEST_F(StackDeathTest, OverflowOfTheMainFiberWithTwoProcs) {
   goro::Options o;
   o.procs = 2;
+  // The main fiber's stack is thread-sized (8 MiB), not Options::stack_size.
   EXPECT_DEATH(goro::run(o, [] { g_sink = Recurse(0); }),
-               "goro: fiber [0-9]+ overflowed its 65536-byte stack");
+               "goro: fiber [0-9]+ \\(main\\) overflowed its 8388608-byte "
+               "stack(.|\n)*the main fiber gets at least 8 MiB");
 }
 
 TEST_F(StackDeathTest, FaultsOutsideGuardsAreNotReportedAsOverflow) {
@@ -314,6 +316,28 @@ TEST_P(StackGuardDeathTest, WriteBelowLoFaults) {
   ASSERT_EQ(t.lo, s.lo);
   EXPECT_DEATH(*reinterpret_cast<volatile char*>(t.lo - 8) = 1, "");
   a.release(t);
+}
+
+// The guard region is 64 KiB (docs/runtime.md): a frame up to that size
+// that skips the pages in between (code built without
+// -fstack-clash-protection) still lands in it, never in the stack below.
+TEST_P(StackGuardDeathTest, TheWholeGuardRegionFaults) {
+  if (GetParam() == GuardMode::kAuto && !KernelHasGuardInstall()) {
+    GTEST_SKIP();
+  }
+  constexpr std::size_t kDocumentedGuard = 64 * 1024;
+  StackAllocator a(GetParam());
+  Stack below = a.allocate(64 * 1024);
+  Stack s = a.allocate(64 * 1024);
+  ASSERT_EQ(below.hi() + kDocumentedGuard, s.lo);  // adjacent, in one chunk
+  TouchWholeStack(below);
+  for (std::size_t off : {std::size_t{1}, kPageSize, kDocumentedGuard / 2,
+                          kDocumentedGuard - kPageSize, kDocumentedGuard}) {
+    EXPECT_DEATH(*reinterpret_cast<volatile char*>(s.lo - off) = 1, "")
+        << "offset " << off;
+  }
+  a.release(s);
+  a.release(below);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, StackGuardDeathTest,

@@ -3,8 +3,10 @@
 # duplicate, FIFO violation (exit 1) or hang (exit 2, via --hang_timeout).
 set -u
 bin="$1"
-# Sanitizer builds are ~10x slower: fewer messages.
+# Messages per run; .bazelrc lowers it for --config=asan and --config=tsan
+# (--test_env), which run about ten times slower.
 n="${CHAN_STRESS_MESSAGES:-20000}"
+echo "chan_stress_test: $n messages per run"
 fail=0
 run() {
   echo "== chan_stress $*"

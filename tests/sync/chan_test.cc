@@ -16,8 +16,6 @@
 
 namespace {
 
-using goro_test::scaled;
-
 class ChanTest : public goro_test::SyncTest {};
 GORO_INSTANTIATE_SYNC_TEST(ChanTest);
 
@@ -25,10 +23,23 @@ TEST(ChanBasics, NegativeCapacityThrows) {
   EXPECT_THROW(goro::Chan<int>(-1), std::invalid_argument);
 }
 
-TEST(ChanBasics, NilChannelThrows) {
+// chan.h: every operation on a nil channel but select throws
+// std::logic_error (select never chooses its cases: select_test).
+TEST(ChanBasics, EveryNilChannelOperationThrows) {
   goro::Chan<int> nil;
   EXPECT_FALSE(nil);
+  EXPECT_THROW(nil.send(1), std::logic_error);
+  EXPECT_THROW(nil.recv(), std::logic_error);
   EXPECT_THROW(nil.try_send(1), std::logic_error);
+  const int one = 1;
+  EXPECT_THROW(nil.try_send(one), std::logic_error);
+  EXPECT_THROW(nil.try_recv(), std::logic_error);
+  EXPECT_THROW(nil.close(), std::logic_error);
+  EXPECT_THROW(nil.size(), std::logic_error);
+  EXPECT_THROW(nil.capacity(), std::logic_error);
+  EXPECT_THROW(nil.closed(), std::logic_error);
+  EXPECT_THROW(for (int v : nil)(void) v, std::logic_error);
+  EXPECT_TRUE(nil == goro::Chan<int>());
 }
 
 TEST(ChanBasics, ChanClosedIsLogicError) {
@@ -73,7 +84,7 @@ TEST_P(ChanTest, UnbufferedPingPong) {
       }
       pong.close();
     });
-    const int n = scaled(10000);
+    const int n = goro_test::Scaled(10000, 1000);
     for (int i = 0; i < n; ++i) {
       ping.send(i);
       ASSERT_EQ(pong.recv(), i + 1);
@@ -193,7 +204,7 @@ TEST_P(ChanTest, CloseWakesParkedReceivers) {
 TEST_P(ChanTest, CloseAgainstParkedSenders) {
   run([] {
     goro_test::FiberGroup g;
-    for (int round = 0; round < scaled(20); ++round) {
+    for (int round = 0; round < goro_test::Scaled(20, 2); ++round) {
       for (int cap : {0, 2}) {
         goro::Chan<int> ch(cap);
         const int n = 16;
@@ -244,7 +255,7 @@ TEST_P(ChanTest, MpmcExactlyOnceAndPerProducerFifo) {
     goro_test::FiberGroup g;
     for (int cap : {0, 1, 64}) {
       const int producers = 6, consumers = 5;
-      const int per = scaled(3000);
+      const int per = goro_test::Scaled(3000, 300);
       goro::Chan<std::uint64_t> ch(cap);
       std::vector<std::vector<std::uint64_t>> got(consumers);
       goro::WaitGroup pw, cw;
@@ -322,7 +333,7 @@ TEST_P(ChanTest, BufferedOddCapacitiesManyLaps) {
 TEST_P(ChanTest, BufferedParkedWaitersServedExactlyOnce) {
   run([] {
     goro_test::FiberGroup g;
-    for (int round = 0; round < scaled(50); ++round) {
+    for (int round = 0; round < goro_test::Scaled(50, 5); ++round) {
       const int cap = 1 + round % 4, n = 8;
       goro::Chan<int> ch(cap);
       std::atomic<long> sum{0};
@@ -369,7 +380,7 @@ TEST_P(ChanTest, BufferedParkedWaitersServedExactlyOnce) {
 TEST_P(ChanTest, BufferedSendsRacingCloseLoseNothing) {
   run([] {
     goro_test::FiberGroup g;
-    for (int round = 0; round < scaled(30); ++round) {
+    for (int round = 0; round < goro_test::Scaled(30, 3); ++round) {
       goro::Chan<std::uint64_t> ch(1 + round % 9);
       const int senders = 4, receivers = 2;
       std::atomic<long> sent{0}, received{0};
@@ -436,6 +447,49 @@ TEST_P(ChanTest, ThreadsAndFibers) {
     EXPECT_EQ(i, 200);
     goro::blocking([&] { t.join(); });
   });
+}
+
+// chan.h: "parked senders and receivers are served first come, first
+// served". One P and no asynchronous preemption, so that the order in which
+// fibers park is the order in which they are started: each one runs, when
+// the spawner yields, until it parks. Then the other side takes (gives) one
+// value at a time.
+TEST(ChanFifo, ParkedSendersAndReceiversAreServedInArrivalOrder) {
+  goro::Options o = goro_test::Procs(1);
+  o.async_preempt = false;
+  for (int cap : {0, 1}) {
+    goro::run(o, [cap] {
+      constexpr int kN = 6;
+      goro::Chan<int> ch(cap);
+      // Receivers first: the buffer is empty, so each parks.
+      std::vector<int> got(kN, -1);
+      goro_test::FiberGroup g;
+      for (int i = 0; i < kN; ++i) {
+        g.go([&, i, ch]() mutable {
+          got[static_cast<std::size_t>(i)] = *ch.recv();
+        });
+        goro::yield();  // it runs until it parks in recv()
+      }
+      for (int v = 0; v < kN; ++v) ch.send(v);
+      g.wait();
+      for (int i = 0; i < kN; ++i) {
+        EXPECT_EQ(got[static_cast<std::size_t>(i)], i)
+            << "capacity " << cap << ": receiver " << i
+            << " (in arrival order)";
+      }
+      // Senders: fill the buffer, then each extra sender parks.
+      for (int k = 0; k < cap; ++k) ch.send(-1);
+      for (int i = 0; i < kN; ++i) {
+        g.go([i, ch]() mutable { ch.send(i); });
+        goro::yield();  // it runs until it parks in send()
+      }
+      for (int k = 0; k < cap; ++k) EXPECT_EQ(ch.recv(), -1);
+      for (int i = 0; i < kN; ++i) {
+        EXPECT_EQ(ch.recv(), i) << "capacity " << cap << ": sender " << i;
+      }
+      g.wait();
+    });
+  }
 }
 
 }  // namespace

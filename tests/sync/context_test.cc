@@ -2,7 +2,9 @@
 
 #include "sync/context.h"
 
+#include <atomic>
 #include <chrono>
+#include <tuple>
 
 #include "goro.h"
 #include "gtest/gtest.h"
@@ -72,6 +74,72 @@ TEST_P(ContextTest, CancelWakesManyFibers) {
     EXPECT_EQ(woke.load(), 16);
     EXPECT_TRUE(absl::IsCancelled(child.err()));
     cancel_child();
+  });
+}
+
+// A parent cancelled while a child's with_deadline arms its timer: the
+// parent's cancel() cancels the child and reads its timer, which
+// with_deadline used to write without the child's lock (a data race TSan
+// reports: bazel test --config=tsan //tests/sync:context_test).
+TEST_P(ContextTest, CancelParentWhileChildArmsDeadline) {
+  run([] {
+    for (int i = 0; i < goro_test::Scaled(1000, 100); ++i) {
+      auto [parent, cancel_parent] =
+          goro::with_cancel(goro::Context::background());
+      goro::Context child = goro::Context::background();
+      goro::CancelFunc cancel_child;
+      std::atomic<bool> started{false};
+      {
+        goro_test::FiberGroup g;
+        g.go([&, p = parent] {
+          started.store(true, std::memory_order_release);
+          std::tie(child, cancel_child) = goro::with_timeout(p, 10s);
+        });
+        g.go([&, cancel = cancel_parent] {
+          while (!started.load(std::memory_order_acquire)) goro::yield();
+          cancel();
+        });
+      }
+      EXPECT_TRUE(absl::IsCancelled(child.err()));
+      cancel_child();
+    }
+  });
+}
+
+// context.h: a derived context's deadline is the earlier of its parent's
+// and its own -- it is cancelled with DeadlineExceeded when the parent's
+// earlier deadline passes.
+TEST_P(ContextTest, DeadlineIsTheEarlierOfParentsAndOwn) {
+  run([] {
+    auto [parent, cancel_parent] =
+        goro::with_timeout(goro::Context::background(), 5ms);
+    auto [child, cancel_child] = goro::with_timeout(parent, 60s);
+    ASSERT_TRUE(child.deadline().has_value());
+    ASSERT_TRUE(parent.deadline().has_value());
+    EXPECT_EQ(*child.deadline(), *parent.deadline());
+    // Closed in ~5 ms; give up (a liveness bound, not a timing figure) long
+    // before the child's own 60 s deadline or the watchdog.
+    // (A Timer, stopped afterwards: an after() still armed when run returns
+    // is never freed.)
+    bool gave_up = false;
+    goro::Timer give_up(3s);
+    goro::select(goro::recv_case(child.done()),
+                 goro::recv_case(give_up.c(), [&] { gave_up = true; }));
+    give_up.stop();
+    EXPECT_FALSE(gave_up) << "the child waited for its own deadline";
+    EXPECT_TRUE(absl::IsDeadlineExceeded(child.err()));
+    // The other way round: the child's own deadline is the earlier one.
+    auto [late, cancel_late] =
+        goro::with_timeout(goro::Context::background(), 10s);
+    auto [early, cancel_early] = goro::with_timeout(late, 5ms);
+    EXPECT_LT(*early.deadline(), *late.deadline());
+    EXPECT_EQ(early.done().recv(), std::nullopt);
+    EXPECT_TRUE(absl::IsDeadlineExceeded(early.err()));
+    EXPECT_TRUE(late.err().ok()) << "cancelling a child cancelled its parent";
+    cancel_early();
+    cancel_late();
+    cancel_child();
+    cancel_parent();
   });
 }
 

@@ -12,8 +12,6 @@
 
 namespace {
 
-using goro_test::scaled;
-
 class RWMutexTest : public goro_test::SyncTest {};
 GORO_INSTANTIATE_SYNC_TEST(RWMutexTest);
 
@@ -53,7 +51,7 @@ TEST_P(RWMutexTest, ReadersShareWritersExclude) {
     goro::RWMutex mu;
     std::atomic<int> readers{0}, writers{0}, max_readers{0};
     long value = 0;
-    const int iters = scaled(3000);
+    const int iters = goro_test::Scaled(3000, 300);
     for (int w = 0; w < 2; ++w) {
       g.go([&] {
         for (int i = 0; i < iters; ++i) {
@@ -84,28 +82,45 @@ TEST_P(RWMutexTest, ReadersShareWritersExclude) {
     }
     g.wait();
     EXPECT_EQ(value, 2L * iters);
+    // Readers yield while holding the lock, so others join them.
+    EXPECT_GT(max_readers.load(), 1) << "readers excluded each other";
   });
 }
 
-// A waiting writer gets in although readers keep arriving.
+// Writer preference: once a writer waits in lock(), readers that arrive
+// later wait for it, so the writer gets in although readers overlap
+// continuously (each holds the lock across a yield). Readers count how often
+// they got in after the writer started waiting; without writer preference
+// they would go on forever -- they give up after 10,000 so that the test
+// fails by assertion, not by hanging.
 TEST_P(RWMutexTest, WriterNotStarved) {
   run([] {
     goro_test::FiberGroup g;
     goro::RWMutex mu;
-    std::atomic<bool> stop{false};
+    std::atomic<bool> writer_waiting{false}, writer_in{false};
+    std::atomic<int> late_readers{0}, reading{0};
     for (int r = 0; r < 4; ++r) {
       g.go([&] {
-        while (!stop.load()) {
+        while (!writer_in.load() && late_readers.load() < 10000) {
+          const bool after_writer = writer_waiting.load();
           mu.lock_shared();
+          if (after_writer && !writer_in.load()) late_readers.fetch_add(1);
+          reading.fetch_add(1);
           goro::yield();
           mu.unlock_shared();
         }
       });
     }
-    goro::yield();
+    goro_test::AwaitInFiber([&] { return reading.load() > 8; },
+                            "readers to start");
+    writer_waiting = true;
     mu.lock();
-    stop = true;
+    writer_in = true;
     mu.unlock();
+    g.wait();
+    // A reader that saw the flag just before the writer reached lock() may
+    // still get in, once; far more means readers overtook a waiting writer.
+    EXPECT_LE(late_readers.load(), 4) << "readers overtook a waiting writer";
   });
 }
 

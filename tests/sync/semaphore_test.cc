@@ -11,8 +11,6 @@
 
 namespace {
 
-using goro_test::scaled;
-
 class SemaphoreTest : public goro_test::SyncTest {};
 GORO_INSTANTIATE_SYNC_TEST(SemaphoreTest);
 
@@ -37,7 +35,7 @@ TEST_P(SemaphoreTest, BoundsConcurrency) {
     std::atomic<int> inside{0}, max_inside{0};
     for (int f = 0; f < 12; ++f) {
       g.go([&] {
-        for (int i = 0; i < scaled(500); ++i) {
+        for (int i = 0; i < goro_test::Scaled(500, 50); ++i) {
           sem.acquire();
           int n = inside.fetch_add(1) + 1;
           int m = max_inside.load();

@@ -1,6 +1,8 @@
 // Copyright goro authors.
 //
-// Shared fixture for the sync/ tests: every test runs over several runtime
+// The parameterised fixture of the sync/ tests (the helpers they use --
+// FiberGroup, Scaled, the watchdog, timing -- are in
+// tests/common/test_util.h): every test runs over several runtime
 // configurations (marl's WithBoundScheduler style): procs 1, 2 and 4, each
 // with the default time slice and with a 100 us slice (which only matters
 // once asynchronous preemption is in; until then those runs are
@@ -15,6 +17,7 @@
 
 #include "goro.h"
 #include "gtest/gtest.h"
+#include "tests/common/test_util.h"
 
 namespace goro_test {
 
@@ -44,37 +47,6 @@ class SyncTest : public testing::TestWithParam<Config> {
     goro::run(options(), std::forward<F>(fn));
   }
 };
-
-// FiberGroup spawns fibers and waits for all of them on wait() or
-// destruction, so that no fiber outlives a test (goro::run abandons fibers
-// still alive when main returns, and their captures would leak).
-class FiberGroup {
- public:
-  FiberGroup() = default;
-  FiberGroup(const FiberGroup&) = delete;
-  ~FiberGroup() { wait(); }
-  template <typename F>
-  void go(F fn) {
-    wg_.add(1);
-    goro::go([this, fn = std::move(fn)]() mutable {
-      fn();
-      wg_.done();
-    });
-  }
-  void wait() { wg_.wait(); }
-
- private:
-  goro::WaitGroup wg_;
-};
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-inline constexpr bool kSanitizer = true;
-#else
-inline constexpr bool kSanitizer = false;
-#endif
-
-// scaled shrinks a stress count under sanitizers.
-inline int scaled(int n) { return kSanitizer ? (n / 10 > 0 ? n / 10 : 1) : n; }
 
 #define GORO_INSTANTIATE_SYNC_TEST(Suite)                                     \
   INSTANTIATE_TEST_SUITE_P(                                                   \

@@ -23,21 +23,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Counts are lowered under sanitizers.
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitizer = true;
-#else
-constexpr bool kSanitizer = false;
-#endif
-constexpr int Scaled(int normal, int reduced) {
-  return kSanitizer ? reduced : normal;
-}
-
-goro::Options Procs(int n) {
-  goro::Options o;
-  o.procs = n;
-  return o;
-}
+using goro_test::Procs;
+using goro_test::Scaled;
 
 TEST(WaitGroupFiberTest, WaitOnZeroReturnsAtOnce) {
   goro::WaitGroup wg;
@@ -114,6 +101,120 @@ TEST(WaitGroupFiberTest, NegativeCounterThrowsAndLeavesTheCounterUnchanged) {
     EXPECT_TRUE(woke.load());
     EXPECT_THROW(w.done(), std::logic_error);
   });
+}
+
+// A failed add() must not expose the negative counter it refuses, even for
+// an instant. Plain threads on both cores: one keeps making the mistake
+// (add(-1) on a zero counter) while the other waits on the zero counter.
+// Had the negative value been stored, the waiter would see a non-zero
+// counter, register, and stay parked once the mistake is undone: nothing
+// would ever bring the counter to zero again. The test notices a waiter
+// stuck for a second and frees it (add(1), done()) to report the failure.
+TEST(WaitGroupFiberTest, FailedAddDoesNotStrandAConcurrentWait) {
+  // Before the fix, 2 of 3 one-second runs stranded the waiter.
+  const auto kFor = goro_test::kSanitizer ? 1s : 2s;
+  goro::WaitGroup wg;
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> waits{0};
+  std::atomic<int> wrong_adds{0};
+  std::atomic<bool> waiter_exited{false};
+  std::thread waiter([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      wg.wait();
+      waits.fetch_add(1, std::memory_order_relaxed);
+    }
+    waiter_exited = true;
+  });
+  std::thread mistaken([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      try {
+        wg.add(-1);
+        wrong_adds.fetch_add(1);
+      } catch (const std::logic_error&) {
+      }
+    }
+  });
+  bool stranded = false;
+  const auto end = std::chrono::steady_clock::now() + kFor;
+  std::uint64_t seen = 0;
+  auto last_progress = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(10ms);
+    const std::uint64_t w = waits.load();
+    if (w != seen) {
+      seen = w;
+      last_progress = std::chrono::steady_clock::now();
+    } else if (std::chrono::steady_clock::now() - last_progress > 1s) {
+      stranded = true;
+      break;
+    }
+  }
+  stop = true;
+  mistaken.join();
+  // A waiter stranded in the last second is noticed here.
+  const auto give_up = std::chrono::steady_clock::now() + 2s;
+  while (!waiter_exited.load() && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(10ms);
+  }
+  if (!waiter_exited.load()) stranded = true;
+  if (stranded) {
+    wg.add(1);  // frees a waiter stranded on a zero counter
+    wg.done();
+  }
+  waiter.join();
+  EXPECT_FALSE(stranded) << "wait() stayed parked on a zero counter after "
+                         << seen << " returns";
+  EXPECT_EQ(wrong_adds.load(), 0);
+  EXPECT_GT(seen, 0u);
+  EXPECT_EQ(wg.count(), 0);
+}
+
+// A correct done() racing with another thread's failed add() must neither
+// throw nor be lost: the counter it sees never includes the refused delta.
+TEST(WaitGroupFiberTest, FailedAddDoesNotFailAConcurrentDone) {
+  const auto kFor = goro_test::kSanitizer ? 500ms : 1s;
+  goro::WaitGroup wg;
+  wg.add(1);  // held by the test: the counter is 1 or 2 below
+  std::atomic<bool> stop{false};
+  std::atomic<int> done_threw{0}, add_threw{0}, wrong_adds{0};
+  std::thread mistaken([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      try {
+        wg.add(-5);  // never valid: the counter is at most 2
+        wrong_adds.fetch_add(1);
+      } catch (const std::logic_error&) {
+      }
+    }
+  });
+  std::thread correct([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      try {
+        wg.add(1);
+      } catch (const std::logic_error&) {
+        add_threw.fetch_add(1);
+        continue;
+      }
+      try {
+        wg.done();
+      } catch (const std::logic_error&) {
+        done_threw.fetch_add(1);
+      }
+    }
+  });
+  const auto end = std::chrono::steady_clock::now() + kFor;
+  while (std::chrono::steady_clock::now() < end && done_threw.load() == 0 &&
+         add_threw.load() == 0) {
+    std::this_thread::sleep_for(10ms);
+  }
+  stop = true;
+  mistaken.join();
+  correct.join();
+  EXPECT_EQ(done_threw.load(), 0);
+  EXPECT_EQ(add_threw.load(), 0);
+  EXPECT_EQ(wrong_adds.load(), 0);
+  // Every done() counted: only the test's own 1 is left (plus one per add
+  // whose done() threw, which the first expectation already reports).
+  EXPECT_EQ(wg.count(), 1 + done_threw.load());
 }
 
 TEST(WaitGroupFiberTest, Reuse) {
@@ -350,7 +451,7 @@ TEST(WaitGroupBasics, NegativeThrows) {
 TEST_P(WaitGroupTest, Reuse) {
   run([] {
     goro::WaitGroup wg;
-    for (int round = 0; round < goro_test::scaled(200); ++round) {
+    for (int round = 0; round < goro_test::Scaled(200, 20); ++round) {
       std::atomic<int> n{0};
       goro::WaitGroup waiters;
       wg.add(8);

@@ -1,0 +1,238 @@
+// Copyright goro authors.
+//
+// The code map (see code_map.h).
+//
+// Invariants:
+//   CM1  g_map points to one of two static Maps and is replaced only by
+//        code_map_refresh, which runs when no preemption walk can run (a
+//        runtime starting, sysmon not yet started). Readers (the SIGURG
+//        handler, the trampoline's walk) therefore never see a half-built
+//        map, and need no lock.
+//   CM2  A segment's dyn_info is on libunwind's dynamic list while that
+//        segment is in g_map. Entries of a replaced map are cancelled, never
+//        freed (static storage), so a libunwind reader that raced with the
+//        cancel still follows valid `next` pointers.
+
+#include "preempt/internal/code_map.h"
+
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+#include <link.h>
+#include <string.h>
+
+#include <algorithm>
+#include <atomic>
+
+#include "runtime/internal/scheduler.h"
+
+// Exported by libunwind.so (PROTECTED in its source) but not declared in its
+// public headers: the binary search of an .eh_frame_hdr table that libunwind
+// itself runs on a table found by dl_iterate_phdr.
+extern "C" int _ULx86_64_dwarf_search_unwind_table(
+    unw_addr_space_t as, unw_word_t ip, unw_dyn_info_t* di, unw_proc_info_t* pi,
+    int need_unwind_info, void* arg);
+
+namespace goro::preempt_internal {
+
+struct CodeSegment {
+  std::uintptr_t lo = 0, hi = 0;  // [lo, hi): an executable PT_LOAD segment
+  CodeKind kind = CodeKind::kUnknown;
+  bool has_table = false;  // dyn_info describes a usable binary-search table
+  unw_dyn_info_t dyn_info{};
+};
+
+namespace {
+
+constexpr int kMaxSegments = 512;
+
+struct Map {
+  int n = 0;
+  int registered = 0;
+  unsigned long long adds = 0, subs = 0;  // dl_iterate_phdr's counters
+  CodeSegment seg[kMaxSegments];          // sorted by lo
+};
+
+Map g_maps[2];
+std::atomic<Map*> g_map{nullptr};  // CM1
+
+// Objects whose code never runs a fiber switch: the C library (and the rest
+// of glibc), the C++ runtime, the unwinders, the dynamic loader, the vDSO and
+// the sanitizer runtimes. Matched on the file name's start.
+constexpr const char* kDenied[] = {
+    "libc.so",      "libm.so",     "libmvec.so",   "libpthread.so",
+    "libdl.so",     "librt.so",    "libutil.so",   "libanl.so",
+    "libresolv.so", "libnss_",     "libnsl.so",    "libcrypt.so",
+    "ld-linux",     "ld64.so",     "linux-vdso",   "linux-gate",
+    "libstdc++.so", "libgcc_s.so", "libatomic.so", "libunwind",
+    "libasan.so",   "libtsan.so",  "libubsan.so",  "liblsan.so",
+    "libhwasan.so", "libmsan.so",
+};
+
+bool denied_name(const char* path) {
+  if (path == nullptr || path[0] == '\0') return false;  // the program
+  const char* base = strrchr(path, '/');
+  base = base != nullptr ? base + 1 : path;
+  for (const char* d : kDenied) {
+    if (strncmp(base, d, strlen(d)) == 0) return true;
+  }
+  return false;
+}
+
+std::size_t encoded_size(unsigned char enc) {
+  switch (enc & 0x0f) {
+    case 0x00:  // absptr
+    case 0x04:  // udata8
+    case 0x0c:  // sdata8
+      return 8;
+    case 0x03:  // udata4
+    case 0x0b:  // sdata4
+      return 4;
+    case 0x02:  // udata2
+    case 0x0a:  // sdata2
+      return 2;
+    default:
+      return 0;
+  }
+}
+
+// Fills dyn_info from the object's .eh_frame_hdr if it has the
+// binary-search table libunwind can search (datarel|sdata4, the only
+// encoding GNU ld and gold write).
+bool describe_table(const unsigned char* hdr, CodeSegment* s) {
+  if (hdr == nullptr || hdr[0] != 1) return false;  // version
+  const unsigned char ptr_enc = hdr[1], count_enc = hdr[2], table_enc = hdr[3];
+  if (table_enc != 0x3b || ptr_enc == 0xff || count_enc == 0xff) return false;
+  const std::size_t ptr_size = encoded_size(ptr_enc);
+  const std::size_t count_size = encoded_size(count_enc);
+  if (ptr_size == 0 || count_size != 4 || (count_enc & 0x70) != 0) {
+    return false;
+  }
+  std::uint32_t count;
+  memcpy(&count, hdr + 4 + ptr_size, 4);
+  unw_dyn_info_t& di = s->dyn_info;
+  memset(&di, 0, sizeof(di));
+  di.start_ip = s->lo;
+  di.end_ip = s->hi;
+  di.format = UNW_INFO_FORMAT_REMOTE_TABLE;
+  di.u.rti.segbase = reinterpret_cast<unw_word_t>(hdr);
+  di.u.rti.table_data =
+      reinterpret_cast<unw_word_t>(hdr + 4 + ptr_size + count_size);
+  // In unw_word_t units; each entry is two int32s.
+  di.u.rti.table_len = count * 8 / sizeof(unw_word_t);
+  return count > 0;
+}
+
+int collect(dl_phdr_info* info, std::size_t, void* arg) {
+  Map* m = static_cast<Map*>(arg);
+  const unsigned char* hdr = nullptr;
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    if (info->dlpi_phdr[i].p_type == PT_GNU_EH_FRAME) {
+      hdr = reinterpret_cast<const unsigned char*>(info->dlpi_addr +
+                                                   info->dlpi_phdr[i].p_vaddr);
+    }
+  }
+  const CodeKind kind =
+      denied_name(info->dlpi_name) ? CodeKind::kDenied : CodeKind::kAllowed;
+  for (int i = 0; i < info->dlpi_phnum && m->n < kMaxSegments; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    if (ph.p_type != PT_LOAD || (ph.p_flags & PF_X) == 0) continue;
+    CodeSegment& s = m->seg[m->n++];
+    s.lo = info->dlpi_addr + ph.p_vaddr;
+    s.hi = s.lo + ph.p_memsz;
+    s.kind = kind;
+    s.has_table = describe_table(hdr, &s);
+  }
+  return 0;
+}
+
+int read_counters(dl_phdr_info* info, std::size_t size, void* arg) {
+  auto* out = static_cast<unsigned long long*>(arg);
+  if (size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) {
+    out[0] = info->dlpi_adds;
+    out[1] = info->dlpi_subs;
+  }
+  return 1;  // the counters are the same in every entry: stop
+}
+
+}  // namespace
+
+void code_map_refresh() {
+  unsigned long long counters[2] = {~0ULL, ~0ULL};
+  dl_iterate_phdr(read_counters, counters);
+  Map* old = g_map.load(std::memory_order_acquire);
+  if (old != nullptr && counters[0] != ~0ULL && old->adds == counters[0] &&
+      old->subs == counters[1]) {
+    return;  // no object loaded or unloaded since
+  }
+  // libunwind's one-time set-up takes a lock: do it here, not in a walk.
+  // Per-thread caching would keep its cache of parsed frames lock-free;
+  // Debian's 1.6.2 build falls back to the global cache, whose lock each
+  // step takes with every signal blocked (see preempt_walk.cc).
+  unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+  Map* m = old == &g_maps[0] ? &g_maps[1] : &g_maps[0];
+  m->n = 0;
+  m->registered = 0;
+  m->adds = counters[0];
+  m->subs = counters[1];
+  dl_iterate_phdr(collect, m);
+  std::sort(
+      m->seg, m->seg + m->n,
+      [](const CodeSegment& a, const CodeSegment& b) { return a.lo < b.lo; });
+  for (int i = 0; i < m->n; ++i) {
+    if (m->seg[i].has_table) {
+      _U_dyn_register(&m->seg[i].dyn_info);
+      ++m->registered;
+    }
+  }
+  g_map.store(m, std::memory_order_release);
+  if (old != nullptr) {  // CM2
+    for (int i = 0; i < old->n; ++i) {
+      if (old->seg[i].has_table) _U_dyn_cancel(&old->seg[i].dyn_info);
+    }
+  }
+}
+
+CodeKind code_kind(std::uintptr_t pc, const CodeSegment** seg) {
+  if (seg != nullptr) *seg = nullptr;
+  if (runtime_internal::pc_in_goro_text(pc)) return CodeKind::kGoro;
+  const Map* m = g_map.load(std::memory_order_acquire);
+  if (m == nullptr) return CodeKind::kUnknown;
+  // The last segment starting at or below pc.
+  int lo = 0, hi = m->n;
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (m->seg[mid].lo <= pc) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  if (lo == 0) return CodeKind::kUnknown;
+  const CodeSegment& s = m->seg[lo - 1];
+  if (pc >= s.hi) return CodeKind::kUnknown;
+  if (seg != nullptr) *seg = &s;
+  return s.kind;
+}
+
+bool code_has_unwind_info(const CodeSegment* seg, std::uintptr_t ip) {
+  if (seg == nullptr || !seg->has_table) return false;
+  unw_proc_info_t pi;
+  memset(&pi, 0, sizeof(pi));
+  // need_unwind_info = 0: locates the FDE and checks its range without
+  // allocating the parsed CIE (which would take libunwind's pool lock).
+  return _ULx86_64_dwarf_search_unwind_table(
+             unw_local_addr_space, ip,
+             const_cast<unw_dyn_info_t*>(&seg->dyn_info), &pi, 0, nullptr) == 0;
+}
+
+int code_map_segments() {
+  const Map* m = g_map.load(std::memory_order_acquire);
+  return m != nullptr ? m->n : 0;
+}
+
+int code_map_registered() {
+  const Map* m = g_map.load(std::memory_order_acquire);
+  return m != nullptr ? m->registered : 0;
+}
+
+}  // namespace goro::preempt_internal

@@ -1,0 +1,236 @@
+// Copyright goro authors.
+//
+// Stack overflow is always caught, never silent (docs/runtime.md, "Stack
+// overflow"): a frame bigger than the guard region is reported when the code
+// is built with -fstack-clash-protection (this test is, through .bazelrc);
+// a frame up to the guard size is reported even without it; a fault in any
+// fiber's guard region is reported; and the stack sizes ordinary C++ needs
+// (a regex on the default stack, a 1 MiB array on the main fiber) work.
+
+#include <alloca.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "goro.h"
+#include "gtest/gtest.h"
+#include "runtime/internal/scheduler_internal.h"
+#include "tests/runtime/no_clash_frames.h"
+#include "tests/common/test_util.h"
+
+namespace {
+
+volatile int g_sink;
+
+class StackOverflowDeathTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    testing::FLAGS_gtest_death_test_style = "threadsafe";
+  }
+};
+
+// Runs `fn` on a fiber with a `stack`-byte stack named "big-frame" and waits.
+template <typename F>
+void RunOnFiber(std::size_t stack, F fn) {
+  goro_test::CleanGoroEnv env;
+  goro::run([&] {
+    goro::WaitGroup wg;
+    wg.add(1);
+    goro::go(goro::SpawnOptions{.stack_size = stack, .name = "big-frame"}, [&] {
+      fn();
+      wg.done();
+    });
+    wg.wait();
+  });
+}
+
+// The message names the fiber and says how to raise the size.
+constexpr char kOverflow64K[] =
+    "goro: fiber [0-9]+ \\(big-frame\\) overflowed its 65536-byte stack"
+    "(.|\n)*SpawnOptions::stack_size(.|\n)*GORO_STACK_SIZE";
+
+__attribute__((noinline)) int LocalArray69K() {
+  volatile char a[69 * 1024];
+  a[0] = 1;
+  return a[0];
+}
+
+__attribute__((noinline)) int Memset200K() {
+  char a[200 * 1000];
+  std::memset(a, 1, sizeof(a));
+  return reinterpret_cast<volatile char*>(a)[100];
+}
+
+__attribute__((noinline)) int Alloca100000() {
+  auto* a = static_cast<volatile char*>(alloca(100000));
+  a[0] = 1;
+  return a[0];
+}
+
+// The three reports of the issue: each used to jump the one guard page (and
+// write into a neighbouring fiber's stack, or die with a bare SIGSEGV).
+TEST_F(StackOverflowDeathTest, LocalArrayBiggerThanTheStackIsReported) {
+  EXPECT_DEATH(RunOnFiber(64 * 1024, [] { g_sink = LocalArray69K(); }),
+               kOverflow64K);
+}
+
+TEST_F(StackOverflowDeathTest, Memset200KBIsReported) {
+  EXPECT_DEATH(RunOnFiber(64 * 1024, [] { g_sink = Memset200K(); }),
+               kOverflow64K);
+}
+
+TEST_F(StackOverflowDeathTest, Alloca100000IsReported) {
+  EXPECT_DEATH(RunOnFiber(64 * 1024, [] { g_sink = Alloca100000(); }),
+               kOverflow64K);
+}
+
+// A parked neighbour whose stack sits right below the overflowing fiber's
+// keeps a 26 KiB pattern on its stack and checks it when woken. Code built
+// without -fstack-clash-protection (no_clash_frames.cc) moves the stack
+// pointer 60 KiB at once and writes only there: the guard region must be at
+// least that big to catch it. If the write got through, the neighbour finds
+// its pattern broken and the program would exit normally.
+TEST_F(StackOverflowDeathTest, FrameUpToTheGuardSizeIsCaughtWithoutProbes) {
+  constexpr std::size_t kStack = 32 * 1024;
+  constexpr std::size_t kPattern = 26 * 1024;
+  EXPECT_DEATH(
+      {
+        goro_test::CleanGoroEnv env;
+        goro::Options o;
+        o.procs = 1;
+        goro::run(o, [&] {
+          goro::WaitGroup parked, release, done;
+          std::atomic<int> corrupted{0};
+          constexpr int kNeighbours = 4;
+          parked.add(kNeighbours);
+          release.add(1);
+          done.add(kNeighbours);
+          // Stacks of a non-default size come straight from the allocator,
+          // lowest address first: each fiber's stack lies above the
+          // previous one's, so the last neighbour is right below the
+          // overflowing fiber.
+          for (int i = 0; i < kNeighbours; ++i) {
+            goro::go(goro::SpawnOptions{.stack_size = kStack}, [&] {
+              volatile unsigned char pattern[kPattern];
+              for (std::size_t j = 0; j < kPattern; ++j) pattern[j] = 0xC3;
+              parked.done();
+              release.wait();
+              for (std::size_t j = 0; j < kPattern; ++j) {
+                if (pattern[j] != 0xC3) {
+                  corrupted.fetch_add(1);
+                  break;
+                }
+              }
+              done.done();
+            });
+          }
+          parked.wait();
+          goro::WaitGroup wg;
+          wg.add(1);
+          goro::go(
+              goro::SpawnOptions{.stack_size = kStack, .name = "big-frame"},
+              [&] {
+                g_sink = goro_test::BigFrameNoProbe60K();
+                wg.done();
+              });
+          wg.wait();
+          release.done();
+          done.wait();
+          std::fprintf(stderr, "neighbours corrupted: %d\n", corrupted.load());
+        });
+        std::exit(0);
+      },
+      "goro: fiber [0-9]+ \\(big-frame\\) overflowed its 32768-byte stack");
+}
+
+// A write into another fiber's guard region (a stray pointer, not this
+// fiber's overflow) is reported too, naming the region, never a bare SIGSEGV.
+TEST_F(StackOverflowDeathTest, FaultInAnotherFibersGuardIsReported) {
+  EXPECT_DEATH(
+      {
+        goro_test::CleanGoroEnv env;
+        goro::run([] {
+          std::atomic<char*> other_lo{nullptr};
+          goro::WaitGroup parked, release;
+          parked.add(1);
+          release.add(1);
+          goro::go([&] {
+            other_lo = goro::runtime_internal::current_m()->curg()->stack.lo;
+            parked.done();
+            release.wait();
+          });
+          parked.wait();
+          goro::WaitGroup wg;
+          wg.add(1);
+          goro::go(goro::SpawnOptions{.name = "stray"}, [&] {
+            *reinterpret_cast<volatile char*>(other_lo.load() - 100) = 1;
+            wg.done();
+          });
+          wg.wait();
+          release.done();
+        });
+      },
+      "goro: fiber [0-9]+ \\(stray\\) faulted at 0x[0-9a-f]+ in the guard "
+      "region of another fiber's stack");
+}
+
+// ---------------------------------------------------------------------------
+// Stack sizes that ordinary C++ needs (measured by //bench:stack_need).
+
+// libstdc++'s regex executor recurses once per character (about 370 bytes
+// each at -O2): a 200-character subject needs about 75 KiB, more than the old
+// 64 KiB default.
+TEST(StackSizeTest, RegexOnA200CharStringWorksOnTheDefaultStack) {
+  EXPECT_EXIT(
+      {
+        goro_test::CleanGoroEnv env;
+        int found = -1;
+        goro::run([&] {
+          goro::WaitGroup wg;
+          wg.add(1);
+          goro::go([&] {
+            std::string s = "key=";
+            for (int i = 0; i < 196; ++i) s += static_cast<char>('a' + i % 26);
+            std::smatch m;
+            found = std::regex_search(s, m, std::regex("(\\w+)=(.*)")) &&
+                    m[2].length() == 196;
+            wg.done();
+          });
+          wg.wait();
+        });
+        std::fprintf(stderr, "found=%d\n", found);
+        std::exit(found == 1 ? 0 : 1);
+      },
+      testing::ExitedWithCode(0), "found=1");
+}
+
+__attribute__((noinline)) int OneMiBArray() {
+  char a[1 << 20];
+  // On its own stack, not below it (where another fiber's stack may be).
+  if (a < goro::runtime_internal::current_m()->curg()->stack.lo) return -1;
+  std::memset(a, 7, sizeof(a));
+  int sum = 0;
+  for (std::size_t i = 0; i < sizeof(a); i += 4096) sum += a[i];
+  return sum;
+}
+
+// Programs put their whole main inside goro::run: the main fiber gets a
+// thread-sized (8 MiB) stack, committed only as it is used.
+TEST(StackSizeTest, MainFiberCanUseAOneMiBLocalArray) {
+  EXPECT_EXIT(
+      {
+        goro_test::CleanGoroEnv env;
+        int sum = 0;
+        goro::run([&] { sum = OneMiBArray(); });
+        std::fprintf(stderr, "sum=%d\n", sum);
+        std::exit(sum == 7 * 256 ? 0 : 1);
+      },
+      testing::ExitedWithCode(0), "sum=1792");
+}
+
+}  // namespace
