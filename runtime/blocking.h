@@ -14,6 +14,12 @@
 // Returns what `fn` returns; rethrows what it throws (after taking a P back).
 // Outside a fiber it simply calls `fn`.
 //
+// When main returns (goro::run) while a fiber is inside `fn`, run does not
+// wait for `fn`: when `fn` returns (or throws), blocking never returns to the
+// fiber, whose code -- destructors included -- never runs again; the thread
+// exits. If the runtime is stopping when blocking is entered, `fn` is not
+// called at all.
+//
 // Cost: two short critical sections on the scheduler lock (~100 ns) plus, when
 // the P has other work, waking a thread for it (a few microseconds). For calls
 // that usually do not block, a plain call is cheaper; sysmon still takes the P
@@ -21,7 +27,7 @@
 //
 // Warning: inside `fn` do not call goro functions that park (channel
 // operations, WaitGroup::wait, sleep): they would run without a P. go() and
-// ready-ing other fibers are fine.
+// ready-ing other fibers are fine (as from a plain thread: see go.h).
 
 #ifndef GORO_RUNTIME_BLOCKING_H_
 #define GORO_RUNTIME_BLOCKING_H_

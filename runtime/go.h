@@ -15,16 +15,22 @@
 // to the new fiber.
 //
 // Errors: std::logic_error when no runtime is running (outside goro::run);
-// std::invalid_argument for a bad SpawnOptions::stack_size; exceptions from
-// copying `fn` propagate and no fiber is created. An exception escaping `fn`
-// prints "goro: uncaught exception in fiber N: <what>" and aborts.
+// std::invalid_argument for a bad SpawnOptions::stack_size; std::bad_alloc
+// when the new fiber's stack cannot be mapped (address space or
+// vm.max_map_count exhausted); exceptions from copying `fn` propagate. In
+// every error case no fiber is created and nothing is queued. An exception
+// escaping `fn` prints "goro: uncaught exception in fiber N: <what>" and
+// aborts.
 //
 // Cost: no system call and no allocation in the common case (stacks and fiber
-// objects are recycled per P); the stack is taken only when the fiber first
-// runs.
+// objects are recycled per P). The stack is reserved here, as address space:
+// its pages are committed as the fiber touches them.
 //
 // May be called from any thread while a runtime runs; from a thread that is
-// not running a fiber the fiber goes to the global queue.
+// not running a fiber the fiber goes to the global queue. Racing the end of
+// run from such a thread is safe: go() either queues the fiber -- which, if
+// main has already returned, never runs, and whose closure is destroyed when
+// run returns -- or, once run is returning, throws std::logic_error.
 
 #ifndef GORO_RUNTIME_GO_H_
 #define GORO_RUNTIME_GO_H_

@@ -20,12 +20,27 @@
 //     as used, so a program moved inside run keeps the stack it had.
 //   * run returns main's int result (0 for a void main) once main returns.
 //     Fibers still alive then are abandoned, as in Go: they never run again,
-//     their stacks are unmapped, and closures of fibers that never started are
-//     destroyed. (A fiber that started is not unwound: objects on its stack
-//     are not destroyed.) run waits for the runtime's threads to leave fiber
-//     code first: a thread inside goro::blocking() leaves when its call
-//     returns; a fiber spinning with async preemption off leaves at its next
-//     goro call.
+//     and closures of fibers that never started are destroyed. (A fiber that
+//     started is not unwound: objects on its stack are not destroyed.)
+//   * run waits for the runtime's threads to leave fiber code: a fiber that
+//     is running is stopped at its next goro call or, with asynchronous
+//     preemption (the default), within a few time slices even in a loop
+//     without calls. With Options::async_preempt == false nothing can stop
+//     such a loop: run waits for the fiber's next goro call, which then never
+//     returns.
+//   * run does not wait for a fiber inside goro::blocking(): its call runs on
+//     (a read of stdin may never return), with its stack kept mapped; when
+//     it returns, the thread exits without running any more of the fiber's
+//     code (not even destructors) and unmaps the stack.
+//   * Stacks of abandoned fibers are unmapped, except those of fibers parked
+//     on a sync object (a Chan, Mutex, WaitGroup...) or readied and not yet
+//     run: that object may outlive run and still hold the fiber's wait
+//     record, so their stacks (and fiber records) are kept until the process
+//     exits. An operation on such an object that takes the fiber's record
+//     completes as if the fiber had taken part (a send's value goes to a
+//     fiber that never runs) and the fiber stays abandoned.
+//   * Plain threads may race the end of run (go.h, sync/chan.h): they never
+//     touch freed memory.
 //   * run may be called again afterwards in the same process, one runtime at a
 //     time.
 //
@@ -39,6 +54,9 @@
 //     a panic ends a Go program.
 //
 // Cost: starts Options::procs threads plus sysmon; tens of microseconds.
+// Ending it costs the stacks kept for parked fibers (above): a program that
+// calls run many times, each abandoning fibers parked on sync objects, keeps
+// that address space.
 
 #ifndef GORO_RUNTIME_RUN_H_
 #define GORO_RUNTIME_RUN_H_

@@ -36,6 +36,13 @@
 // they cannot proceed. Called from a plain thread (not a fiber), they block
 // the thread instead (futex), so threads and fibers can talk over a channel.
 //
+// A channel may outlive goro::run, and plain threads may use it while run
+// ends: fibers parked on it are then abandoned (run.h). An operation that
+// takes an abandoned fiber's place completes as if that fiber had taken part
+// (a value sent goes to a receiver that never runs; close wakes it, and it
+// never runs); a plain thread waiting for a peer that will never come stays
+// blocked, as a goroutine would. No operation touches freed memory.
+//
 // Errors: goro::ChanClosed (a std::logic_error) from a send on a closed
 // channel -- including a send that was parked when the channel was closed;
 // its value is then not delivered -- and from closing a closed channel.

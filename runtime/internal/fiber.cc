@@ -1,10 +1,10 @@
 // Copyright goro authors.
 //
 // A fiber's life cycle (see the state machine in fiber.h): go() reserves a
-// Fiber object and an id (fiber_new), stores the closure (inline or on the
-// heap), and queues it (fiber_start); the first switch to it builds its
-// first frame on a stack from the P's cache (init_first_frame); when its
-// function returns, fiber_main switches away for good and the next context
+// Fiber object, an id and a stack from the P's cache (fiber_new), stores the
+// closure (inline or on the heap), and queues it (fiber_start); the first
+// switch to it builds its first frame on that stack (init_first_frame); when
+// its function returns, fiber_main switches away for good and the next context
 // recycles the stack and the object (fiber_free).
 //
 // Fiber objects are never freed while the runtime runs (as Go keeps its Gs):
@@ -102,7 +102,18 @@ Fiber* take_free_fiber(Sched* s, P* p) {
 }  // namespace
 
 Fiber* fiber_new(const SpawnOptions* o) {
-  Sched* s = sched();
+  MHold hold;
+  P* p = hold.m() != nullptr ? hold.m()->p : nullptr;
+  // On a P the runtime cannot end under us (run_main joins every M before it
+  // frees anything). Off a P -- a plain thread, or inside blocking() -- hold
+  // it until fiber_start or fiber_discard (SchedUse).
+  Sched* s = p != nullptr ? sched() : SchedUse::acquire();
+  struct Release {
+    bool armed;
+    ~Release() {
+      if (armed) SchedUse::release();
+    }
+  } release{p == nullptr};
   if (s == nullptr) {
     throw std::logic_error(
         "goro::go: no runtime is running (call it inside goro::run)");
@@ -111,8 +122,6 @@ Fiber* fiber_new(const SpawnOptions* o) {
   if (o->stack_size != 0) {
     ss = validate_stack_size(o->stack_size, "SpawnOptions::stack_size");
   }
-  MHold hold;
-  P* p = hold.m() != nullptr ? hold.m()->p : nullptr;
   Fiber* f = take_free_fiber(s, p);
   GORO_DCHECK(f->state.load(std::memory_order_relaxed) == FiberState::kFree);
   f->sched_next = nullptr;
@@ -127,7 +136,27 @@ Fiber* fiber_new(const SpawnOptions* o) {
     f->id = s->next_fiber_id.fetch_add(1, std::memory_order_relaxed);
   }
   f->stack_size = ss;
+  // The stack is reserved here, on the caller's side, so that running out
+  // of address space (or of mappings) is a std::bad_alloc from go() with
+  // nothing queued -- not an exception inside a context switch. It costs
+  // address space only: pages are committed as the fiber touches them.
+  try {
+    f->stack = p != nullptr
+                   ? p->stack_cache.get(s->stacks, ss, s->opts.stack_size)
+                   : s->stacks.allocate(ss);
+  } catch (...) {
+    if (p != nullptr) {
+      p->free_fibers.push_back(f);
+    } else {
+      MutexLock l(&s->free_lock);
+      s->free_fibers.push_back(f);
+    }
+    throw;
+  }
   f->name = o->name;
+  f->epoch = s->epoch;
+  f->held_sched = p == nullptr ? s : nullptr;
+  release.armed = false;  // passed on to fiber_start / fiber_discard
   f->sp = nullptr;
   f->closure = nullptr;
   f->closure_on_heap = false;
@@ -157,25 +186,40 @@ void fiber_discard(Fiber* f) {
   f->closure = nullptr;
   f->closure_on_heap = false;
   f->name.clear();
-  Sched* s = sched();
-  MutexLock l(&s->free_lock);
-  s->free_fibers.push_back(f);
+  Sched* s = f->held_sched != nullptr ? f->held_sched : sched();
+  s->stacks.release(f->stack);
+  f->stack = Stack{};
+  {
+    MutexLock l(&s->free_lock);
+    s->free_fibers.push_back(f);
+  }
+  if (f->held_sched != nullptr) {
+    f->held_sched = nullptr;
+    SchedUse::release();
+  }
 }
 
 void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*)) {
   f->invoke = invoke;
   f->destroy = destroy;
+  Sched* held = f->held_sched;
+  f->held_sched = nullptr;
   transition(f, FiberState::kFree, FiberState::kRunnable);
+  if (held != nullptr) {
+    // Off a P (the same as in fiber_new): the global queue. If the runtime
+    // is already stopping the fiber never runs, and ~Sched destroys its
+    // closure, as for any fiber that never started.
+    held->created_off_p.fetch_add(1, std::memory_order_relaxed);
+    global_put(held, f);
+    wakep(held);
+    SchedUse::release();
+    return;
+  }
   Sched* s = sched();
   MHold hold;  // its release is a cooperative preemption point
   M* m = hold.m();
-  if (m != nullptr && m->p != nullptr) {
-    m->p->fibers_created.add();
-    runq_put(m->p, f, true);
-  } else {
-    s->created_off_p.fetch_add(1, std::memory_order_relaxed);
-    global_put(s, f);
-  }
+  m->p->fibers_created.add();
+  runq_put(m->p, f, true);
   std::atomic_thread_fence(std::memory_order_seq_cst);  // see runq_put
   wakep(s);
 }
@@ -184,7 +228,9 @@ std::uint64_t fiber_id(const Fiber* f) { return f->id; }
 
 void init_first_frame(P* p, Fiber* f) {
   Sched* s = sched();
-  f->stack = p->stack_cache.get(s->stacks, f->stack_size, s->opts.stack_size);
+  if (f->stack.empty()) {  // reserved by fiber_new
+    f->stack = p->stack_cache.get(s->stacks, f->stack_size, s->opts.stack_size);
+  }
 #if defined(__SANITIZE_ADDRESS__)
   // A recycled stack still carries the poisoned redzones of its previous
   // fiber's frames, which never returned.

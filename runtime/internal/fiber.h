@@ -49,6 +49,7 @@ namespace goro::runtime_internal {
 
 struct M;
 struct P;
+class Sched;
 
 enum class FiberState : std::uint32_t {
   kFree,
@@ -80,6 +81,14 @@ struct Fiber {
 
   std::uint64_t id = 0;
 
+  // Sched::epoch of the runtime that made it (set by go()). ready() ignores
+  // a fiber of an ended runtime: sync objects that outlive run may still
+  // hold its waiters (see run_main's graveyard).
+  std::uint64_t epoch = 0;
+  // Non-null while a go() called off a P holds that runtime with a SchedUse,
+  // from fiber_new until fiber_start or fiber_discard.
+  Sched* held_sched = nullptr;
+
   // Intrusive link: global run queue, free lists, wait lists of sync/.
   // Belongs to whoever owns the fiber in its current state (see above).
   Fiber* sched_next = nullptr;
@@ -88,8 +97,10 @@ struct Fiber {
   // Sched::free_lock.
   Fiber* all_next = nullptr;
 
-  // The stack: empty until the fiber first runs (a queued fiber costs no stack
-  // memory), recycled when it dies. stack_size is the requested usable size.
+  // The stack: reserved by go() (fiber_new), so that running out of address
+  // space is an error of go() and never of a context switch; its pages are
+  // committed as the fiber touches them. Recycled when the fiber dies.
+  // stack_size is the requested usable size.
   Stack stack;
   std::size_t stack_size = 0;
 

@@ -349,6 +349,38 @@ void start_first_m(Sched* s) {
   startm(s, p, false);
 }
 
+namespace {
+
+// An M inside goro::blocking() when the runtime stops is not waited for (its
+// call may never return, like a read of stdin). Its fiber never runs again:
+// the M leaves fiber code when the call returns (blocking_exit) and frees
+// what is handed to it here -- its own object and the fiber's stack, which
+// stays mapped until then -- without touching the Sched. See M.
+void abandon_m(Sched* s, M* m) {
+  Fiber* f = m->curg();
+  {
+    // The fiber is the M's now: ~Sched must not free it.
+    MutexLock l(&s->free_lock);
+    for (Fiber** pp = &s->all_fibers; *pp != nullptr; pp = &(*pp)->all_next) {
+      if (*pp == f) {
+        *pp = f->all_next;
+        break;
+      }
+    }
+  }
+  f->all_next = nullptr;
+  m->abandoned_fiber = f;
+  s->stacks.keep_mapped(f->stack);
+  m->thread.detach();
+  MutexLock l(&s->lock);
+  for (auto& owned : s->ms) {
+    if (owned.get() == m) (void)owned.release();
+  }
+  s->abandoned_ms.push_back(m);
+}
+
+}  // namespace
+
 void stop_all_ms(Sched* s) {
   std::vector<M*> ms;
   {
@@ -361,7 +393,13 @@ void stop_all_ms(Sched* s) {
     for (auto& m : s->ms) ms.push_back(m.get());
   }
   for (M* m : ms) {
-    if (m->thread.joinable()) m->thread.join();
+    int in_call = M::kInCall;
+    if (m->blocking_state.compare_exchange_strong(in_call, M::kAbandoning,
+                                                  std::memory_order_acq_rel)) {
+      abandon_m(s, m);
+    } else if (m->thread.joinable()) {
+      m->thread.join();
+    }
   }
 }
 

@@ -14,6 +14,8 @@
 
 #include <cxxabi.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -22,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iterator>
+#include <new>
 
 #include "runtime/internal/locks.h"
 #include "runtime/internal/sanitizers.h"
@@ -30,6 +33,7 @@
 namespace goro::runtime_internal {
 
 std::atomic<Sched*> g_sched{nullptr};
+std::atomic<int> g_sched_users{0};
 Hooks g_hooks;
 
 namespace {
@@ -120,6 +124,31 @@ void setup_thread(M* m) {
   pthread_setname_np(pthread_self(), name);
 }
 
+// The end of an M that stop_all_ms abandoned inside goro::blocking(): its
+// fiber's call has returned and the thread is back on its own stack. The
+// Sched may be gone; the M and its abandoned fiber (object, closure, stack)
+// are this thread's to free. Their destructors do not run: the fiber is not
+// unwound, like every fiber abandoned by run.
+void end_abandoned(M* m) {
+  // run_main hands them over once sysmon (which may read this M) is stopped:
+  // a short wait, at most as long as that takes.
+  while (m->blocking_state.load(std::memory_order_acquire) != M::kAbandoned) {
+    sched_yield();
+  }
+  Fiber* f = m->abandoned_fiber;
+  munmap(f->stack.lo - kGuardSize, f->stack.size + kGuardSize);
+#if defined(__SANITIZE_THREAD__)
+  if (f->tsan_fiber != nullptr) __tsan_destroy_fiber(f->tsan_fiber);
+#endif
+  if (f->closure_on_heap) {
+    ::operator delete(f->closure, std::align_val_t(f->closure_align));
+  }
+  delete f;
+  remove_thread_signal_stack(m);
+  tls_m = nullptr;
+  delete m;  // its std::thread was detached
+}
+
 }  // namespace
 
 void m_main(Sched* s, M* m) {
@@ -137,6 +166,10 @@ void m_main(Sched* s, M* m) {
     Fiber* f = find_runnable(s, m, &inherit);
     if (f == nullptr) break;
     execute(m, f, inherit);
+    if (m->blocking_state.load(std::memory_order_relaxed) != M::kNone) {
+      end_abandoned(m);
+      return;
+    }
   }
   remove_thread_signal_stack(m);
   tls_m = nullptr;

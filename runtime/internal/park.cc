@@ -85,12 +85,14 @@ void park(bool (*commit)(void*), void* arg, WaitReason reason) {
   release_after_switch(leave_fiber(m, self, false));
 }
 
-void ready(Fiber* f) {
-  // kWaiting -> kRunnable. By the park protocol exactly one waker owns this
-  // transition (whoever removed the fiber from where its commit published
-  // it), so a load and a store suffice; the check still catches a second
-  // ready() of the same park in practice. acquire: pairs with the release
-  // store in finish_switch, so the fiber's saved context is visible.
+namespace {
+
+// kWaiting -> kRunnable. By the park protocol exactly one waker owns this
+// transition (whoever removed the fiber from where its commit published it),
+// so a load and a store suffice; the check still catches a second ready()
+// of the same park in practice. acquire: pairs with the release store in
+// finish_switch, so the fiber's saved context is visible.
+void make_runnable(Fiber* f) {
   const FiberState st = f->state.load(std::memory_order_acquire);
   if (st != FiberState::kWaiting) {
     fatal("ready() of fiber %llu in state %s",
@@ -98,10 +100,20 @@ void ready(Fiber* f) {
   }
   f->wait_reason = WaitReason::kNone;
   f->state.store(FiberState::kRunnable, std::memory_order_relaxed);
-  Sched* s = sched();
+}
+
+}  // namespace
+
+void ready(Fiber* f) {
   MHold hold;
   M* m = hold.m();
   if (m != nullptr && m->p != nullptr) {
+    // On a P: this M's runtime is alive until the M is joined.
+    Sched* s = sched();
+    // A fiber of an ended runtime (its waiter outlived run in a sync
+    // object): it never runs again.
+    if (f->epoch != s->epoch) return;
+    make_runnable(f);
     runq_put(m->p, f, true);
     // A fiber readied into an empty runnext of a P whose ring is empty runs
     // as soon as the caller blocks or yields -- usually at once (a channel
@@ -115,10 +127,17 @@ void ready(Fiber* f) {
       std::atomic_thread_fence(std::memory_order_seq_cst);  // see runq_put
       wakep(s);
     }
-  } else {
-    global_put(s, f);
-    wakep(s);
+    return;
   }
+  // Off a P (a plain thread, or inside blocking()): the runtime may be
+  // ending; hold it. Once run has cleared g_sched, or for a fiber of an
+  // earlier runtime, the fiber is abandoned: nothing to do.
+  SchedUse use;
+  Sched* s = use.get();
+  if (s == nullptr || f->epoch != s->epoch) return;
+  make_runnable(f);
+  global_put(s, f);
+  wakep(s);
 }
 
 void yield_impl(bool preempted, bool async) {
@@ -170,6 +189,20 @@ void yield_impl(bool preempted, bool async) {
 
 void preempt_yield(bool async) { yield_impl(true, async); }
 
+namespace {
+
+// The runtime is stopping (main returned): the fiber never runs again. It
+// leaves for the scheduler context, which sees `stopping` and ends the
+// thread; the fiber stays kRunning, abandoned like every other live fiber.
+[[noreturn]] void leave_stopping(M* m) {
+  m->blocking_p = nullptr;
+  m->after = M::After::kNothing;
+  switch_from_fiber(m, m->curg(), nullptr, false, false);
+  fatal("a fiber of a stopped runtime resumed");
+}
+
+}  // namespace
+
 bool blocking_enter() {
   M* m = acquirem();
   if (m == nullptr || m->curg() == nullptr || m->p == nullptr) {
@@ -185,18 +218,40 @@ bool blocking_enter() {
   m->p = nullptr;
   m->blocking_p = p;
   handoffp(s, p);
-  // The fiber keeps one count while in blocking(): it must not be preempted
-  // (it holds no P), and blocking_exit drops it.
-  return true;
+  {
+    // Under the lock that stop_all_ms sets `stopping` with: either it sees
+    // kInCall (and abandons this M instead of joining it, so that run does
+    // not wait for fn), or we see `stopping` and never call fn.
+    MutexLock l(&s->lock);
+    if (!s->stopping.load(std::memory_order_relaxed)) {
+      m->blocking_state.store(M::kInCall, std::memory_order_relaxed);
+      // The fiber keeps one count while in blocking(): it must not be
+      // preempted (it holds no P), and blocking_exit drops it.
+      return true;
+    }
+  }
+  leave_stopping(m);
 }
 
 void blocking_exit() {
   M* m = current_m();  // still holding the count from blocking_enter
+  int in_call = M::kInCall;
+  if (!m->blocking_state.compare_exchange_strong(in_call, M::kNone,
+                                                 std::memory_order_acq_rel)) {
+    // run returned while fn ran: the Sched, the P and this Fiber may be
+    // gone. Only M-owned data is touched from here on (see M).
+    abandon_to_g0(m);
+  }
+  // Not abandoned: run_main joins this thread before freeing anything.
   Sched* s = sched();
   P* old = m->blocking_p;
   m->blocking_p = nullptr;
   {
     MutexLock l(&s->lock);
+    if (s->stopping.load(std::memory_order_relaxed)) {
+      l.unlock();
+      leave_stopping(m);
+    }
     P* p = pidle_remove_locked(s, old) ? old : pidle_get_locked(s);
     if (p != nullptr) acquirep(m, p);
   }
@@ -214,12 +269,18 @@ void blocking_exit() {
 }
 
 void timer_start(Timer* t) {
-  Sched* s = sched();
   MHold hold;
   M* m = hold.m();
-  P* p = m != nullptr && m->p != nullptr ? m->p : s->ps[0].get();
-  const bool earliest = p->timers.add(t);
-  if (earliest && (m == nullptr || m->p != p)) {
+  if (m != nullptr && m->p != nullptr) {
+    m->p->timers.add(t);
+    return;
+  }
+  // Off a P: hold the runtime (see ready). No runtime: the timer never
+  // fires, as for a fiber abandoned by run.
+  SchedUse use;
+  Sched* s = use.get();
+  if (s == nullptr) return;
+  if (s->ps[0]->timers.add(t)) {
     // An idle M may be sleeping until a later deadline: wake one to re-plan.
     wake_idle_m_for_timer(s);
   }

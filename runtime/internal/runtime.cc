@@ -32,6 +32,30 @@ Stats g_last;  // guarded by g_last_mu
 // runtime continues numbering where the previous one stopped.
 std::atomic<std::uint64_t> g_next_fiber_id{1};
 
+// Runtimes started so far (Sched::epoch).
+std::uint64_t g_epochs = 0;  // only run_main, which g_running serialises
+
+// Fibers abandoned by an ended runtime whose stacks may still be in use, and
+// their Fiber objects: kept for the life of the process (see ~Sched).
+std::mutex g_graveyard_mu;
+Fiber* g_graveyard = nullptr;  // via all_next; guarded by g_graveyard_mu
+
+// True if something outside the runtime may still point into f's stack: a
+// sync object's wait queue holds a Waiter there (a parked fiber, or a select
+// that was readied by one case and is still linked into its others). A
+// sleeping fiber's Timer is only in its P's heap, which dies with the Sched.
+bool stack_may_be_referenced(const Fiber* f) {
+  if (f->stack.empty() || f->sp == nullptr) return false;
+  switch (f->state.load(std::memory_order_relaxed)) {
+    case FiberState::kWaiting:
+      return f->wait_reason != WaitReason::kSleep;
+    case FiberState::kRunnable:
+      return true;  // possibly readied from a wait queue
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 Sched::Sched(const Options& o, int procs) : opts(o), nprocs(procs) {
@@ -55,10 +79,30 @@ Sched::~Sched() {
   // Every M has exited. Destroy closures of fibers that never started (they
   // own no stack frames), free the fiber objects; the StackAllocator member
   // then unmaps every stack, abandoned ones included.
+  //
+  // Except for abandoned fibers that a sync object may still point into (a
+  // Chan, Mutex or WaitGroup that outlives run, used by a plain thread or a
+  // later runtime): their stacks stay mapped and their Fiber objects stay
+  // allocated for the life of the process, with Fiber::epoch marking them
+  // as belonging to no live runtime, so that such a late ready() is a no-op
+  // and never touches freed memory. This leaks, deliberately, the address
+  // space of those stacks (and the pages their fibers touched).
   MutexLock l(&free_lock);  // uncontended: for the analysis
   Fiber* f = all_fibers;
   while (f != nullptr) {
     Fiber* next = f->all_next;
+    if (stack_may_be_referenced(f)) {
+      stacks.keep_mapped(f->stack);
+#if defined(__SANITIZE_THREAD__)
+      if (f->tsan_fiber != nullptr) __tsan_destroy_fiber(f->tsan_fiber);
+      f->tsan_fiber = nullptr;
+#endif
+      std::lock_guard<std::mutex> g(g_graveyard_mu);
+      f->all_next = g_graveyard;
+      g_graveyard = f;
+      f = next;
+      continue;
+    }
     if (f->sp == nullptr && f->closure != nullptr && f->destroy != nullptr) {
       f->destroy(f->closure);
     }
@@ -138,6 +182,7 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   const Options opts = resolve_options(options);
   install_overflow_handler();
   auto s = std::make_unique<Sched>(opts, opts.procs);
+  s->epoch = ++g_epochs;
   s->next_fiber_id.store(g_next_fiber_id.load(std::memory_order_relaxed),
                          std::memory_order_relaxed);
   g_sched.store(s.get(), std::memory_order_release);
@@ -153,6 +198,10 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   // (reserved, committed as used), not the per-fiber default.
   main_opts.stack_size = std::max(kMainStackSize, opts.stack_size);
   Fiber* f = fiber_new(&main_opts);
+  // fiber_new, called off a P, holds the runtime for fiber_start; run_main
+  // queues the main fiber itself.
+  f->held_sched = nullptr;
+  SchedUse::release();
   ::new (fiber_closure_storage(f, sizeof(MainClosure), alignof(MainClosure)))
       MainClosure{main_fn, arg, s.get()};
   f->invoke = [](void* p) {
@@ -174,6 +223,14 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   // M is joined.
   stop_all_ms(s.get());
   sysmon_stop(s.get());
+  {
+    // Hand the Ms abandoned inside blocking() their fibers (see M): from
+    // here on each may free itself, and nothing here touches them.
+    MutexLock l(&s->lock);
+    for (M* m : s->abandoned_ms) {
+      m->blocking_state.store(M::kAbandoned, std::memory_order_release);
+    }
+  }
 
   {
     // Under g_last_mu so that stats() never reads a Sched being destroyed.
@@ -182,9 +239,15 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
     // Everything is gone now (the main fiber may have been abandoned before
     // its exit was counted).
     g_last.fibers_live = 0;
-    g_sched.store(nullptr, std::memory_order_release);
+    g_sched.store(nullptr, std::memory_order_seq_cst);
     g_next_fiber_id.store(s->next_fiber_id.load(std::memory_order_relaxed),
                           std::memory_order_relaxed);
+  }
+  // Threads still inside go(), ready() or timer_start off a P finish with
+  // the Sched before it is freed (SchedUse); new ones see no runtime. Each
+  // holds it for a few short critical sections.
+  while (g_sched_users.load(std::memory_order_acquire) != 0) {
+    std::this_thread::yield();
   }
   s.reset();
 }

@@ -169,6 +169,19 @@ struct M {
   bool idle = false;        // on that list; guarded by Sched::lock
   P* blocking_p = nullptr;  // the P given up by blocking(), to take back
 
+  // goro::blocking() against the end of the runtime (park.cc, idle.cc
+  // stop_all_ms). The M sets kInCall before calling fn and CASes it back to
+  // kNone after; stop_all_ms CASes kInCall -> kAbandoning instead of joining
+  // a thread stuck in fn and hands it the fiber (abandoned_fiber: its
+  // object, closure and stack, which fn may still use); run_main sets
+  // kAbandoned once sysmon, which may still read this M, is stopped. An
+  // abandoned M never touches the Sched again: when fn returns it goes back
+  // to its scheduler context, waits for kAbandoned, frees the fiber and
+  // itself, and its thread exits.
+  enum BlockingState : int { kNone, kInCall, kAbandoning, kAbandoned };
+  std::atomic<int> blocking_state{kNone};
+  Fiber* abandoned_fiber = nullptr;
+
   // The runtime-lock count (Go's m.locks) is the thread-local
   // goro_tls_locks, see locks.h.
 
@@ -234,6 +247,8 @@ class Sched {
   P* idle_p ABSL_GUARDED_BY(lock) = nullptr;
   M* idle_m ABSL_GUARDED_BY(lock) = nullptr;
   std::vector<std::unique_ptr<M>> ms ABSL_GUARDED_BY(lock);
+  // Ms that stop_all_ms abandoned inside blocking() (no longer in ms).
+  std::vector<M*> abandoned_ms ABSL_GUARDED_BY(lock);
 
   // Fiber objects, separate from `lock` so that spawning and exiting on
   // different Ps do not contend with the run queues.
@@ -258,6 +273,11 @@ class Sched {
 
   StackAllocator stacks;
 
+  // This runtime's number in the process (1, 2, ...), copied into each of
+  // its fibers (Fiber::epoch): a fiber of an ended runtime is never readied
+  // into a later one.
+  std::uint64_t epoch = 0;
+
   // The monitor thread (sysmon.cc); set by run_main while the Ms run.
   Sysmon* sysmon = nullptr;
 
@@ -267,6 +287,36 @@ class Sched {
 
 // The active runtime, or null. Set and cleared by run_main.
 extern std::atomic<Sched*> g_sched;
+
+// Threads that are not running a fiber on a P (plain threads, and M threads
+// inside goro::blocking()) may call go(), ready() (a channel operation) or
+// start a timer at any time, also while run ends. They hold the Sched with a
+// SchedUse: run_main clears g_sched, then waits until g_sched_users is zero
+// before it frees anything. Both sides are seq_cst (Dekker): either the user
+// loads null, or run_main sees its count.
+extern std::atomic<int> g_sched_users;
+
+class SchedUse {
+ public:
+  SchedUse() : s_(acquire()) {}
+  ~SchedUse() { release(); }
+  SchedUse(const SchedUse&) = delete;
+  SchedUse& operator=(const SchedUse&) = delete;
+  // The running runtime, or null once run has (nearly) returned.
+  Sched* get() const { return s_; }
+
+  // The same as a pair of calls, for a hold that spans go()'s two halves.
+  static Sched* acquire() {
+    g_sched_users.fetch_add(1, std::memory_order_seq_cst);
+    return g_sched.load(std::memory_order_seq_cst);
+  }
+  static void release() {
+    g_sched_users.fetch_sub(1, std::memory_order_release);
+  }
+
+ private:
+  Sched* s_;
+};
 
 // The current thread's M, or null on a thread that is not an M. Not inlined:
 // a fiber can resume on another thread, and the compiler must not reuse a

@@ -67,6 +67,10 @@ void m_main(Sched* s, M* m);
 M* switch_from_fiber(M* m, Fiber* self, Fiber* next, bool inherit, bool dying);
 // Leaves the current fiber (after m->after is set) for whatever runs next.
 M* leave_fiber(M* m, Fiber* self, bool dying);
+// Leaves the running fiber of an M that stop_all_ms abandoned (inside
+// blocking()) for the M's scheduler context, without touching the fiber,
+// which may be freed; m_main then ends the thread (see M::blocking_state).
+[[noreturn]] void abandon_to_g0(M* m);
 // Runs f on the scheduler context until it switches back.
 void execute(M* m, Fiber* f, bool inherit);
 // Completes what the previous context asked for in M::after; called on the

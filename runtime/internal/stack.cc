@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <mutex>
@@ -199,10 +200,28 @@ StackAllocator::StackAllocator(GuardMode mode, std::size_t mprotect_budget)
     : mode_(mode), mprotect_budget_(mprotect_budget) {}
 
 StackAllocator::~StackAllocator() {
+  // Unmap every chunk around the kept stacks (munmap may split a mapping).
+  // A kept stack's chunk is unregistered too: an overflow there (only an
+  // abandoned blocking() call still runs on one) is a plain SIGSEGV.
+  std::sort(kept_.begin(), kept_.end(),
+            [](const Stack& a, const Stack& b) { return a.lo < b.lo; });
   for (const Chunk& c : chunks_) {
     unregister_chunk(c.base);  // REG: before the memory goes
-    munmap(c.base, c.bytes);
+    char* from = c.base;
+    char* const end = c.base + c.bytes;
+    for (const Stack& k : kept_) {
+      char* const klo = k.lo - kGuardSize;
+      if (klo < c.base || klo >= end) continue;
+      if (klo > from) munmap(from, static_cast<std::size_t>(klo - from));
+      from = k.hi();
+    }
+    if (end > from) munmap(from, static_cast<std::size_t>(end - from));
   }
+}
+
+void StackAllocator::keep_mapped(const Stack& s) {
+  std::lock_guard<std::mutex> l(mu_);
+  kept_.push_back(s);
 }
 
 GuardKind StackAllocator::guard_kind() const {

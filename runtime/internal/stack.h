@@ -170,6 +170,12 @@ class StackAllocator {
   // The kind of guard new stacks get (after probing).
   GuardKind guard_kind() const;
 
+  // keep_mapped leaves `s` (and its guard) mapped when the allocator is
+  // destroyed: a runtime that ends while something may still use a fiber's
+  // stack (a thread inside goro::blocking(), a sync object pointing at a
+  // parked fiber's waiter) hands that stack's ownership to someone else.
+  void keep_mapped(const Stack& s);
+
  private:
   struct FreeList {
     std::vector<Stack> warm;    // memory possibly committed
@@ -189,6 +195,7 @@ class StackAllocator {
     std::size_t bytes;
   };
   std::vector<Chunk> chunks_;
+  std::vector<Stack> kept_;  // see keep_mapped
 };
 
 // A P's private cache of default-size stacks, kept committed ("warm"). Above

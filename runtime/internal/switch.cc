@@ -135,6 +135,16 @@ M* leave_fiber(M* m, Fiber* self, bool dying) {
   return switch_from_fiber(m, self, next, inherit, dying);
 }
 
+void abandon_to_g0(M* m) {
+  // Nothing of the Fiber may be read or written: it may be freed already.
+  // The context is saved into a dummy, as nobody will resume it.
+  m->set_curg(nullptr);
+  before_switch(m, nullptr, nullptr, /*from_dying=*/true);
+  void* unused_sp;
+  goro_context_switch(&unused_sp, m->g0_sp);
+  __builtin_trap();
+}
+
 void execute(M* m, Fiber* f, bool inherit) {
   void* to = enter_fiber(m, m->p, f, inherit);
   tls_locks_inc();  // dropped by the fiber as it resumes

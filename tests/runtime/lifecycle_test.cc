@@ -1,0 +1,337 @@
+// Copyright goro authors.
+//
+// The end of goro::run (DESIGN.md "Start and stop"): run returns while a
+// fiber spins, while a fiber is inside goro::blocking() (whose code never
+// runs again), while plain threads call go() and use channels, and a stack
+// that cannot be mapped fails cleanly. Every test runs under a watchdog, so
+// that a hang fails with a message instead of the test timeout.
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "goro.h"
+#include "gtest/gtest.h"
+#include "tests/common/test_util.h"
+
+namespace {
+
+using goro_test::Procs;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+double Seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+int CountThreads() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+    closedir(d);
+  }
+  return n;
+}
+
+// --- A spinning fiber when main returns -------------------------------------
+
+// Main returns while a fiber spins in a loop with no goro call in it. With
+// asynchronous preemption (the default) sysmon preempts the spinner, which
+// then never runs again, and run returns within a few time slices.
+TEST(LifecycleTest, RunReturnsWhileAFiberSpins) {
+  if (goro_test::kTsan) GTEST_SKIP() << "no asynchronous preemption in TSan";
+  for (int procs : {1, 2}) {
+    std::vector<double> took;
+    for (int rep = 0; rep < 5; ++rep) {
+      std::atomic<int> flag{0};
+      std::atomic<bool> started{false};
+      Clock::time_point main_returned;
+      const auto t0 = Clock::now();
+      goro::run(Procs(procs), [&] {
+        goro::go([&] {
+          started.store(true);
+          while (flag.load(std::memory_order_relaxed) == 0) {
+          }
+        });
+        while (!started.load()) goro::sleep_for(1ms);
+        main_returned = Clock::now();
+      });
+      took.push_back(Seconds(Clock::now() - main_returned));
+      (void)t0;
+    }
+    std::sort(took.begin(), took.end());
+    EXPECT_LT(took[took.size() / 2], 2.0) << "procs=" << procs;
+  }
+}
+
+// With async_preempt = false nothing can stop a fiber between its goro calls:
+// run waits for the spinner's next cooperative point, and the fiber does not
+// run past it.
+TEST(LifecycleTest, WithoutAsyncPreemptionRunWaitsForTheNextGoroCall) {
+  goro::Options o = Procs(2);
+  o.async_preempt = false;
+  std::atomic<int> release{0};
+  std::atomic<bool> started{false}, after_yield{false};
+  Clock::time_point released;
+  std::thread releaser;
+  goro::run(o, [&] {
+    goro::go([&] {
+      started.store(true);
+      while (release.load(std::memory_order_relaxed) == 0) {
+      }
+      goro::yield();  // the cooperative point: never returns
+      after_yield.store(true);
+    });
+    while (!started.load()) {
+    }
+    releaser = std::thread([&] {
+      std::this_thread::sleep_for(300ms);
+      released = Clock::now();
+      release.store(1);
+    });
+  });
+  const auto returned = Clock::now();
+  releaser.join();
+  EXPECT_GE(returned, released);
+  EXPECT_LT(Seconds(returned - released), 2.0);
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(after_yield.load());
+}
+
+// --- A fiber inside goro::blocking() when main returns ----------------------
+
+// run does not wait for the call, and the fiber's code after blocking() never
+// runs: not when the call returns, nor ever.
+TEST(LifecycleTest, FiberInBlockingNeverRunsAgain) {
+  for (int procs : {1, 2}) {
+    std::atomic<bool> entered{false}, after{false}, call_returned{false};
+    Clock::time_point main_returned;
+    goro::run(Procs(procs), [&] {
+      goro::go([&] {
+        goro::blocking([&] {
+          entered.store(true);
+          std::this_thread::sleep_for(300ms);
+          call_returned.store(true);
+        });
+        after.store(true);
+      });
+      while (!entered.load()) goro::sleep_for(1ms);
+      main_returned = Clock::now();
+    });
+    EXPECT_LT(Seconds(Clock::now() - main_returned), 0.2) << "procs=" << procs;
+    EXPECT_TRUE(goro_test::WaitFor([&] { return call_returned.load(); }, 5s));
+    std::this_thread::sleep_for(100ms);
+    EXPECT_FALSE(after.load()) << "procs=" << procs;
+  }
+}
+
+// A call that never returns (a read of a pipe nobody writes, like a read of
+// stdin) does not hold up run. Once it does return, the thread exits without
+// running the fiber's code.
+TEST(LifecycleTest, BlockingReadThatNeverReturnsDoesNotHoldUpRun) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  std::atomic<bool> entered{false}, after{false};
+  std::atomic<ssize_t> got{-2};
+  const auto t0 = Clock::now();
+  goro::run(Procs(1), [&] {
+    goro::go([&] {
+      char c;
+      got.store(goro::blocking([&] {
+        entered.store(true);
+        return ::read(fds[0], &c, 1);
+      }));
+      after.store(true);
+    });
+    while (!entered.load()) goro::sleep_for(1ms);
+  });
+  EXPECT_LT(Seconds(Clock::now() - t0), 1.0);
+  const int threads = CountThreads();
+  ::close(fds[1]);  // read returns 0: the abandoned thread exits
+  EXPECT_TRUE(goro_test::WaitFor([&] { return CountThreads() < threads; }, 5s));
+  // fds[0] stays open: nothing orders the abandoned thread's read before a
+  // close here (TSan would say so), and the thread runs no code of ours.
+  EXPECT_FALSE(after.load());
+  EXPECT_EQ(got.load(), -2);
+}
+
+// Calls returning around the moment main returns: whichever way each race
+// goes, nothing touches freed memory (run under ASan and TSan).
+TEST(LifecycleTest, BlockingCallsReturningAsRunEnds) {
+  goro_test::ExtendWatchdog(60s);
+  const int kRuns = goro_test::Scaled(200, 40);
+  for (int r = 0; r < kRuns; ++r) {
+    goro::run(Procs(1 + r % 2), [r] {
+      for (int i = 0; i < 3; ++i) {
+        goro::go([r, i] {
+          for (;;) {
+            goro::blocking([&] {
+              std::this_thread::sleep_for(
+                  std::chrono::microseconds((r * 37 + i * 101) % 500));
+            });
+            goro::yield();
+          }
+        });
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds((r * 53) % 700));
+    });
+  }
+}
+
+// --- Out of address space for a stack
+// -----------------------------------------
+
+// Lowers RLIMIT_AS to what the process maps now plus `headroom`.
+bool LimitAddressSpace(std::size_t headroom) {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return false;
+  char line[256];
+  unsigned long long vm_kb = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "VmSize: %llu kB", &vm_kb) == 1) break;
+  }
+  std::fclose(f);
+  if (vm_kb == 0) return false;
+  rlimit r;
+  if (getrlimit(RLIMIT_AS, &r) != 0) return false;
+  r.rlim_cur = vm_kb * 1024 + headroom;  // the hard limit stays: raisable
+  return setrlimit(RLIMIT_AS, &r) == 0;
+}
+
+// go() reserves the new fiber's stack: when that fails it throws
+// std::bad_alloc with nothing queued, and the runtime goes on (the main
+// fiber is still itself, the fibers spawned before run).
+TEST(LifecycleDeathTest, GoThrowsBadAllocWhenNoStackCanBeMapped) {
+  if (goro_test::kAsan || goro_test::kTsan) {
+    GTEST_SKIP() << "sanitizers need more address space than a limit allows";
+  }
+  testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_EXIT(
+      {
+        alarm(20);  // the watchdog of the child
+        const int code = goro::run(Procs(1), [] {
+          const std::uint64_t id = goro::this_fiber::id();
+          if (!LimitAddressSpace(std::size_t{96} << 20)) return 2;
+          // Fibers that stay alive, each holding a 16 MiB stack.
+          std::atomic<int> started{0}, ran{0};
+          goro::WaitGroup gate;
+          gate.add(1);
+          int spawned = 0;
+          bool threw = false;
+          for (int i = 0; i < 1000 && !threw; ++i) {
+            try {
+              goro::go({.stack_size = std::size_t{16} << 20}, [&] {
+                started.fetch_add(1);
+                gate.wait();
+                ran.fetch_add(1);
+              });
+              ++spawned;
+            } catch (const std::bad_alloc&) {
+              threw = true;
+            }
+            goro::yield();
+          }
+          // Lift the limit at once: at the limit, any allocation of the
+          // runtime or the test (a new thread's malloc arena) would fail.
+          rlimit r;
+          getrlimit(RLIMIT_AS, &r);
+          r.rlim_cur = r.rlim_max;
+          if (setrlimit(RLIMIT_AS, &r) != 0) return 5;
+          while (started.load() < spawned) goro::yield();
+          gate.done();
+          while (ran.load() < spawned) goro::yield();
+          if (!threw) return 3;
+          if (goro::this_fiber::id() != id) return 4;
+          // The runtime still works.
+          goro::WaitGroup wg;
+          wg.add(1);
+          goro::go([&wg] { wg.done(); });
+          wg.wait();
+          return 0;
+        });
+        std::fprintf(stderr, "child: run returned %d\n", code);
+        std::_Exit(code);
+      },
+      ::testing::ExitedWithCode(0), "run returned 0");
+}
+
+// --- Plain threads using go() and channels while run ends -------------------
+
+// Plain threads call go() and channel operations throughout the end of run;
+// fibers are parked on the channels (receivers on `ch`, senders on `full`,
+// receivers on `shared`, which outlives the runtimes) when main returns. The
+// defined outcome: go() either queues a fiber that never runs or throws
+// std::logic_error once the runtime is gone; an operation that takes a
+// parked fiber of an ended runtime completes (a send's value goes to a
+// fiber that never runs); close wakes such fibers without running them; and
+// nothing touches freed memory (this test is meant for ASan and TSan).
+TEST(LifecycleTest, PlainThreadsUseGoAndChannelsWhileRunEnds) {
+  goro_test::ExtendWatchdog(120s);
+  const int kRuns = goro_test::Scaled(40, 15);
+  goro::Chan<int> shared;  // nil until the first run
+  shared = goro::Chan<int>(0);
+  std::atomic<long> fiber_runs_after{0};
+  for (int r = 0; r < kRuns; ++r) {
+    goro::Chan<int> ch(0), full(1);
+    std::atomic<bool> stop{false}, run_returned{false};
+    std::atomic<long> threw{0}, spawned{0};
+    std::vector<std::thread> threads;
+    goro::run(Procs(1 + r % 2), [&] {
+      // Receivers parked on `shared` by the previous runs never run again:
+      // sends to them complete; their fibers stay abandoned.
+      while (shared.try_send(r)) {
+      }
+      for (int i = 0; i < 2; ++i) {
+        goro::go([shared]() mutable { (void)shared.recv(); });
+        goro::go([ch]() mutable {
+          while (ch.recv()) {
+          }
+        });
+        goro::go([full]() mutable {
+          for (;;) full.send(1);
+        });
+      }
+      for (int t = 0; t < 2; ++t) {
+        threads.emplace_back([&, t] {
+          while (!stop.load(std::memory_order_relaxed)) {
+            try {
+              goro::go([&] {
+                if (run_returned.load()) fiber_runs_after.fetch_add(1);
+              });
+              spawned.fetch_add(1);
+            } catch (const std::logic_error&) {
+              threw.fetch_add(1);
+            }
+            (void)ch.try_send(t);
+            (void)full.try_recv();
+          }
+        });
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds((r * 211) % 2000));
+    });
+    run_returned.store(true);
+    // The runtime is gone: go() throws, the channel operations still work.
+    EXPECT_TRUE(goro_test::WaitFor([&] { return threw.load() > 0; }, 5s));
+    stop.store(true);
+    for (auto& t : threads) t.join();
+    (void)ch.try_send(1);  // taken by a receiver that never runs, if any
+    ch.close();            // wakes the other receivers, which never run either
+    full.close();
+  }
+  shared.close();
+  EXPECT_EQ(fiber_runs_after.load(), 0);
+}
+
+}  // namespace
