@@ -75,6 +75,10 @@ TEST(PreemptStack, FiberWithTheMinimumStackIsPreempted) {
   EXPECT_LT(main_waited, 5s);
 }
 
+// Set by DeepThenSpin once it is as deep as asked: a preemption that lands
+// while it is still recursing has room and is rightly taken.
+std::atomic<bool> g_reached_depth{false};
+
 // Recurses until fewer than `keep` bytes of the fiber's stack remain above
 // its lowest byte `lo`, then spins.
 __attribute__((noinline)) std::uint64_t DeepThenSpin(
@@ -85,6 +89,7 @@ __attribute__((noinline)) std::uint64_t DeepThenSpin(
   if (static_cast<std::size_t>(const_cast<char*>(frame) - lo) > keep) {
     return DeepThenSpin(stop, give_up, lo, keep) + frame[0];
   }
+  g_reached_depth.store(true);
   return Spin(stop, give_up) + frame[0];
 }
 
@@ -102,7 +107,12 @@ TEST(PreemptStack, FiberTooDeepForTheSaveAreaIsRefusedAndCounted) {
                    goro::runtime_internal::preempt_stack_need() / 2);
       wg.done();
     });
-    goro::sleep_for(1ms);  // runs again when the spinner gives up
+    // Runs again when the spinner is preempted (before it is deep) or gives
+    // up (300 ms, every preemption at depth refused).
+    g_reached_depth = false;
+    do {
+      goro::sleep_for(1ms);
+    } while (!g_reached_depth.load());
     stop = true;
     wg.wait();
     st = goro::stats();

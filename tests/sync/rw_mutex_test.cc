@@ -118,9 +118,12 @@ TEST_P(RWMutexTest, WriterNotStarved) {
     writer_in = true;
     mu.unlock();
     g.wait();
-    // A reader that saw the flag just before the writer reached lock() may
-    // still get in, once; far more means readers overtook a waiting writer.
-    EXPECT_LE(late_readers.load(), 4) << "readers overtook a waiting writer";
+    // The flag is raised before lock() announces the writer, so readers may
+    // get in between -- many times if the writer's thread is descheduled or
+    // its fiber preempted in that window (seen: 321 under TSan at a 100 us
+    // slice, 4 procs on 2 CPUs). Without writer preference they go on until
+    // they give up at 10,000.
+    EXPECT_LT(late_readers.load(), 2000) << "readers overtook a waiting writer";
   });
 }
 
