@@ -64,7 +64,8 @@ void pidle_put_locked(Sched* s, P* p) {
   }
   p->idle_next = s->idle_p;
   s->idle_p = p;
-  if (!p->is_spare) s->npidle.fetch_add(1, std::memory_order_seq_cst);
+  (p->is_spare ? s->nspare_idle : s->npidle)
+      .fetch_add(1, std::memory_order_seq_cst);
 }
 
 P* pidle_get_locked(Sched* s) {
@@ -72,7 +73,8 @@ P* pidle_get_locked(Sched* s) {
   if (p == nullptr) return nullptr;
   s->idle_p = p->idle_next;
   p->idle_next = nullptr;
-  if (!p->is_spare) s->npidle.fetch_sub(1, std::memory_order_seq_cst);
+  (p->is_spare ? s->nspare_idle : s->npidle)
+      .fetch_sub(1, std::memory_order_seq_cst);
   return p;
 }
 
@@ -81,7 +83,8 @@ bool pidle_remove_locked(Sched* s, P* want) {
     if (*pp == want) {
       *pp = want->idle_next;
       want->idle_next = nullptr;
-      if (!want->is_spare) s->npidle.fetch_sub(1, std::memory_order_seq_cst);
+      (want->is_spare ? s->nspare_idle : s->npidle)
+          .fetch_sub(1, std::memory_order_seq_cst);
       return true;
     }
   }
@@ -179,7 +182,13 @@ void startm(Sched* s, P* p, bool spinning) {
 }
 
 void wakep(Sched* s) {
-  if (s->npidle.load(std::memory_order_seq_cst) == 0) return;
+  // A lent spare idling on the list counts: while every regular P is busy
+  // (one of them stuck in the kernel), it is the only P that can take new
+  // work, and nobody else would wake an M for it.
+  if (s->npidle.load(std::memory_order_seq_cst) == 0 &&
+      s->nspare_idle.load(std::memory_order_seq_cst) == 0) {
+    return;
+  }
   int zero = 0;
   if (s->nmspinning.load(std::memory_order_seq_cst) != 0 ||
       !s->nmspinning.compare_exchange_strong(zero, 1,

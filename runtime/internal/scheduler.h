@@ -258,8 +258,11 @@ class Sched {
   std::vector<Fiber*> free_fibers ABSL_GUARDED_BY(free_lock);
 
   // --- Atomics, with who writes them ---
-  std::atomic<int> gq_size{0};        // under lock; read anywhere
-  std::atomic<int> npidle{0};         // under lock; read anywhere
+  std::atomic<int> gq_size{0};  // under lock; read anywhere
+  std::atomic<int> npidle{0};   // under lock; read anywhere
+  // Lent spares on the idle list (not in npidle); under lock, read by
+  // wakep, so that work queued while only a spare is idle wakes an M.
+  std::atomic<int> nspare_idle{0};
   std::atomic<int> nmspinning{0};     // by Ms entering/leaving spinning
   std::atomic<int> nthreads{0};       // under lock
   std::atomic<bool> stopping{false};  // once, by the main fiber's exit

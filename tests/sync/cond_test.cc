@@ -200,7 +200,11 @@ TEST_P(CondTest, SignalAloneWakesAWaiterThatJustReleasedTheMutex) {
           std::this_thread::yield();
         }
         if (st->acked.load() < r) {
-          ADD_FAILURE() << "round " << r << ": the waiter missed its signal";
+          const goro::Stats gs = goro::stats();
+          ADD_FAILURE() << "round " << r << ": the waiter missed its signal"
+                        << " (syscall_retakes " << gs.syscall_retakes
+                        << ", preempt_requests " << gs.preempt_requests
+                        << ", threads_woken " << gs.threads_woken << ")";
           lost = true;
           return;
         }
