@@ -456,7 +456,11 @@ TEST_P(ChanTest, ThreadsAndFibers) {
 // value at a time.
 TEST(ChanFifo, ParkedSendersAndReceiversAreServedInArrivalOrder) {
   goro::Options o = goro_test::Procs(1);
+  // No preemption of any kind: a sender preempted at a cooperative point
+  // before it parks would arrive after the next one (a hand-off chain
+  // shares one slice, which TSan's slowness easily overruns).
   o.async_preempt = false;
+  o.time_slice = std::chrono::seconds(10);
   for (int cap : {0, 1}) {
     goro::run(o, [cap] {
       constexpr int kN = 6;

@@ -59,16 +59,23 @@ TEST_P(SemaphoreTest, WeightedFifo) {
     goro_test::FiberGroup g;
     goro::Semaphore sem(0);
     std::atomic<int> order{0};
+    std::atomic<bool> big_started{false}, small_started{false};
     int big_at = -1, small_at = -1;
+    // Each waiter must be queued before the next arrives: wait until it
+    // has started (it then parks at once), and a little longer.
     g.go([&] {
+      big_started = true;
       sem.acquire(5);
       big_at = order.fetch_add(1);
     });
+    while (!big_started.load()) goro::yield();
     goro::sleep_for(std::chrono::milliseconds(1));
     g.go([&] {
+      small_started = true;
       sem.acquire(1);
       small_at = order.fetch_add(1);
     });
+    while (!small_started.load()) goro::yield();
     goro::sleep_for(std::chrono::milliseconds(1));
     sem.release(1);  // not enough for the head: nobody runs
     goro::sleep_for(std::chrono::milliseconds(1));
