@@ -182,7 +182,6 @@ bool preempt_m(M* m) {
   return true;
 }
 
-
 void count_refusal(Refusal r) {
   if (Sched* s = runtime_internal::g_sched.load(std::memory_order_acquire)) {
     s->refused[r].fetch_add(1, std::memory_order_relaxed);

@@ -25,7 +25,6 @@
 #define GORO_TEXT __attribute__((section("goro_text"), noinline, noipa))
 #endif
 
-
 namespace goro::runtime_internal {
 
 // --- m.cc ------------------------------------------------------------------

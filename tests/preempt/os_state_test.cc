@@ -43,6 +43,7 @@
 
 #include "goro.h"
 #include "gtest/gtest.h"
+#include "tests/common/test_util.h"
 
 // C11 <threads.h> (glibc), declared here: the header's names clash with
 // C++'s in a C++ file. once_flag is glibc's __once_flag; mtx_t is a union
@@ -68,12 +69,7 @@ using namespace std::chrono_literals;
 
 constexpr auto kHold = 60ms;  // 60 slices: sysmon certainly signals inside
 
-goro::Options one_proc(std::chrono::microseconds slice) {
-  goro::Options o;
-  o.procs = 1;
-  o.time_slice = slice;
-  return o;
-}
+using goro_test::OneProc;
 
 // Call-free spin on a relaxed load: only a signal can take the CPU away.
 __attribute__((noinline)) std::uint64_t spin_until(
@@ -135,7 +131,7 @@ void expect_not_preempted_while_held(
     const std::function<void()>& contend) {
   SCOPED_TRACE(what);
   with_watchdog(15s, what, [&] {
-    goro::run(one_proc(1ms), [&] {
+    goro::run(OneProc(1ms), [&] {
       std::atomic<bool> inside{false}, entered{false}, stop{false};
       std::atomic<bool> ran_inside{false};
       goro::WaitGroup wg;
@@ -487,7 +483,7 @@ TEST(OsState, FunctionLocalStaticInitialisedByAnotherThread) {
   };
   std::thread initialiser([&] { EXPECT_EQ(init(), 3); });
   with_watchdog(15s, "after a guard acquire that returned 0", [&] {
-    goro::run(one_proc(1ms), [&] {
+    goro::run(OneProc(1ms), [&] {
       std::atomic<bool> stop{false}, initialised{false};
       goro::WaitGroup wg;
       wg.add(2);
@@ -560,7 +556,7 @@ TEST(OsState, StdCallOnceThreadLocalsSurvivePreemption) {
   std::uint64_t calls = 0, ran = 0, foreign = 0;
   goro::Stats st;
   with_watchdog(30s, "std::call_once thread-locals", [&] {
-    goro::run(one_proc(100us), [&] {
+    goro::run(OneProc(100us), [&] {
       std::atomic<bool> stop{false};
       goro::WaitGroup wg;
       wg.add(2);

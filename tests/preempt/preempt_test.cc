@@ -26,12 +26,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-goro::Options one_proc(std::chrono::microseconds slice) {
-  goro::Options o;
-  o.procs = 1;
-  o.time_slice = slice;
-  return o;
-}
+using goro_test::OneProc;
 
 // Call-free spin on a relaxed load: only a signal can take the CPU away.
 __attribute__((noinline)) std::uint64_t spin_until(
@@ -42,7 +37,7 @@ __attribute__((noinline)) std::uint64_t spin_until(
 }
 
 TEST(Preempt, TightLoopEndsOnOneProc) {
-  goro::run(one_proc(10ms), [] {
+  goro::run(OneProc(10ms), [] {
     std::atomic<bool> stop{false};
     goro::WaitGroup wg;
     wg.add(1);
@@ -61,7 +56,7 @@ TEST(Preempt, TightLoopEndsOnOneProc) {
 }
 
 TEST(Preempt, TwoSpinnersShareOneProc) {
-  goro::run(one_proc(1ms), [] {
+  goro::run(OneProc(1ms), [] {
     std::atomic<bool> stop{false};
     std::atomic<std::uint64_t> count[2] = {};
     goro::WaitGroup wg;
@@ -197,7 +192,7 @@ TEST(Preempt, VectorAndX87StateSurvivesPreemption) {
   Results ref[kFibers];
   for (int k = 0; k < kFibers; ++k) ref[k] = compute(k, avx512);
   Results got[kFibers];
-  goro::run(one_proc(100us), [&] {
+  goro::run(OneProc(100us), [&] {
     goro::WaitGroup wg;
     for (int k = 0; k < kFibers; ++k) {
       wg.add(1);
@@ -252,7 +247,7 @@ TEST(Preempt, RedZoneSurvives) {
   std::vector<std::uint64_t> ref;
   for (int k = 0; k < 8; ++k) ref.push_back(red_zone_roundtrip(k, 1));
   std::atomic<int> bad{0};
-  goro::run(one_proc(100us), [&] {
+  goro::run(OneProc(100us), [&] {
     goro::WaitGroup wg;
     for (int f = 0; f < 3; ++f) {
       wg.add(1);
@@ -278,7 +273,7 @@ TEST(Preempt, NeverSwitchesInsideLibc) {
   // buffers): signals landing there are refused; results stay right.
   std::atomic<int> errors{0};
   goro::Stats st;
-  goro::run(one_proc(100us), [&] {
+  goro::run(OneProc(100us), [&] {
     std::atomic<bool> stop{false}, spinning{false};
     goro::WaitGroup wg;
     wg.add(2);
@@ -645,7 +640,7 @@ TEST(Preempt, RawBlockingReadDoesNotStopOthersNorSeeEintr) {
     char c = 'z';
     ASSERT_EQ(write(fds[1], &c, 1), 1);
   });
-  goro::run(one_proc(1ms), [&] {
+  goro::run(OneProc(1ms), [&] {
     std::atomic<bool> reading{true};
     std::atomic<int> ticks{0};
     ssize_t got = -2;
@@ -697,7 +692,7 @@ TEST(Preempt, NearlyFullStackIsNotPreemptedIntoOverflow) {
     std::this_thread::sleep_for(100ms);
     stop = true;
   });
-  goro::run(one_proc(100us), [&] {
+  goro::run(OneProc(100us), [&] {
     goro::WaitGroup wg;
     wg.add(1);
     goro::SpawnOptions so;
@@ -725,7 +720,7 @@ TEST(Preempt, NearlyFullStackIsNotPreemptedIntoOverflow) {
 TEST(Preempt, ErrnoSurvivesPreemption) {
   long bad = 0;
   goro::Stats st;
-  goro::run(one_proc(100us), [&] {
+  goro::run(OneProc(100us), [&] {
     std::atomic<bool> stop{false};
     goro::WaitGroup wg;
     wg.add(2);
@@ -760,7 +755,7 @@ TEST(Preempt, BlockingCallDoesNotStrandPreemptedFibers) {
   ASSERT_EQ(pipe(fds), 0);
   {
     goro_test::WatchdogNote("a fiber pinned to a thread in goro::blocking");
-    goro::run(one_proc(1ms), [&] {
+    goro::run(OneProc(1ms), [&] {
       goro::WaitGroup wg;
       wg.add(2);
       std::atomic<bool> started{false};

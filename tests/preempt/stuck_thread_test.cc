@@ -11,59 +11,22 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <thread>
 
 #include "goro.h"
 #include "gtest/gtest.h"
+#include "tests/common/test_util.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Fails the test (and the process) by a message instead of a 300 s timeout
-// when the runtime hangs.
-class Watchdog {
- public:
-  explicit Watchdog(const char* what, std::chrono::seconds limit)
-      : thread_([this, what, limit] {
-          const auto end = Clock::now() + limit;
-          while (!done_.load() && Clock::now() < end) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-          }
-          if (!done_.load()) {
-            const goro::Stats st = goro::stats();
-            std::fprintf(stderr,
-                         "watchdog: %s still running after %llds "
-                         "(syscall_retakes=%llu pinned_released=%llu "
-                         "preemptions_async=%llu)\n",
-                         what, static_cast<long long>(limit.count()),
-                         static_cast<unsigned long long>(st.syscall_retakes),
-                         static_cast<unsigned long long>(st.pinned_released),
-                         static_cast<unsigned long long>(st.preemptions_async));
-            std::abort();
-          }
-        }) {}
-  ~Watchdog() {
-    done_.store(true);
-    thread_.join();
-  }
-
- private:
-  std::atomic<bool> done_{false};
-  std::thread thread_;
-};
-
 goro::Options one_proc() {
-  goro::Options o;
-  o.procs = 1;
-  o.time_slice = std::chrono::milliseconds(2);
-  return o;
+  return goro_test::OneProc(std::chrono::milliseconds(2));
 }
 
 TEST(StuckThread, AFiberPinnedToAThreadBlockedOnItIsReleased) {
-  Watchdog dog("pinned writer / raw reader", std::chrono::seconds(10));
+  goro_test::WatchdogNote("pinned writer / raw reader");
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
   std::atomic<bool> reader_started{false};
@@ -99,7 +62,7 @@ TEST(StuckThread, AFiberPinnedToAThreadBlockedOnItIsReleased) {
 }
 
 TEST(StuckThread, ATimerOnAReturnedSpareStillFires) {
-  Watchdog dog("sleep on a retired spare", std::chrono::seconds(10));
+  goro_test::WatchdogNote("sleep on a retired spare");
   std::atomic<long long> slept_ms{-1};
   goro::run(one_proc(), [&] {
     goro::WaitGroup wg;

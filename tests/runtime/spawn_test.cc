@@ -293,7 +293,8 @@ TEST(SpawnTest, StackSizeIsHonoured) {
     });
     goro::go(goro::SpawnOptions{.stack_size = 100000}, [&] {
       // Rounded up to whole pages.
-      EXPECT_EQ(goro::runtime_internal::current_m()->curg()->stack.size, 102400u);
+      EXPECT_EQ(goro::runtime_internal::current_m()->curg()->stack.size,
+                102400u);
       wg.done();
     });
     goro::go(goro::SpawnOptions{.stack_size = 1 << 20}, [&] {

@@ -20,8 +20,8 @@
 #include "goro.h"
 #include "gtest/gtest.h"
 #include "runtime/internal/scheduler_internal.h"
-#include "tests/runtime/no_clash_frames.h"
 #include "tests/common/test_util.h"
+#include "tests/runtime/no_clash_frames.h"
 
 namespace {
 
