@@ -130,14 +130,7 @@ class Chan {
 
   // recv receives the next value, parking until there is one; an empty
   // optional once the channel is closed and drained.
-  std::optional<T> recv() {
-    sync_internal::Slot<T> s;
-    if (core()->recv(&s.value, true) ==
-        sync_internal::ChanCore::Recv::kReceived) {
-      return s.take();
-    }
-    return std::nullopt;
-  }
+  std::optional<T> recv() { return receive(/*block=*/true); }
 
   // try_send sends `v` if that can be done without parking: returns false
   // (and leaves `v` untouched) when the buffer is full or, unbuffered, no
@@ -151,14 +144,7 @@ class Chan {
   // try_recv receives a value if one is ready (buffered, or a parked
   // sender). Empty optional otherwise -- also when closed and drained; use
   // closed() or select with a default case to tell the two apart.
-  std::optional<T> try_recv() {
-    sync_internal::Slot<T> s;
-    if (core()->recv(&s.value, false) ==
-        sync_internal::ChanCore::Recv::kReceived) {
-      return s.take();
-    }
-    return std::nullopt;
-  }
+  std::optional<T> try_recv() { return receive(/*block=*/false); }
 
   // close closes the channel: receivers drain the buffer, then get empty
   // optionals; parked senders throw ChanClosed. Throws ChanClosed if already
@@ -214,6 +200,15 @@ class Chan {
   sync_internal::ChanCore* core() const {
     if (core_ == nullptr) throw std::logic_error("goro::Chan: nil channel");
     return core_;
+  }
+
+  std::optional<T> receive(bool block) {
+    sync_internal::Slot<T> s;
+    if (core()->recv(&s.value, block) ==
+        sync_internal::ChanCore::Recv::kReceived) {
+      return s.take();
+    }
+    return std::nullopt;
   }
 
   sync_internal::ChanCore* core_ = nullptr;

@@ -53,6 +53,23 @@ bool timer_arm(TimerState* s, std::int64_t d_ns, std::int64_t period_ns);
 bool timer_stop(TimerState* s);
 Chan<TimePoint> timer_chan(TimerState* s);
 
+// Owns one reference to a timer and stops it when destroyed. Neither
+// copyable nor movable, nor are the Timer and Ticker that hold one.
+class TimerHandle {
+ public:
+  explicit TimerHandle(TimerState* s) : s_(s) {}
+  TimerHandle(const TimerHandle&) = delete;
+  TimerHandle& operator=(const TimerHandle&) = delete;
+  ~TimerHandle() {
+    timer_stop(s_);
+    timer_unref(s_);
+  }
+  TimerState* get() const { return s_; }
+
+ private:
+  TimerState* s_;
+};
+
 template <typename Rep, typename Period>
 std::int64_t to_ns(std::chrono::duration<Rep, Period> d) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
@@ -75,27 +92,21 @@ class Timer {
   template <typename Rep, typename Period>
   explicit Timer(std::chrono::duration<Rep, Period> d)
       : s_(sync_internal::timer_new(0, nullptr)) {
-    sync_internal::timer_arm(s_, sync_internal::to_ns(d), 0);
-  }
-  Timer(const Timer&) = delete;
-  Timer& operator=(const Timer&) = delete;
-  ~Timer() {
-    sync_internal::timer_stop(s_);
-    sync_internal::timer_unref(s_);
+    sync_internal::timer_arm(s_.get(), sync_internal::to_ns(d), 0);
   }
 
   // The channel the firing time is delivered on.
-  Chan<TimePoint> c() const { return sync_internal::timer_chan(s_); }
+  Chan<TimePoint> c() const { return sync_internal::timer_chan(s_.get()); }
   // stop: true if the timer was active (it will not fire now).
-  bool stop() { return sync_internal::timer_stop(s_); }
+  bool stop() { return sync_internal::timer_stop(s_.get()); }
   // reset re-arms for `d` from now; true if it was active.
   template <typename Rep, typename Period>
   bool reset(std::chrono::duration<Rep, Period> d) {
-    return sync_internal::timer_arm(s_, sync_internal::to_ns(d), 0);
+    return sync_internal::timer_arm(s_.get(), sync_internal::to_ns(d), 0);
   }
 
  private:
-  sync_internal::TimerState* s_;
+  sync_internal::TimerHandle s_;
 };
 
 // Ticker: delivers the time every `period`.
@@ -106,20 +117,14 @@ class Ticker {
       : s_(sync_internal::timer_new(checked_period(period), nullptr)) {
     reset(period);
   }
-  Ticker(const Ticker&) = delete;
-  Ticker& operator=(const Ticker&) = delete;
-  ~Ticker() {
-    sync_internal::timer_stop(s_);
-    sync_internal::timer_unref(s_);
-  }
 
-  Chan<TimePoint> c() const { return sync_internal::timer_chan(s_); }
-  void stop() { sync_internal::timer_stop(s_); }
+  Chan<TimePoint> c() const { return sync_internal::timer_chan(s_.get()); }
+  void stop() { sync_internal::timer_stop(s_.get()); }
   // reset changes the period and restarts the ticks from now.
   template <typename Rep, typename Period>
   void reset(std::chrono::duration<Rep, Period> period) {
     const std::int64_t p = checked_period(period);
-    sync_internal::timer_arm(s_, p, p);
+    sync_internal::timer_arm(s_.get(), p, p);
   }
 
  private:
@@ -132,7 +137,7 @@ class Ticker {
     return p;
   }
 
-  sync_internal::TimerState* s_;
+  sync_internal::TimerHandle s_;
 };
 
 }  // namespace goro

@@ -178,9 +178,18 @@ GORO_TEXT void held(int delta) {
   }
 }
 
-// The lock is held after a lock call that returned `r`. EOWNERDEAD: a robust
-// mutex acquired from an owner that died (the caller now owns it).
-inline bool acquired(int r) { return r == 0 || r == EOWNERDEAD; }
+// Each wrapper forwards, then counts by the real call's result `r`, which it
+// returns unchanged. Every lock entry point reports success as 0 (C11's
+// thrd_success too); only a robust pthread mutex also returns EOWNERDEAD,
+// acquired from an owner that died (the caller now owns it).
+GORO_TEXT inline int count_lock(int r) {
+  if (r == 0 || r == EOWNERDEAD) held(1);
+  return r;
+}
+GORO_TEXT inline int count_unlock(int r) {
+  if (r == 0) held(-1);
+  return r;
+}
 
 // Counts a one-time initialisation for the whole call, also when the init
 // routine throws (pthread_once and call_once let the exception through and
@@ -225,7 +234,8 @@ __attribute__((noinline)) void restore_once_thread_locals(
 
 }  // namespace goro::preempt_internal
 
-using goro::preempt_internal::acquired;
+using goro::preempt_internal::count_lock;
+using goro::preempt_internal::count_unlock;
 using goro::preempt_internal::fns;
 using goro::preempt_internal::held;
 using goro::preempt_internal::HeldScope;
@@ -235,148 +245,106 @@ extern "C" {
 // --- pthread mutexes --------------------------------------------------------
 
 GORO_TEXT int pthread_mutex_lock(pthread_mutex_t* mu) noexcept {
-  const int r = fns().mutex_lock(mu);
-  if (acquired(r)) held(1);
-  return r;
+  return count_lock(fns().mutex_lock(mu));
 }
 
 GORO_TEXT int pthread_mutex_trylock(pthread_mutex_t* mu) noexcept {
-  const int r = fns().mutex_trylock(mu);
-  if (acquired(r)) held(1);
-  return r;
+  return count_lock(fns().mutex_trylock(mu));
 }
 
 GORO_TEXT int pthread_mutex_timedlock(
     pthread_mutex_t* __restrict mu,
     const struct timespec* __restrict t) noexcept {
-  const int r = fns().mutex_timedlock(mu, t);
-  if (acquired(r)) held(1);
-  return r;
+  return count_lock(fns().mutex_timedlock(mu, t));
 }
 
 GORO_TEXT int pthread_mutex_clocklock(
     pthread_mutex_t* __restrict mu, clockid_t clock,
     const struct timespec* __restrict t) noexcept {
-  const int r = fns().mutex_clocklock(mu, clock, t);
-  if (acquired(r)) held(1);
-  return r;
+  return count_lock(fns().mutex_clocklock(mu, clock, t));
 }
 
 GORO_TEXT int pthread_mutex_unlock(pthread_mutex_t* mu) noexcept {
-  const int r = fns().mutex_unlock(mu);
-  if (r == 0) held(-1);
-  return r;
+  return count_unlock(fns().mutex_unlock(mu));
 }
 
 // --- pthread rwlocks (std::shared_mutex, std::shared_timed_mutex) -----------
 
 GORO_TEXT int pthread_rwlock_rdlock(pthread_rwlock_t* rw) noexcept {
-  const int r = fns().rwlock_rdlock(rw);
-  if (r == 0) held(1);
-  return r;
+  return count_lock(fns().rwlock_rdlock(rw));
 }
 
 GORO_TEXT int pthread_rwlock_wrlock(pthread_rwlock_t* rw) noexcept {
-  const int r = fns().rwlock_wrlock(rw);
-  if (r == 0) held(1);
-  return r;
+  return count_lock(fns().rwlock_wrlock(rw));
 }
 
 GORO_TEXT int pthread_rwlock_tryrdlock(pthread_rwlock_t* rw) noexcept {
-  const int r = fns().rwlock_tryrdlock(rw);
-  if (r == 0) held(1);
-  return r;
+  return count_lock(fns().rwlock_tryrdlock(rw));
 }
 
 GORO_TEXT int pthread_rwlock_trywrlock(pthread_rwlock_t* rw) noexcept {
-  const int r = fns().rwlock_trywrlock(rw);
-  if (r == 0) held(1);
-  return r;
+  return count_lock(fns().rwlock_trywrlock(rw));
 }
 
 GORO_TEXT int pthread_rwlock_timedrdlock(
     pthread_rwlock_t* __restrict rw,
     const struct timespec* __restrict t) noexcept {
-  const int r = fns().rwlock_timedrdlock(rw, t);
-  if (r == 0) held(1);
-  return r;
+  return count_lock(fns().rwlock_timedrdlock(rw, t));
 }
 
 GORO_TEXT int pthread_rwlock_timedwrlock(
     pthread_rwlock_t* __restrict rw,
     const struct timespec* __restrict t) noexcept {
-  const int r = fns().rwlock_timedwrlock(rw, t);
-  if (r == 0) held(1);
-  return r;
+  return count_lock(fns().rwlock_timedwrlock(rw, t));
 }
 
 GORO_TEXT int pthread_rwlock_clockrdlock(
     pthread_rwlock_t* __restrict rw, clockid_t clock,
     const struct timespec* __restrict t) noexcept {
-  const int r = fns().rwlock_clockrdlock(rw, clock, t);
-  if (r == 0) held(1);
-  return r;
+  return count_lock(fns().rwlock_clockrdlock(rw, clock, t));
 }
 
 GORO_TEXT int pthread_rwlock_clockwrlock(
     pthread_rwlock_t* __restrict rw, clockid_t clock,
     const struct timespec* __restrict t) noexcept {
-  const int r = fns().rwlock_clockwrlock(rw, clock, t);
-  if (r == 0) held(1);
-  return r;
+  return count_lock(fns().rwlock_clockwrlock(rw, clock, t));
 }
 
 GORO_TEXT int pthread_rwlock_unlock(pthread_rwlock_t* rw) noexcept {
-  const int r = fns().rwlock_unlock(rw);
-  if (r == 0) held(-1);
-  return r;
+  return count_unlock(fns().rwlock_unlock(rw));
 }
 
 // --- pthread spin locks -----------------------------------------------------
 // A preempted holder would make another fiber of its thread spin forever.
 
 GORO_TEXT int pthread_spin_lock(pthread_spinlock_t* sl) noexcept {
-  const int r = fns().spin_lock(sl);
-  if (r == 0) held(1);
-  return r;
+  return count_lock(fns().spin_lock(sl));
 }
 
 GORO_TEXT int pthread_spin_trylock(pthread_spinlock_t* sl) noexcept {
-  const int r = fns().spin_trylock(sl);
-  if (r == 0) held(1);
-  return r;
+  return count_lock(fns().spin_trylock(sl));
 }
 
 GORO_TEXT int pthread_spin_unlock(pthread_spinlock_t* sl) noexcept {
-  const int r = fns().spin_unlock(sl);
-  if (r == 0) held(-1);
-  return r;
+  return count_unlock(fns().spin_unlock(sl));
 }
 
 // --- C11 mutexes (thrd_success is 0) ----------------------------------------
 
 GORO_TEXT int mtx_lock(GoroC11Mtx* m) {
-  const int r = fns().c11_mtx_lock(m);
-  if (r == 0) held(1);
-  return r;
+  return count_lock(fns().c11_mtx_lock(m));
 }
 
 GORO_TEXT int mtx_trylock(GoroC11Mtx* m) {
-  const int r = fns().c11_mtx_trylock(m);
-  if (r == 0) held(1);
-  return r;
+  return count_lock(fns().c11_mtx_trylock(m));
 }
 
 GORO_TEXT int mtx_timedlock(GoroC11Mtx* m, const struct timespec* t) {
-  const int r = fns().c11_mtx_timedlock(m, t);
-  if (r == 0) held(1);
-  return r;
+  return count_lock(fns().c11_mtx_timedlock(m, t));
 }
 
 GORO_TEXT int mtx_unlock(GoroC11Mtx* m) {
-  const int r = fns().c11_mtx_unlock(m);
-  if (r == 0) held(-1);
-  return r;
+  return count_unlock(fns().c11_mtx_unlock(m));
 }
 
 // --- One-time initialisation ------------------------------------------------

@@ -26,6 +26,7 @@
 #include <cstring>
 
 #include "runtime/internal/dcheck.h"
+#include "runtime/internal/raw_msg.h"
 #include "runtime/internal/scheduler_internal.h"
 #include "runtime/internal/stack.h"
 
@@ -38,67 +39,15 @@ struct sigaction g_old_segv;
 struct sigaction g_old_bus;
 std::atomic<bool> g_installed{false};
 
-// Appends the decimal form of v to buf at *pos.
-void append_u64(char* buf, std::size_t* pos, std::uint64_t v) {
-  char tmp[24];
-  int n = 0;
-  do {
-    tmp[n++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  while (n > 0) buf[(*pos)++] = tmp[--n];
+// "fiber N" or "fiber N (name)". The name's buffer is stable while the
+// fiber lives; read it without calling into the allocator.
+RawMsg& append_fiber(RawMsg& m, const Fiber* f) {
+  m.str("fiber ").u64(f->id);
+  if (!f->name.empty()) {
+    m.str(" (").bytes(f->name.data(), f->name.size()).str(")");
+  }
+  return m;
 }
-
-// A fixed buffer for one message: no allocation, silently truncated.
-class Msg {
- public:
-  Msg& str(const char* s) {
-    while (*s != '\0' && pos_ < sizeof(buf_)) buf_[pos_++] = *s++;
-    return *this;
-  }
-  Msg& u64(std::uint64_t v) {
-    char tmp[24];
-    std::size_t n = 0;
-    append_u64(tmp, &n, v);
-    for (std::size_t i = 0; i < n && pos_ < sizeof(buf_); ++i) {
-      buf_[pos_++] = tmp[i];
-    }
-    return *this;
-  }
-  Msg& hex(std::uintptr_t v) {
-    str("0x");
-    char tmp[16];
-    int n = 0;
-    do {
-      tmp[n++] = "0123456789abcdef"[v & 15];
-      v >>= 4;
-    } while (v != 0);
-    while (n > 0 && pos_ < sizeof(buf_)) buf_[pos_++] = tmp[--n];
-    return *this;
-  }
-  // "fiber N" or "fiber N (name)". The name's buffer is stable while the
-  // fiber lives; read it without calling into the allocator.
-  Msg& fiber(const Fiber* f) {
-    str("fiber ").u64(f->id);
-    if (!f->name.empty()) {
-      str(" (");
-      const char* n = f->name.data();
-      for (std::size_t i = 0; i < f->name.size() && pos_ < sizeof(buf_); ++i) {
-        buf_[pos_++] = n[i];
-      }
-      str(")");
-    }
-    return *this;
-  }
-  void write_out() {
-    ssize_t unused = write(STDERR_FILENO, buf_, pos_);
-    (void)unused;
-  }
-
- private:
-  char buf_[768];
-  std::size_t pos_ = 0;
-};
 
 [[noreturn]] void die() {
   // abort() is async-signal-safe; restore the default action first so a
@@ -109,7 +58,7 @@ class Msg {
 
 // How to fix it, after every overflow report: the sizes are chosen from
 // measurements (docs/runtime.md, "Stack size").
-void append_remedy(Msg& m, const Fiber* f) {
+void append_remedy(RawMsg& m, const Fiber* f) {
   m.str(
       "goro: give it a bigger stack: goro::SpawnOptions::stack_size for "
       "this fiber, or goro::Options::stack_size / GORO_STACK_SIZE (e.g. "
@@ -125,8 +74,8 @@ void append_remedy(Msg& m, const Fiber* f) {
 enum class How { kGuard, kJumped, kCanary };
 
 [[noreturn]] void overflow_abort(const Fiber* f, How how, std::uintptr_t addr) {
-  Msg m;
-  m.str("goro: ").fiber(f).str(" overflowed its ").u64(f->stack.size);
+  RawMsg m;
+  append_fiber(m.str("goro: "), f).str(" overflowed its ").u64(f->stack.size);
   m.str("-byte stack");
   const auto lo = reinterpret_cast<std::uintptr_t>(f->stack.lo);
   switch (how) {
@@ -150,16 +99,16 @@ enum class How { kGuard, kJumped, kCanary };
       break;
   }
   append_remedy(m, f);
-  m.write_out();
+  m.write_to(STDERR_FILENO);
   die();
 }
 
 [[noreturn]] void stray_abort(const Fiber* f, std::uintptr_t addr,
                               const Stack& guarded) {
-  Msg m;
+  RawMsg m;
   m.str("goro: ");
   if (f != nullptr) {
-    m.fiber(f);
+    append_fiber(m, f);
   } else {
     m.str("a thread that runs no fiber");
   }
@@ -170,7 +119,7 @@ enum class How { kGuard, kJumped, kCanary };
   m.str(
       "): a stray pointer, or an overflow by code that moved its stack "
       "pointer elsewhere\n");
-  m.write_out();
+  m.write_to(STDERR_FILENO);
   die();
 }
 
@@ -231,10 +180,10 @@ void report_stack_overflow(const Fiber* f) {
 }
 
 void dcheck_failed(const char* cond, const char* file, int line) {
-  Msg m;
+  RawMsg m;
   m.str("goro: DCHECK failed: ").str(cond).str(" at ").str(file).str(":");
   m.u64(static_cast<std::uint64_t>(line)).str("\n");
-  m.write_out();
+  m.write_to(STDERR_FILENO);
   die();
 }
 

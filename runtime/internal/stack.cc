@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "runtime/internal/dcheck.h"
+#include "runtime/internal/raw_msg.h"
 
 namespace goro::runtime_internal {
 namespace {
@@ -150,27 +151,11 @@ __attribute__((noinline, no_sanitize_address)) void preempt_frames_check(
   while (p < save_area && static_cast<unsigned char>(*p) == kPaintByte) ++p;
   const std::size_t used = static_cast<std::size_t>(save_area - p);
   if (used > kPreemptFrames) {
-    char buf[160];
-    int n = 0;
-    auto put = [&](const char* s) {
-      while (*s != '\0' && n < static_cast<int>(sizeof(buf))) buf[n++] = *s++;
-    };
-    auto put_u = [&](std::size_t v) {
-      char t[24];
-      int k = 0;
-      do {
-        t[k++] = static_cast<char>('0' + v % 10);
-        v /= 10;
-      } while (v != 0);
-      while (k > 0 && n < static_cast<int>(sizeof(buf))) buf[n++] = t[--k];
-    };
-    put("goro: the frames below an asynchronous preemption used ");
-    put_u(used);
-    put(" bytes (at least; kPreemptFrames is ");
-    put_u(kPreemptFrames);
-    put(")\n");
-    ssize_t unused = write(STDERR_FILENO, buf, static_cast<std::size_t>(n));
-    (void)unused;
+    RawMsg m;
+    m.str("goro: the frames below an asynchronous preemption used ");
+    m.u64(used).str(" bytes (at least; kPreemptFrames is ");
+    m.u64(kPreemptFrames).str(")\n");
+    m.write_to(STDERR_FILENO);
   }
   GORO_DCHECK(used <= kPreemptFrames);
 }

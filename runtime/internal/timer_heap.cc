@@ -26,12 +26,10 @@ void TimerHeap::sift_up(std::size_t i) {
   while (i > 0) {
     std::size_t parent = (i - 1) / 2;
     if (heap_[parent]->when <= t->when) break;
-    heap_[i] = heap_[parent];
-    heap_[i]->index = static_cast<std::int32_t>(i);
+    place(i, heap_[parent]);
     i = parent;
   }
-  heap_[i] = t;
-  t->index = static_cast<std::int32_t>(i);
+  place(i, t);
 }
 
 void TimerHeap::sift_down(std::size_t i) {
@@ -42,12 +40,10 @@ void TimerHeap::sift_down(std::size_t i) {
     if (c >= n) break;
     if (c + 1 < n && heap_[c + 1]->when < heap_[c]->when) ++c;
     if (t->when <= heap_[c]->when) break;
-    heap_[i] = heap_[c];
-    heap_[i]->index = static_cast<std::int32_t>(i);
+    place(i, heap_[c]);
     i = c;
   }
-  heap_[i] = t;
-  t->index = static_cast<std::int32_t>(i);
+  place(i, t);
 }
 
 void TimerHeap::remove_at(std::size_t i) {
@@ -55,8 +51,7 @@ void TimerHeap::remove_at(std::size_t i) {
   Timer* last = heap_.back();
   heap_.pop_back();
   if (last != t) {
-    heap_[i] = last;
-    last->index = static_cast<std::int32_t>(i);
+    place(i, last);
     sift_down(i);
     sift_up(static_cast<std::size_t>(last->index));
   }

@@ -35,6 +35,11 @@ class TimerHeap {
   }
 
  private:
+  // Puts t at heap_[i] and keeps t->index equal to its position.
+  void place(std::size_t i, Timer* t) {
+    heap_[i] = t;
+    t->index = static_cast<std::int32_t>(i);
+  }
   void sift_up(std::size_t i);
   void sift_down(std::size_t i);
   void remove_at(std::size_t i);

@@ -150,30 +150,28 @@ void ChanCore::park_unlock(Waiter* self, runtime_internal::WaitReason why) {
 
 void ChanCore::settle(WakeList& wl) {
   for (bool progress = true; progress;) {
-    progress = false;
-    while (!recvq_.empty() && !ring_.empty_relaxed()) {
-      Waiter* w = recvq_.dequeue();
-      if (w == nullptr) break;
-      if (ring_.pop(w->elem) != Ring::Status::kOk) {
-        give_back(&recvq_, w, wl);
-        break;
-      }
-      w->success = true;
-      wl.push(w);
-      progress = true;
-    }
-    while (!sendq_.empty() && !ring_.full_relaxed()) {
-      Waiter* w = sendq_.dequeue();
-      if (w == nullptr) break;
-      if (ring_.push(w->elem) != Ring::Status::kOk) {
-        give_back(&sendq_, w, wl);
-        break;
-      }
-      w->success = true;
-      wl.push(w);
-      progress = true;
-    }
+    const bool received = serve_from_ring(&recvq_, /*senders=*/false, wl);
+    const bool sent = serve_from_ring(&sendq_, /*senders=*/true, wl);
+    progress = received || sent;
   }
+}
+
+bool ChanCore::serve_from_ring(WaitQueue* q, bool senders, WakeList& wl) {
+  bool served = false;
+  while (!q->empty() &&
+         !(senders ? ring_.full_relaxed() : ring_.empty_relaxed())) {
+    Waiter* w = q->dequeue();
+    if (w == nullptr) break;
+    const Ring::Status st = senders ? ring_.push(w->elem) : ring_.pop(w->elem);
+    if (st != Ring::Status::kOk) {
+      give_back(q, w, wl);
+      break;
+    }
+    w->success = true;
+    wl.push(w);
+    served = true;
+  }
+  return served;
 }
 
 void ChanCore::settle_unlocked() {
@@ -323,24 +321,30 @@ bool ChanCore::queue_to_park(WaitQueue* q, Waiter* self, void* elem,
   return false;
 }
 
-bool ChanCore::send_slow(void* src, bool block) {
+ChanCore::Try ChanCore::locked_op(void* elem, bool block, bool sending) {
   WakeList wl;
   Waiter self;
   lock_.lock();
   for (;;) {
-    const Try t = try_send_locked(src, wl);
+    const Try t =
+        sending ? try_send_locked(elem, wl) : try_recv_locked(elem, wl);
     if (t != Try::kWouldBlock || !block) {
       lock_.unlock();
       wl.wake_all();
-      if (t == Try::kClosed) throw ChanClosed(kSendClosed);
-      return t == Try::kDone;
+      return t;
     }
-    if (queue_to_park(&sendq_, &self, src, wl)) break;
+    if (queue_to_park(sending ? &sendq_ : &recvq_, &self, elem, wl)) break;
   }
-  park_unlock(&self, runtime_internal::WaitReason::kChanSend);
-  // Woken by a receiver or settle() (success) or by close (not delivered).
-  if (!self.success) throw ChanClosed(kSendClosed);
-  return true;
+  park_unlock(&self, sending ? runtime_internal::WaitReason::kChanSend
+                             : runtime_internal::WaitReason::kChanReceive);
+  // Woken by a peer or settle() (success) or by close (not delivered).
+  return self.success ? Try::kDone : Try::kClosed;
+}
+
+bool ChanCore::send_slow(void* src, bool block) {
+  const Try t = locked_op(src, block, /*sending=*/true);
+  if (t == Try::kClosed) throw ChanClosed(kSendClosed);
+  return t == Try::kDone;
 }
 
 ChanCore::Recv ChanCore::recv(void* dst, bool block) {
@@ -374,21 +378,15 @@ ChanCore::Recv ChanCore::recv(void* dst, bool block) {
 }
 
 ChanCore::Recv ChanCore::recv_slow(void* dst, bool block) {
-  WakeList wl;
-  Waiter self;
-  lock_.lock();
-  for (;;) {
-    const Try t = try_recv_locked(dst, wl);
-    if (t != Try::kWouldBlock || !block) {
-      lock_.unlock();
-      wl.wake_all();
-      if (t == Try::kDone) return Recv::kReceived;
-      return t == Try::kClosed ? Recv::kClosed : Recv::kWouldBlock;
-    }
-    if (queue_to_park(&recvq_, &self, dst, wl)) break;
+  switch (locked_op(dst, block, /*sending=*/false)) {
+    case Try::kDone:
+      return Recv::kReceived;
+    case Try::kClosed:
+      return Recv::kClosed;
+    case Try::kWouldBlock:
+      break;
   }
-  park_unlock(&self, runtime_internal::WaitReason::kChanReceive);
-  return self.success ? Recv::kReceived : Recv::kClosed;
+  return Recv::kWouldBlock;
 }
 
 void ChanCore::close() {

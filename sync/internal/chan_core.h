@@ -128,22 +128,23 @@ class ChanCore {
   // check that nobody is parked whom the operation must not overtake.
   // Always inlined: they are most of an uncontended send or recv.
   [[gnu::always_inline]] Ring::Status push_lock_free(void* src) {
+    return ring_lock_free</*kPush=*/true>(src);
+  }
+  [[gnu::always_inline]] Ring::Status pop_lock_free(void* dst) {
+    return ring_lock_free</*kPush=*/false>(dst);
+  }
+  template <bool kPush>
+  [[gnu::always_inline]] Ring::Status ring_lock_free(void* p) {
     // The runtime-lock count keeps async preemption out of the ring
     // operation's in-flight window (a fiber on this M spinning on that slot
     // would wait for the preempted one).
     runtime_internal::tls_locks_inc();
-    const Ring::Status st = ring_.push(src);
-    const bool receivers = st == Ring::Status::kOk && !recvq_empty_seq_cst();
+    const Ring::Status st = kPush ? ring_.push(p) : ring_.pop(p);
+    // A push may serve a parked receiver, a pop make room for a sender.
+    const bool peers = st == Ring::Status::kOk &&
+                       !(kPush ? recvq_empty_seq_cst() : sendq_empty_seq_cst());
     runtime_internal::tls_locks_dec();
-    if (receivers) settle_unlocked();
-    return st;
-  }
-  [[gnu::always_inline]] Ring::Status pop_lock_free(void* dst) {
-    runtime_internal::tls_locks_inc();
-    const Ring::Status st = ring_.pop(dst);
-    const bool senders = st == Ring::Status::kOk && !sendq_empty_seq_cst();
-    runtime_internal::tls_locks_dec();
-    if (senders) settle_unlocked();
+    if (peers) settle_unlocked();
     return st;
   }
 
@@ -152,6 +153,10 @@ class ChanCore {
   // Buffered: the paths under lock_.
   bool send_slow(void* src, bool block);
   Recv recv_slow(void* dst, bool block);
+  // Their shared locked path (`sending` picks the operation): tries under
+  // lock_ and, if the operation would block and `block`, parks in its queue
+  // until a peer or close completes it. kWouldBlock only when !block.
+  Try locked_op(void* elem, bool block, bool sending);
 
   // The operations below run with lock_ held and leave it held; fibers to
   // wake go to `wl`, for the caller to wake after unlocking.
@@ -173,6 +178,11 @@ class ChanCore {
   // settle (buffered only) restores (C2): gives buffered values to parked
   // receivers and moves parked senders' values into free slots.
   void settle(WakeList& wl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // One pass of settle over one queue: completes q's waiters through the
+  // ring while it can serve them (receivers while it holds values, senders
+  // while it has room); returns whether any completed.
+  bool serve_from_ring(WaitQueue* q, bool senders, WakeList& wl)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // settle_unlocked: lock, settle, unlock, wake -- the tail of a lock-free
   // operation that found a parked waiter.
   void settle_unlocked();

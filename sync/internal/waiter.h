@@ -133,29 +133,8 @@ class WaitQueue {
     return first_.load(std::memory_order_seq_cst) == nullptr;
   }
 
-  void push_back(Waiter* w) {
-    w->next = nullptr;
-    w->prev = tail_;
-    if (tail_ != nullptr) {
-      tail_->next = w;
-    } else {
-      set_head(w);
-    }
-    tail_ = w;
-    w->queued = true;
-  }
-
-  void push_front(Waiter* w) {
-    w->prev = nullptr;
-    w->next = head_;
-    if (head_ != nullptr) {
-      head_->prev = w;
-    } else {
-      tail_ = w;
-    }
-    set_head(w);
-    w->queued = true;
-  }
+  void push_back(Waiter* w) { link(w, tail_, nullptr); }
+  void push_front(Waiter* w) { link(w, nullptr, head_); }
 
   // remove unlinks w if it is still queued here (idempotent, for select's
   // clean-up of the cases that did not win).
@@ -195,6 +174,23 @@ class WaitQueue {
   }
 
  private:
+  // Inserts w between the neighbours `prev` and `next` (null at either end).
+  void link(Waiter* w, Waiter* prev, Waiter* next) {
+    w->prev = prev;
+    w->next = next;
+    if (prev != nullptr) {
+      prev->next = w;
+    } else {
+      set_head(w);
+    }
+    if (next != nullptr) {
+      next->prev = w;
+    } else {
+      tail_ = w;
+    }
+    w->queued = true;
+  }
+
   void set_head(Waiter* w) {
     head_ = w;
     first_.store(w, std::memory_order_relaxed);  // (Q2)

@@ -243,7 +243,7 @@ __attribute__((noinline)) std::uint64_t red_zone_roundtrip(
 }
 
 TEST(Preempt, RedZoneSurvives) {
-  constexpr std::uint64_t kIters = 20000000;  // ~10 ms per call
+  constexpr std::uint64_t kIters = 5000000;  // ~2.5 ms per call: 25 slices
   std::vector<std::uint64_t> ref;
   for (int k = 0; k < 8; ++k) ref.push_back(red_zone_roundtrip(k, 1));
   std::atomic<int> bad{0};
@@ -603,12 +603,18 @@ __attribute__((noinline)) bool same_thread_across_spin(std::uint64_t iters) {
   return thread_pointer() == before;
 }
 
-int count_migrations(bool migrate) {
+struct Migrations {
+  int moved = 0;               // spins that ended on another thread
+  std::uint64_t released = 0;  // stats().pinned_released
+};
+
+Migrations count_migrations(bool migrate) {
   goro::Options o;
   o.procs = 2;
   o.time_slice = 100us;
   o.preempt_migrate = migrate;
   std::atomic<int> moved{0};
+  Migrations r;
   goro::run(o, [&] {
     goro::WaitGroup wg;
     for (int f = 0; f < 6; ++f) {
@@ -622,15 +628,24 @@ int count_migrations(bool migrate) {
     }
     wg.wait();
     EXPECT_GT(goro::stats().preemptions_async, 10u);
+    r.released = goro::stats().pinned_released;
   });
-  return moved.load();
+  r.moved = moved.load();
+  return r;
 }
 
+// A fiber moves only when sysmon releases it from a thread it found asleep
+// in the kernel (docs/preemption.md): that happens on a loaded machine, when
+// the thread waits for a runtime lock whose holder the OS descheduled. Each
+// release lets at most one fiber move once.
 TEST(Preempt, ResumesOnSameThreadByDefault) {
-  EXPECT_EQ(count_migrations(false), 0);
+  const Migrations m = count_migrations(false);
+  EXPECT_LE(static_cast<std::uint64_t>(m.moved), m.released);
 }
 
-TEST(Preempt, MayMigrateWhenAllowed) { EXPECT_GT(count_migrations(true), 0); }
+TEST(Preempt, MayMigrateWhenAllowed) {
+  EXPECT_GT(count_migrations(true).moved, 0);
+}
 
 TEST(Preempt, RawBlockingReadDoesNotStopOthersNorSeeEintr) {
   int fds[2];
