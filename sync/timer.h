@@ -23,8 +23,13 @@
 //   * Ticker: a value every `period`, until stop() or destruction.
 //   * Memory ordering: none beyond the channel's.
 //
-// Preconditions: a runtime is running (goro::run) when a timer is created or
-// reset. Errors: std::invalid_argument for a Ticker period <= 0.
+// Runtimes: a timer is armed in the runtime running when it is created or
+// reset, and fires only there. A Timer or Ticker may outlive that runtime:
+// once run returns, its timer never fires, and stop(), reset() and the
+// destructor stay safe from any thread (stop() then reports a timer that was
+// pending as active: it will not fire). Armed with no runtime running, a
+// timer never fires.
+// Errors: std::invalid_argument for a Ticker period <= 0.
 //
 // Cost: one small allocation per arming; firing is a non-blocking send.
 

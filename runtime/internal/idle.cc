@@ -135,6 +135,8 @@ void take_handed_p(M* m) {
 }  // namespace
 
 void acquirep(M* m, P* p) {
+  // A P has one M at a time: whoever released it cleared P::m.
+  GORO_DCHECK(p->m() == nullptr || p->m() == m);
   m->p = p;
   p->set_m(m);
   p->status.store(PStatus::kRunning, std::memory_order_relaxed);
@@ -254,6 +256,8 @@ void wake_idle_m_for_timer(Sched* s) {
 // stopm parks an M that holds no P until another thread hands it one or, with
 // a deadline, until then (it then tries to take an idle P itself).
 void stopm(Sched* s, M* m, std::int64_t deadline) {
+  // A sleeping M never counts as spinning: wakep() would rely on it.
+  GORO_DCHECK(!m->spinning);
   {
     MutexLock l(&s->lock);
     if (s->stopping.load(std::memory_order_relaxed)) return;
@@ -301,9 +305,21 @@ void retire_spare(Sched* s, M* m) {
     m->p = nullptr;
     pidle_put_locked(s, p);  // a spare: switched off, not listed
   }
-  // This M is about to sleep: whoever runs the moved fibers must be woken,
-  // or they wait in the global queue while every thread sleeps.
-  if (!moved.empty()) wakep(s);
+  // This M is about to sleep. A spinning M (one woken with the spare, or
+  // that took it off the idle list, to look for work) stops looking here:
+  // drop its count first. While it counted, every wakep() -- the one below
+  // included -- left the work to it, and a sleeping M that still counts
+  // would keep wakep() a no-op for good (found by cond_test under TSan).
+  const bool was_spinning = m->spinning;
+  if (was_spinning) {
+    m->spinning = false;
+    if (s->nmspinning.fetch_sub(1, std::memory_order_seq_cst) <= 0) {
+      fatal("retire_spare: negative nmspinning");
+    }
+  }
+  // Whoever runs the moved fibers, or the work this M was woken for, must
+  // be woken, or it waits while every thread sleeps.
+  if (!moved.empty() || was_spinning) wakep(s);
   give_back_timers(s, p);
 }
 

@@ -272,6 +272,7 @@ void timer_start(Timer* t) {
   MHold hold;
   M* m = hold.m();
   if (m != nullptr && m->p != nullptr) {
+    t->epoch = sched()->epoch;
     m->p->timers.add(t);
     return;
   }
@@ -279,14 +280,25 @@ void timer_start(Timer* t) {
   // fires, as for a fiber abandoned by run.
   SchedUse use;
   Sched* s = use.get();
-  if (s == nullptr) return;
+  if (s == nullptr) {
+    t->epoch = 0;
+    return;
+  }
+  t->epoch = s->epoch;
   if (s->ps[0]->timers.add(t)) {
     // An idle M may be sleeping until a later deadline: wake one to re-plan.
     wake_idle_m_for_timer(s);
   }
 }
 
-bool timer_stop(Timer* t) {
+namespace {
+
+// The heaps of a running runtime hold the timers armed in it: no heap is
+// freed while `s` is (the caller's P, or a SchedUse, keeps it running).
+bool timer_stop_in(Sched* s, Timer* t) {
+  // Armed in no runtime, or in one that has ended (its heaps are gone with
+  // it, and its timers never fire): nothing to take it off.
+  if (s == nullptr || t->epoch != s->epoch) return true;
   void* h = std::atomic_ref<void*>(t->heap).load(std::memory_order_acquire);
   for (;;) {
     if (h == nullptr) return false;  // fired or firing
@@ -297,6 +309,16 @@ bool timer_stop(Timer* t) {
     if (now == h) return false;
     h = now;
   }
+}
+
+}  // namespace
+
+bool timer_stop(Timer* t) {
+  MHold hold;
+  M* m = hold.m();
+  if (m != nullptr && m->p != nullptr) return timer_stop_in(sched(), t);
+  SchedUse use;
+  return timer_stop_in(use.get(), t);
 }
 
 void sleep_until_impl(std::int64_t when) {

@@ -148,16 +148,21 @@ struct Timer {
   std::int64_t when = 0;  // CLOCK_MONOTONIC ns
   void (*fire)(void* arg) = nullptr;
   void* arg = nullptr;
-  // Runtime-private: the heap holding the timer while armed, and its index.
+  // Runtime-private: the heap holding the timer while armed, its index, and
+  // the runtime it was armed in (Sched::epoch; 0: none).
   void* heap = nullptr;
   std::int32_t index = -1;
+  std::uint64_t epoch = 0;
 };
 
-// timer_start arms `t` on the current P (or the first P off a fiber).
-// Precondition: t is not armed; a runtime is running.
+// timer_start arms `t` on the current P (or the first P off a fiber). With
+// no runtime running, `t` is left unarmed: it never fires.
+// Precondition: t is not armed.
 void timer_start(Timer* t);
-// timer_stop disarms `t`. Returns true if it was armed (fire will not run),
-// false if it already fired or is firing.
+// timer_stop disarms `t`. Returns true if fire will not run and the caller
+// owns `t` again: it was armed, or armed in a runtime that has ended (whose
+// timers never fire) or never armed at all. False if it fired or is firing.
+// Any thread, any time, also after run has returned.
 bool timer_stop(Timer* t);
 
 }  // namespace goro::runtime_internal

@@ -21,6 +21,10 @@
 //   runtime.cc           run(): start, stop and tear down one runtime; stats
 //   stack.*, signals.cc  stacks, guard pages and overflow reports
 //   context_x86_64.*     the register switch
+// and the small pieces the files above build on: locks.h, mutex.h, futex.h
+// (the runtime's own locks), timer_heap.*, run_queue.h (the lock-free ring),
+// dcheck.h, raw_msg.h (async-signal-safe messages), sanitizers.h; api.h
+// (what the public templates call) and options.cc (GORO_* variables).
 // preempt/ implements the signal half of preemption behind Hooks (below).
 
 #ifndef GORO_RUNTIME_INTERNAL_SCHEDULER_H_

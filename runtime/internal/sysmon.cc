@@ -52,16 +52,6 @@ constexpr std::int64_t kScavengePeriod = 1'000'000'000;  // 1 s
 // Free stacks returned per scavenge, so that sysmon's round stays short.
 constexpr std::size_t kScavengeBatch = 4096;
 
-#if defined(__SANITIZE_THREAD__)
-// ThreadSanitizer's runtime blocks threads in its own locks, so a thread seen
-// asleep there is not stuck in a system call; lending spares on that signal
-// also made a Cond waiter miss its wake-up for seconds at 100 us slices (an
-// open bug: bazel test --config=tsan //tests/sync:cond_test
-// --runs_per_test=6, with this set to true). Not lent under TSan.
-constexpr bool kMayLendSpares = false;
-#else
-constexpr bool kMayLendSpares = true;
-#endif
 
 }  // namespace
 
@@ -156,7 +146,7 @@ std::int64_t retake(Sysmon* sm, std::int64_t now, std::int64_t prev,
         !f->preempt_requested.exchange(true, std::memory_order_relaxed)) {
       s->preempt_requests.fetch_add(1, std::memory_order_relaxed);
     }
-    if (a.lend_spare && kMayLendSpares) {
+    if (a.lend_spare) {
       // The thread is stuck in the kernel: its P's other fibers run on the
       // spare, and fibers pinned to the thread (async-preempted) may run on
       // any thread rather than wait for it -- the trade blocking() makes.

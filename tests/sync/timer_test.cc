@@ -3,7 +3,9 @@
 #include "sync/timer.h"
 
 #include <chrono>
+#include <optional>
 #include <stdexcept>
+#include <thread>
 
 #include "goro.h"
 #include "gtest/gtest.h"
@@ -25,6 +27,37 @@ TEST(TimerBasics, TickerRejectsNonPositivePeriods) {
   });
 }
 GORO_INSTANTIATE_SYNC_TEST(TimerTest);
+
+// timer.h: a Timer or Ticker may outlive the runtime it was armed in. Its
+// timer never fires after run returns; stop(), reset() and the destructor
+// work from any thread, also during a later run, and touch nothing of the
+// ended runtime (ASan reports any use of its freed timer heaps).
+TEST(TimerBasics, TimersOutliveTheirRuntime) {
+  std::optional<goro::Timer> timer;
+  std::optional<goro::Ticker> ticker;
+  goro::run([&] {
+    timer.emplace(1h);
+    ticker.emplace(1h);
+  });
+  // Armed when run returned: reported active, never fires.
+  std::thread([&] { EXPECT_TRUE(timer->stop()); }).join();
+  EXPECT_FALSE(timer->stop());
+  EXPECT_EQ(timer->c().try_recv(), std::nullopt);
+  // A later runtime: neither its fibers nor plain threads see the old one.
+  goro::run([&] {
+    EXPECT_FALSE(timer->reset(1ms));  // no runtime armed it: not active
+    EXPECT_TRUE(timer->c().recv());   // armed in this runtime: it fires
+    ticker->stop();
+    goro::Timer local(1h);
+    EXPECT_TRUE(local.stop());
+  });
+  std::thread([&] {
+    timer->reset(1h);  // no runtime: pending for ever, never fires
+    ticker.reset();
+  }).join();
+  EXPECT_TRUE(timer->stop());
+  timer.reset();
+}
 
 TEST_P(TimerTest, AfterFiresOnceAfterTheDelay) {
   run([] {
