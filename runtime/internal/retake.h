@@ -14,7 +14,10 @@
 //     ('R'), signal it (when the P is not a spare; fibers on a spare are
 //     preempted only cooperatively); asleep in the kernel ('S', 'D'), lend
 //     the P's spare so its other fibers keep running (signalling would only
-//     break the call with EINTR).
+//     break the call with EINTR). A fiber once seen asleep in the kernel is
+//     signalled only after it has been seen on a CPU at two checks in a row:
+//     between two raw blocking calls it is 'R' only briefly, and a signal
+//     sent then lands in the next call as EINTR.
 //   * A lent spare goes back once its P's stuck M runs again.
 //   * Work stranded on a busy P (ready() does not wake an M for a fiber it
 //     puts in runnext: it usually runs at once) while another P idles and
@@ -91,6 +94,8 @@ class PWatch {
                    ? prev + (now - prev) / 2
                    : now;
       last_signal_ = 0;
+      seen_asleep_ = false;
+      running_once_ = false;
     }
     const bool overran = v.running && now - since_ >= pol.slice;
     if (v.spare_lent && (!overran || !v.has_m || thread_state() == 'R')) {
@@ -114,6 +119,19 @@ class PWatch {
     const char st = thread_state();
     if (st != 'R') {
       a.lend_spare = !v.is_spare && st != '?';
+      seen_asleep_ = seen_asleep_ || a.lend_spare;
+      running_once_ = false;
+      last_signal_ = now;
+      return a;
+    }
+    // A fiber whose thread was seen asleep in the kernel during this run
+    // makes raw blocking calls: a signal would most likely land in the next
+    // one and fail it with EINTR (SA_RESTART restarts neither poll nor
+    // nanosleep). Its P's other fibers run on the lent spare meanwhile, so
+    // signal it only once it has been seen running at two checks in a row,
+    // a re-signal interval apart: then it is computing, not between calls.
+    if (seen_asleep_ && !running_once_) {
+      running_once_ = true;
       last_signal_ = now;
       return a;
     }
@@ -138,6 +156,8 @@ class PWatch {
   std::uint64_t seq_ = kNone;
   std::int64_t since_ = 0;              // when seq_ was first seen
   std::int64_t last_signal_ = 0;        // when we last signalled its M
+  bool seen_asleep_ = false;            // its thread was seen in the kernel
+  bool running_once_ = false;           // then seen running at one check
   std::int64_t waiting_since_ = 0;      // runnable work seen stranded since
   std::uint64_t waiting_switches_ = 0;  // P::context_switches then
 };

@@ -115,6 +115,26 @@ TEST_F(RetakeTest, AThreadAsleepInTheKernelGetsItsSpareLentNotASignal) {
   EXPECT_FALSE(a.signal);
 }
 
+// A fiber making raw blocking calls in a loop is 'R' only between them: a
+// signal then would land in the next call as EINTR. Once seen asleep, it is
+// signalled only after two running checks in a row.
+TEST_F(RetakeTest, AThreadSeenInTheKernelIsSignalledOnlyWhenSeenRunningTwice) {
+  state_ = 'S';
+  round(0);
+  EXPECT_TRUE(round(10).lend_spare);
+  state_ = 'R';
+  EXPECT_FALSE(round(11).signal) << "one running check after a sleep";
+  state_ = 'S';
+  EXPECT_FALSE(round(12).signal);
+  state_ = 'R';
+  EXPECT_FALSE(round(13).signal) << "the sleep in between starts over";
+  EXPECT_TRUE(round(14).signal) << "running at two checks in a row";
+  // A fresh run (the P switched) starts without that history.
+  view_.seq = 8;
+  round(15);
+  EXPECT_TRUE(round(25).signal);
+}
+
 TEST_F(RetakeTest, AnUnknownThreadStateLendsNothing) {
   state_ = '?';
   round(0);
