@@ -14,7 +14,8 @@
 //     ('R'), signal it (when the P is not a spare; fibers on a spare are
 //     preempted only cooperatively); asleep in the kernel ('S', 'D'), lend
 //     the P's spare so its other fibers keep running (signalling would only
-//     break the call with EINTR). A fiber once seen asleep in the kernel is
+//     break the call with EINTR). Neither happens while nothing else waits
+//     for a CPU (PView::others_wait). A fiber once seen asleep in the kernel is
 //     signalled only after it has been seen on a CPU at two checks in a row:
 //     between two raw blocking calls it is 'R' only briefly, and a signal
 //     sent then lands in the next call as EINTR.
@@ -53,6 +54,10 @@ struct PView {
   bool is_spare = false;       // a spare P (never signalled, never lent)
   bool spare_lent = false;     // (regular P) its spare is SpareState::kOn
   bool async_preempt = true;   // Options::async_preempt
+  // Something besides the running fiber waits for a CPU: the P's ring or
+  // runnext, the global queue, fibers pinned to its M, or a timer due
+  // within a slice. Without it a switch would only resume the same fiber.
+  bool others_wait = true;
 };
 
 // What to do about it.
@@ -115,6 +120,11 @@ class PWatch {
     }
     if (!overran || !v.has_fiber) return a;
     a.request_preempt = true;
+    // Nothing else waits: neither a signal nor a spare would run anything
+    // else (the flag costs nothing; a cooperative yield returns at once).
+    // Work that arrives later is seen at the next round, and signalled then
+    // without waiting for a re-signal interval.
+    if (!v.others_wait) return a;
     if (now - last_signal_ < pol.resignal()) return a;
     const char st = thread_state();
     if (st != 'R') {

@@ -52,7 +52,6 @@ constexpr std::int64_t kScavengePeriod = 1'000'000'000;  // 1 s
 // Free stacks returned per scavenge, so that sysmon's round stays short.
 constexpr std::size_t kScavengeBatch = 4096;
 
-
 }  // namespace
 
 struct Sysmon {
@@ -106,6 +105,13 @@ std::int64_t retake(Sysmon* sm, std::int64_t now, std::int64_t prev,
       (s->npidle.load(std::memory_order_relaxed) > 0 ||
        s->nspare_idle.load(std::memory_order_relaxed) > 0) &&
       s->nmspinning.load(std::memory_order_relaxed) == 0;
+  // Work any P could take: the global queue, and timers (whose fibers
+  // need a P when they fire) due before a slice passes.
+  // While run is ending, every M must come back to stop (a spinner too).
+  const bool global_work = s->gq_size.load(std::memory_order_relaxed) > 0 ||
+                           s->stopping.load(std::memory_order_relaxed);
+  const std::int64_t t = earliest_timer(s);
+  const bool timer_soon = t != 0 && t <= now + pol.slice;
   std::int64_t next_deadline = INT64_MAX;
   for (int i = 0; i < n; ++i) {
     P* p = s->ps[static_cast<std::size_t>(i)].get();
@@ -128,6 +134,9 @@ std::int64_t retake(Sysmon* sm, std::int64_t now, std::int64_t prev,
         spare != nullptr &&
         spare->spare_state.load(std::memory_order_acquire) == SpareState::kOn;
     v.async_preempt = s->opts.async_preempt;
+    v.others_wait =
+        v.ring_work || v.runnext_work || global_work || timer_soon ||
+        (m != nullptr && m->has_pinned.load(std::memory_order_relaxed));
     PWatch& w = sm->watch[static_cast<std::size_t>(i)];
     const RetakeActions a = w.observe(now, prev, pol, v, [&] {
       return m != nullptr ? thread_state(sm, m) : '?';

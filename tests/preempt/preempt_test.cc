@@ -721,6 +721,9 @@ TEST(Preempt, NearlyFullStackIsNotPreemptedIntoOverflow) {
       deep_then_spin(stop, lo, 1536);
       wg.done();
     });
+    // Runnable behind the spinner: sysmon signals only while something
+    // waits for the proc.
+    goro::yield();
     wg.wait();
     st = goro::stats();
   });

@@ -135,6 +135,22 @@ TEST_F(RetakeTest, AThreadSeenInTheKernelIsSignalledOnlyWhenSeenRunningTwice) {
   EXPECT_TRUE(round(25).signal);
 }
 
+// Nothing else waits for a CPU: no signal, no spare, not even a look at the
+// thread; the flag alone. Work that shows up later is signalled at once.
+TEST_F(RetakeTest, NothingWaitingMeansNoSignalUntilSomethingDoes) {
+  view_.others_wait = false;
+  round(0);
+  for (int t = 10; t <= 30; ++t) {
+    const RetakeActions a = round(t);
+    EXPECT_TRUE(a.request_preempt);
+    EXPECT_FALSE(a.signal) << "at " << t << " ms";
+    EXPECT_FALSE(a.lend_spare);
+  }
+  EXPECT_EQ(state_reads_, 0);
+  view_.others_wait = true;
+  EXPECT_TRUE(round(31).signal);
+}
+
 TEST_F(RetakeTest, AnUnknownThreadStateLendsNothing) {
   state_ = '?';
   round(0);
