@@ -12,8 +12,9 @@
 //     that first saw it. Request preemption (the fiber's flag), then -- at
 //     most once per resignal interval -- ask the thread's state: on a CPU
 //     ('R'), signal it (when the P is not a spare; fibers on a spare are
-//     preempted only cooperatively); asleep in the kernel ('S', 'D'), lend
-//     the P's spare so its other fibers keep running (signalling would only
+//     preempted only cooperatively); asleep in the kernel ('S', 'D') at two
+//     checks in a row, lend the P's spare so its other fibers keep running
+//     (signalling would only
 //     break the call with EINTR). Neither happens while nothing else waits
 //     for a CPU (PView::others_wait). A fiber once seen asleep in the kernel is
 //     signalled only after it has been seen on a CPU at two checks in a row:
@@ -100,6 +101,7 @@ class PWatch {
                    : now;
       last_signal_ = 0;
       seen_asleep_ = false;
+      asleep_once_ = false;
       running_once_ = false;
     }
     const bool overran = v.running && now - since_ >= pol.slice;
@@ -128,12 +130,19 @@ class PWatch {
     if (now - last_signal_ < pol.resignal()) return a;
     const char st = thread_state();
     if (st != 'R') {
-      a.lend_spare = !v.is_spare && st != '?';
-      seen_asleep_ = seen_asleep_ || a.lend_spare;
+      // Asleep in the kernel. Stuck only if still asleep at the next check,
+      // a re-signal interval later: a thread that waits briefly (a page
+      // fault, a contended lock, a sanitizer's own locks) is not, and a
+      // spare lent for it would only reorder its P's fibers.
+      const bool known = st != '?';
+      a.lend_spare = !v.is_spare && known && asleep_once_;
+      asleep_once_ = known;
+      seen_asleep_ = seen_asleep_ || known;
       running_once_ = false;
       last_signal_ = now;
       return a;
     }
+    asleep_once_ = false;
     // A fiber whose thread was seen asleep in the kernel during this run
     // makes raw blocking calls: a signal would most likely land in the next
     // one and fail it with EINTR (SA_RESTART restarts neither poll nor
@@ -167,6 +176,7 @@ class PWatch {
   std::int64_t since_ = 0;              // when seq_ was first seen
   std::int64_t last_signal_ = 0;        // when we last signalled its M
   bool seen_asleep_ = false;            // its thread was seen in the kernel
+  bool asleep_once_ = false;            // ... at the last check
   bool running_once_ = false;           // then seen running at one check
   std::int64_t waiting_since_ = 0;      // runnable work seen stranded since
   std::uint64_t waiting_switches_ = 0;  // P::context_switches then

@@ -111,8 +111,21 @@ TEST_F(RetakeTest, AThreadAsleepInTheKernelGetsItsSpareLentNotASignal) {
   round(0);
   RetakeActions a = round(10);
   EXPECT_TRUE(a.request_preempt);
-  EXPECT_TRUE(a.lend_spare);
+  EXPECT_FALSE(a.lend_spare) << "asleep at one check: maybe only briefly";
   EXPECT_FALSE(a.signal);
+  a = round(11);
+  EXPECT_TRUE(a.lend_spare) << "asleep at two checks in a row: stuck";
+  EXPECT_FALSE(a.signal);
+}
+
+// A thread that sleeps only now and then (a page fault, a contended lock) is
+// not stuck: no spare for sleeps that are not seen twice in a row.
+TEST_F(RetakeTest, BriefSleepsBetweenRunningChecksLendNothing) {
+  round(0);
+  for (int t = 10; t <= 20; ++t) {
+    state_ = t % 2 == 0 ? 'S' : 'R';
+    EXPECT_FALSE(round(t).lend_spare) << "at " << t << " ms";
+  }
 }
 
 // A fiber making raw blocking calls in a loop is 'R' only between them: a
@@ -121,18 +134,19 @@ TEST_F(RetakeTest, AThreadAsleepInTheKernelGetsItsSpareLentNotASignal) {
 TEST_F(RetakeTest, AThreadSeenInTheKernelIsSignalledOnlyWhenSeenRunningTwice) {
   state_ = 'S';
   round(0);
-  EXPECT_TRUE(round(10).lend_spare);
+  round(10);
+  EXPECT_TRUE(round(11).lend_spare);
   state_ = 'R';
-  EXPECT_FALSE(round(11).signal) << "one running check after a sleep";
+  EXPECT_FALSE(round(12).signal) << "one running check after a sleep";
   state_ = 'S';
-  EXPECT_FALSE(round(12).signal);
+  EXPECT_FALSE(round(13).signal);
   state_ = 'R';
-  EXPECT_FALSE(round(13).signal) << "the sleep in between starts over";
-  EXPECT_TRUE(round(14).signal) << "running at two checks in a row";
+  EXPECT_FALSE(round(14).signal) << "the sleep in between starts over";
+  EXPECT_TRUE(round(15).signal) << "running at two checks in a row";
   // A fresh run (the P switched) starts without that history.
   view_.seq = 8;
-  round(15);
-  EXPECT_TRUE(round(25).signal);
+  round(16);
+  EXPECT_TRUE(round(26).signal);
 }
 
 // Nothing else waits for a CPU: no signal, no spare, not even a look at the
@@ -165,6 +179,7 @@ TEST_F(RetakeTest, ASpareIsNeverSignalledNorLent) {
   EXPECT_FALSE(round(10).signal);
   state_ = 'D';
   EXPECT_FALSE(round(12).lend_spare);
+  EXPECT_FALSE(round(13).lend_spare);
 }
 
 TEST_F(RetakeTest, WithoutAsyncPreemptionOnlyTheFlagIsSet) {
