@@ -382,7 +382,10 @@ namespace {
 // what is handed to it here -- its own object and the fiber's stack, which
 // stays mapped until then -- without touching the Sched. See M.
 void abandon_m(Sched* s, M* m) {
-  Fiber* f = m->curg();
+  // Not m->curg(): fn may have returned already, and the M gone back to its
+  // scheduler context to wait for kAbandoned (blocking_exit).
+  Fiber* f = m->blocking_fiber;
+  GORO_DCHECK(f != nullptr);
   {
     // The fiber is the M's now: ~Sched must not free it.
     MutexLock l(&s->free_lock);

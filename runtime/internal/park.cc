@@ -224,7 +224,11 @@ bool blocking_enter() {
     // not wait for fn), or we see `stopping` and never call fn.
     MutexLock l(&s->lock);
     if (!s->stopping.load(std::memory_order_relaxed)) {
-      m->blocking_state.store(M::kInCall, std::memory_order_relaxed);
+      // stop_all_ms reads blocking_fiber after its CAS from kInCall (acquire
+      // pairs with this release): by then this M may already have left the
+      // fiber for its scheduler context, where curg() is null.
+      m->blocking_fiber = m->curg();
+      m->blocking_state.store(M::kInCall, std::memory_order_release);
       // The fiber keeps one count while in blocking(): it must not be
       // preempted (it holds no P), and blocking_exit drops it.
       return true;

@@ -184,6 +184,7 @@ struct M {
   // itself, and its thread exits.
   enum BlockingState : int { kNone, kInCall, kAbandoning, kAbandoned };
   std::atomic<int> blocking_state{kNone};
+  Fiber* blocking_fiber = nullptr;  // the fiber inside blocking(), if any
   Fiber* abandoned_fiber = nullptr;
 
   // The runtime-lock count (Go's m.locks) is the thread-local
