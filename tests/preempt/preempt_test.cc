@@ -782,6 +782,10 @@ TEST(PreemptSpare, FibersOnALentSpareArePreemptedOnlyCooperatively) {
       << st.syscall_retakes << ")";
   EXPECT_EQ(st.preemptions_async, 0u);
   EXPECT_GT(st.preempt_requests, 0u) << "sysmon never asked S to yield";
+  // retake.h: a spare is never signalled (the handler's refusal on a spare
+  // is the second line: refused_not_fiber would count it).
+  EXPECT_EQ(st.signals_sent, 0u) << "sysmon signalled the lent spare's thread";
+  EXPECT_EQ(st.refused_not_fiber, 0u);
 }
 
 // docs/preemption.md: a fiber running its own code is switched out shortly
