@@ -4,7 +4,9 @@
 // overflow"): a frame bigger than the guard region is reported when the code
 // is built with -fstack-clash-protection (this test is, through .bazelrc);
 // a frame up to the guard size is reported even without it; a fault in any
-// fiber's guard region is reported; and the stack sizes ordinary C++ needs
+// fiber's guard region is reported; on a kernel without guards (emulated by a
+// seccomp filter) an overwritten canary is reported at the fiber's next
+// switch; and the stack sizes ordinary C++ needs
 // (a regex on the default stack, a 1 MiB array on the main fiber) work.
 
 #include <alloca.h>
