@@ -12,9 +12,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <shared_mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -559,6 +562,230 @@ TEST(PreemptRefusal, NoPreemptBelongsToTheFiberNotItsThread) {
   EXPECT_TRUE(spin_ended_by_main)
       << "a fiber parked inside NoPreempt kept its thread's other fibers from "
          "being preempted";
+}
+
+// --- Options::async_preempt = false: only cooperative preemption ----------
+//
+// options.h: "async_preempt = false: only cooperative preemption". One P,
+// 1 ms slice: a fiber spins call-free while the main fiber sleeps 1 ms. With
+// asynchronous preemption the main fiber is back (and ends the spin) within
+// a few slices; without it, nothing can switch the spinner out and a plain
+// thread ends the spin after 300 ms, before which the main fiber must not
+// have run.
+
+struct SpinBesideSleeper {
+  bool spinner_ran = false;  // the spinner started (on the only P)
+  bool main_ran_during_spin = false;
+  bool ended_by_thread = false;
+  goro::Stats st;
+};
+
+SpinBesideSleeper RunSpinBesideSleeper(bool async_preempt) {
+  SpinBesideSleeper r;
+  goro::Options o = OneProc(1ms);
+  o.async_preempt = async_preempt;
+  goro::run(o, [&] {
+    std::atomic<bool> stop{false}, spinning{false}, main_back{false};
+    std::atomic<bool> thread_stopped{false};
+    std::thread ender([&] {
+      goro_test::WaitFor([&] { return spinning.load(); }, 2000ms);
+      std::this_thread::sleep_for(300ms);
+      thread_stopped = !stop.exchange(true);
+    });
+    goro::WaitGroup wg;
+    wg.add(1);
+    goro::go([&] {
+      spinning = true;
+      r.spinner_ran = true;
+      goro_test::WatchdogNote("a call-free spinner on the only P");
+      spin_in_text(2s, stop);
+      r.main_ran_during_spin = main_back.load();
+      wg.done();
+    });
+    goro::sleep_for(1ms);  // the P is the spinner's until it is switched out
+    main_back = true;
+    stop = true;
+    wg.wait();
+    goro::blocking([&] { ender.join(); });
+    r.ended_by_thread = thread_stopped.load();
+    r.st = goro::stats();
+  });
+  return r;
+}
+
+TEST(PreemptOff, AsyncPreemptionSwitchesOutACallFreeSpinner) {
+  // The control for the test below: the same setup with async_preempt on.
+  const SpinBesideSleeper r = RunSpinBesideSleeper(true);
+  ASSERT_TRUE(r.spinner_ran);
+  EXPECT_TRUE(r.main_ran_during_spin)
+      << "with async_preempt on, the spinner was not switched out within "
+         "300 ms, so the async_preempt=false test proves nothing";
+  EXPECT_GT(r.st.preemptions_async, 0u);
+}
+
+TEST(PreemptOff, AsyncPreemptFalseNeverSwitchesOutACallFreeSpinner) {
+  const SpinBesideSleeper r = RunSpinBesideSleeper(false);
+  ASSERT_TRUE(r.spinner_ran);
+  EXPECT_FALSE(r.main_ran_during_spin)
+      << "with async_preempt = false a spinner without a cooperative point "
+         "was switched out";
+  EXPECT_TRUE(r.ended_by_thread);
+  EXPECT_EQ(r.st.preemptions_async, 0u);
+  EXPECT_EQ(r.st.signals_sent, 0u);
+  // sysmon did see the overrun: only the asynchronous means were off.
+  EXPECT_GT(r.st.preempt_requests, 0u);
+}
+
+// --- C++ exception state --------------------------------------------------
+//
+// docs/preemption.md: C++ exception state (libstdc++'s per-thread list of
+// caught exceptions and its uncaught count) survives an asynchronous switch.
+// One P, 100 us slice. Fiber A, inside a catch block, spins call-free until
+// B has thrown and is inside its own catch block; B, on the same thread
+// (the only P), spins call-free there until A has checked. Only asynchronous
+// preemptions alternate them. Each must then still see its own exception.
+
+TEST(Preempt, ExceptionStateSurvivesAnAsynchronousSwitch) {
+  std::string a_current, a_rethrown, b_current;
+  int a_uncaught = -1;
+  bool a_same_ptr = false, b_in_catch_seen = false, a_checked_seen = false;
+  goro::Stats st;
+  goro::run(OneProc(100us), [&] {
+    std::atomic<bool> a_in_catch{false}, b_in_catch{false}, a_checked{false};
+    goro::WaitGroup wg;
+    wg.add(2);
+    goro::go([&] {  // A
+      try {
+        throw std::runtime_error("A's exception");
+      } catch (const std::exception&) {
+        const std::exception_ptr mine = std::current_exception();
+        a_in_catch = true;
+        goro::go([&] {  // B: runs only once A is switched out
+          try {
+            throw std::logic_error("B's exception");
+          } catch (const std::exception&) {
+            b_in_catch = true;
+            spin_in_text(2s, a_checked);  // A resumes meanwhile
+            a_checked_seen = a_checked.load();
+            try {
+              std::rethrow_exception(std::current_exception());
+            } catch (const std::exception& e) {
+              b_current = e.what();
+            }
+          }
+          wg.done();
+        });
+        goro_test::WatchdogNote("A spinning in its catch block");
+        spin_in_text(2s, b_in_catch);  // B throws and catches meanwhile
+        b_in_catch_seen = b_in_catch.load();
+        a_uncaught = std::uncaught_exceptions();
+        a_same_ptr = std::current_exception() == mine;
+        try {
+          std::rethrow_exception(std::current_exception());
+        } catch (const std::exception& e) {
+          a_current = e.what();
+        }
+        try {
+          throw;  // the exception being handled, rethrown
+        } catch (const std::exception& e) {
+          a_rethrown = e.what();
+        }
+        a_checked = true;
+      }
+      wg.done();
+    });
+    wg.wait();
+    st = goro::stats();
+  });
+  ASSERT_TRUE(b_in_catch_seen)
+      << "B never ran inside its catch block while A spun in its own";
+  EXPECT_TRUE(a_checked_seen)
+      << "A never resumed while B was inside its catch block";
+  EXPECT_GE(st.preemptions_async, 2u);
+  EXPECT_TRUE(a_same_ptr)
+      << "after the switch, A's std::current_exception() is not its own";
+  EXPECT_EQ(a_current, "A's exception");
+  EXPECT_EQ(a_rethrown, "A's exception");
+  EXPECT_EQ(a_uncaught, 0);
+  EXPECT_EQ(b_current, "B's exception");
+}
+
+// --- Fibers on a lent spare P ---------------------------------------------
+//
+// docs/preemption.md: "fibers on a lent spare P are preempted only
+// cooperatively" (runtime/internal/idle.cc, "Spare Ps"; retake.h: a spare
+// is never signalled). One P, 1 ms slice. The main fiber blocks the only
+// P's thread in a raw read() (not goro::blocking), so sysmon lends the
+// spare; the spinner S runs there (on another thread), spawns W (into the
+// spare's runnext) and spins call-free: sysmon asks for a preemption, but
+// W must not run before S's spin ends (a plain thread ends it after
+// 200 ms, then writes the byte the main fiber waits for).
+// PreemptOff.AsyncPreemptionSwitchesOutACallFreeSpinner and
+// PreemptRefusal.UnguardedSpinIsSwitchedOutInsideItsSection show the same
+// spin is switched out on a regular P.
+TEST(PreemptSpare, FibersOnALentSpareArePreemptedOnlyCooperatively) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  std::atomic<bool> spinning{false}, stop{false}, w_ran{false};
+  // W ran while S still spun: before the plain thread ended the spin (the
+  // main fiber's thread, once its read() returns, may take W before S has
+  // noticed `stop`: that is after the spin, not a preemption).
+  std::atomic<int> w_during_spin{-1};
+  pid_t main_tid = 0, s_tid = 0, w_tid = 0;
+  bool s_stopped_by_thread = false;
+  goro::Stats st;
+  std::thread ender([&] {
+    goro_test::WaitFor([&] { return spinning.load(); }, 2000ms);
+    std::this_thread::sleep_for(200ms);
+    stop = true;
+    char c = 'x';
+    EXPECT_EQ(write(fds[1], &c, 1), 1);
+  });
+  goro_test::WatchdogNote("main fiber in a raw read(), spinner on the spare");
+  goro::run(OneProc(1ms), [&] {
+    goro::WaitGroup wg;
+    wg.add(2);
+    main_tid = goro_test::Gettid();
+    goro::go([&] {  // S
+      s_tid = goro_test::Gettid();
+      goro::go([&] {  // W
+        w_tid = goro_test::Gettid();
+        w_during_spin = stop.load() ? 0 : 1;
+        w_ran = true;
+        wg.done();
+      });
+      spinning = true;
+      spin_in_text(2s, stop);
+      s_stopped_by_thread = stop.load();
+      wg.done();
+    });
+    char c = 0;
+    // Raw: this thread (the only P's) sleeps in the kernel.
+    EXPECT_EQ(read(fds[0], &c, 1), 1);
+    wg.wait();
+    st = goro::stats();
+  });
+  ender.join();
+  close(fds[0]);
+  close(fds[1]);
+  ASSERT_GT(st.syscall_retakes, 0u) << "sysmon lent no spare";
+  ASSERT_NE(s_tid, main_tid)
+      << "the spinner did not run on the lent spare's thread";
+  EXPECT_TRUE(s_stopped_by_thread);
+  EXPECT_EQ(w_during_spin.load(), 0)
+      << "W ran while S spun on the lent spare: a fiber on a lent spare was "
+         "preempted asynchronously"
+      << " (threads: main " << main_tid << ", S " << s_tid << ", W " << w_tid
+      << "; preemptions_async " << st.preemptions_async << ", cooperative "
+      << st.preemptions_cooperative << ", signals " << st.signals_sent
+      << ", refused_not_fiber " << st.refused_not_fiber << ", retakes "
+      << st.syscall_retakes << ")";
+  EXPECT_EQ(st.preemptions_async, 0u);
+  EXPECT_GT(st.preempt_requests, 0u) << "sysmon never asked S to yield";
+  // retake.h: a spare is never signalled (the handler's refusal on a spare
+  // is the second line: refused_not_fiber would count it).
+  EXPECT_EQ(st.signals_sent, 0u) << "sysmon signalled the lent spare's thread";
+  EXPECT_EQ(st.refused_not_fiber, 0u);
 }
 
 // docs/preemption.md: a fiber running its own code is switched out shortly

@@ -4,12 +4,24 @@
 // overflow"): a frame bigger than the guard region is reported when the code
 // is built with -fstack-clash-protection (this test is, through .bazelrc);
 // a frame up to the guard size is reported even without it; a fault in any
-// fiber's guard region is reported; and the stack sizes ordinary C++ needs
+// fiber's guard region is reported; on a kernel without guards (emulated by a
+// seccomp filter) an overwritten canary is reported at the fiber's next
+// switch; and the stack sizes ordinary C++ needs
 // (a regex on the default stack, a 1 MiB array on the main fiber) work.
 
 #include <alloca.h>
+#include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -177,6 +189,84 @@ TEST_F(StackOverflowDeathTest, FaultInAnotherFibersGuardIsReported) {
       },
       "goro: fiber [0-9]+ \\(stray\\) faulted at 0x[0-9a-f]+ in the guard "
       "region of another fiber's stack");
+}
+
+// Makes this process (and the threads it creates from now on) look like a
+// kernel without MADV_GUARD_INSTALL whose mprotect guard budget is spent:
+// madvise(MADV_GUARD_INSTALL) fails with EINVAL (what a pre-6.13 kernel
+// says) and mprotect(PROT_NONE) of a 64 KiB guard with ENOMEM (what the
+// kernel says when vm.max_map_count is reached). A seccomp filter, so no
+// test hook in the runtime: new StackAllocators then fall back to canary
+// stacks as they would on such a machine. Returns false if seccomp is not
+// available.
+bool EmulateKernelWithoutStackGuards() {
+  using goro::runtime_internal::kGuardSize;
+  constexpr std::uint32_t kMadvGuardInstall = 102;
+  auto arg = [](int i) {
+    return static_cast<std::uint32_t>(offsetof(seccomp_data, args) +
+                                      static_cast<std::size_t>(i) * 8);
+  };
+  const std::uint32_t kAllow = SECCOMP_RET_ALLOW;
+  sock_filter f[] = {
+      /* 0*/ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      /* 1*/ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 11),
+      /* 2*/ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      /* 3*/ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_madvise, 0, 3),
+      /* 4*/ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, arg(2)),  // advice
+      /* 5*/ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kMadvGuardInstall, 0, 7),
+      /* 6*/ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EINVAL),
+      /* 7*/ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mprotect, 0, 5),
+      /* 8*/ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, arg(1)),  // len (low half)
+      /* 9*/ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kGuardSize, 0, 3),
+      /*10*/ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, arg(2)),  // prot
+      /*11*/ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PROT_NONE, 0, 1),
+      /*12*/ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOMEM),
+      /*13*/ BPF_STMT(BPF_RET | BPF_K, kAllow),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof(f) / sizeof(f[0])), f};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return false;
+  return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
+}
+
+// docs/runtime.md, "Stack overflow": where neither MADV_GUARD_INSTALL nor an
+// mprotect guard is available, "stacks have a canary word at their lowest
+// address, checked whenever the fiber switches out. An overflow that
+// overwrites the canary is reported at" that switch. The fiber overwrites
+// its own canary (what a frame just past the stack's end would do) and
+// yields: the switch must report it.
+TEST_F(StackOverflowDeathTest, OverwrittenCanaryIsReportedAtTheNextSwitch) {
+  EXPECT_DEATH(
+      {
+        goro_test::CleanGoroEnv env;
+        if (!EmulateKernelWithoutStackGuards()) {
+          std::fprintf(stderr, "seccomp unavailable: cannot emulate a kernel "
+                               "without stack guards\n");
+          std::_Exit(3);
+        }
+        goro::run([] {
+          goro::WaitGroup wg;
+          wg.add(1);
+          goro::go(goro::SpawnOptions{.stack_size = 64 * 1024,
+                                      .name = "canary"},
+                   [&] {
+                     const goro::runtime_internal::Stack& st =
+                         goro::runtime_internal::current_m()->curg()->stack;
+                     if (st.guard != goro::runtime_internal::GuardKind::kCanary) {
+                       std::fprintf(stderr, "not a canary stack: the "
+                                            "fallback was not taken\n");
+                       std::_Exit(3);
+                     }
+                     *reinterpret_cast<volatile std::uint64_t*>(st.lo) = 0;
+                     goro::yield();  // a switch: the check
+                     std::fprintf(stderr, "the switch did not check the "
+                                          "canary\n");
+                     wg.done();
+                   });
+          wg.wait();
+        });
+      },
+      "goro: fiber [0-9]+ \\(canary\\) overflowed its 65536-byte stack "
+      "\\(its canary was overwritten; found at a switch");
 }
 
 // ---------------------------------------------------------------------------

@@ -496,4 +496,39 @@ TEST(ChanFifo, ParkedSendersAndReceiversAreServedInArrivalOrder) {
   }
 }
 
+// chan.h: a fiber woken by a channel operation runs next on the waker's
+// thread (runnext). One P, several fibers queued: the main fiber sends to a
+// parked receiver and yields; the receiver runs before the queued fibers.
+// No preemption of any kind, so that only the scheduler's choice orders
+// them.
+TEST(ChanRunnext, WokenReceiverRunsBeforeFibersAlreadyQueued) {
+  goro::Options o = goro_test::Procs(1);
+  o.async_preempt = false;
+  o.time_slice = std::chrono::seconds(10);
+  std::vector<std::string> order;
+  goro::run(o, [&] {
+    goro::Chan<int> ch(0);
+    goro_test::FiberGroup g;
+    g.go([&, ch]() mutable {
+      ch.recv();
+      order.push_back("receiver");
+    });
+    goro::yield();  // the receiver runs until it parks in recv()
+    ASSERT_TRUE(order.empty());
+    // Three runnable fibers, queued (each go() puts the new one in runnext
+    // and moves the previous one to the queue).
+    for (int i = 0; i < 3; ++i) {
+      g.go([&, i] { order.push_back("queued" + std::to_string(i)); });
+    }
+    ch.send(1);     // readies the receiver
+    goro::yield();  // the receiver must run first
+    g.wait();
+  });
+  ASSERT_EQ(order.size(), 4u);
+  EXPECT_EQ(order[0], "receiver")
+      << "the woken receiver did not run next on the sender's thread: the "
+         "first to run after the sender yielded was "
+      << order[0];
+}
+
 }  // namespace

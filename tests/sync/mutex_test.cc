@@ -168,4 +168,49 @@ TEST_P(MutexTest, ThreadsAndFibersShareAMutex) {
   });
 }
 
+// mutex.h: "As in Go, a Mutex is not tied to a fiber: one fiber may lock it
+// and another unlock it." Fiber A locks and ends holding the lock; fiber B
+// unlocks it; a third fiber then takes it, by try_lock and, parked in
+// lock() while A' holds it, when B' unlocks.
+TEST_P(MutexTest, LockedByOneFiberUnlockedByAnotherThenTakenByAThird) {
+  run([] {
+    goro::Mutex mu;
+    goro::Chan<int> locked(0), unlocked(0);
+    goro_test::FiberGroup g;
+    g.go([&] {  // A
+      mu.lock();
+      locked.send(1);
+    });
+    g.go([&] {  // B
+      locked.recv();
+      mu.unlock();
+      unlocked.send(1);
+    });
+    unlocked.recv();
+    bool took = false;
+    g.go([&] { took = mu.try_lock(); });  // C
+    g.wait();
+    ASSERT_TRUE(took) << "a fiber could not take a Mutex that a fiber other "
+                         "than its locker had unlocked";
+    mu.unlock();  // this fiber: a fourth one
+
+    // The same with a waiter parked in lock(): B's unlock must wake it.
+    std::atomic<bool> waiting{false}, got{false};
+    mu.lock();  // held by this fiber
+    g.go([&] {  // C, parks
+      waiting = true;
+      mu.lock();
+      got = true;
+      mu.unlock();
+    });
+    goro_test::AwaitInFiber([&] { return waiting.load(); },
+                            "C to call lock()");
+    for (int i = 0; i < 10; ++i) goro::yield();
+    EXPECT_FALSE(got.load()) << "C took a Mutex that was held";
+    g.go([&] { mu.unlock(); });  // B', not the locker
+    g.wait();
+    EXPECT_TRUE(got.load());
+  });
+}
+
 }  // namespace

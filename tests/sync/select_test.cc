@@ -139,6 +139,41 @@ TEST_P(SelectTest, NilChannelNeverChosen) {
   });
 }
 
+// select.h: "a select with only nil cases and no default parks forever
+// (Go's `select {}`)". The fiber never returns from it: not while other
+// fibers work and the main fiber sleeps, and run() returns without it (run
+// abandons a fiber that stays parked). Static state: the abandoned fiber
+// keeps no pointer into this test's frame.
+TEST_P(SelectTest, OnlyNilCasesAndNoDefaultParksForever) {
+  static std::atomic<int> entered{0}, returned{0};
+  entered = 0;
+  returned = 0;
+  run([] {
+    goro::go([] {
+      goro::Chan<int> nil;
+      entered.fetch_add(1);
+      goro::select(goro::recv_case(nil), goro::send_case(nil, 1));
+      returned.fetch_add(1);
+    });
+    goro_test::AwaitInFiber([] { return entered.load() == 1; },
+                            "the nil-only select to start");
+    // Other work meanwhile: a hand-off with a second fiber, yields, a sleep.
+    goro::Chan<int> ch(0);
+    goro_test::FiberGroup g;
+    g.go([ch]() mutable {
+      for (int i = 0; i < 100; ++i) ch.send(i);
+    });
+    for (int i = 0; i < 100; ++i) EXPECT_EQ(ch.recv(), i);
+    g.wait();
+    for (int i = 0; i < 10; ++i) goro::yield();
+    goro::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_EQ(returned.load(), 0)
+        << "a select with only nil cases and no default returned";
+  });
+  EXPECT_EQ(returned.load(), 0)
+      << "a select with only nil cases and no default returned";
+}
+
 // Ready cases are chosen uniformly: k always-ready channels, N selects; each
 // count within 10 standard deviations of N/k (a false failure has
 // probability < 1e-20).
