@@ -49,7 +49,7 @@ TEST_P(SelectTest, EveryCaseKindWhenReady) {
 // operands included, the channel before the value -- left to right, before
 // select looks at a channel (Go's order; a mini port of Go's
 // test/chan/select5.go). The variadic form's arguments are evaluated right
-// to left by GCC: this test, written with it, fails with order 5,4,3,2,1.
+// to left by GCC: this test, written with it, fails with order 5,4,2,3,1.
 TEST_P(SelectTest, CasesFormEvaluatesOperandsInSourceOrder) {
   run([] {
     goro::Chan<int> empty(1), full(1), ready(1);
