@@ -14,10 +14,11 @@
 // value or a std::shared_ptr, constness is about the handle, not the
 // channel: every operation (send, recv, close, range-for, ...) is callable
 // on a const Chan, so a lambda that captures a Chan by value needs no
-// `mutable`. Only assignment changes which channel a handle names. A default-constructed
-// Chan is nil: select never chooses its cases; any other operation on it
-// throws std::logic_error. T may be move-only; it must be nothrow move
-// constructible (moves happen inside the channel's critical sections).
+// `mutable`. Only assignment changes which channel a handle names. A
+// default-constructed Chan is nil: select never chooses its cases; any other
+// operation on it throws std::logic_error. T may be move-only; it must be
+// nothrow move constructible (moves happen inside the channel's critical
+// sections).
 //
 // Guarantees (as Go):
 //   * Nothing is lost or duplicated: a value passed to a send that returns is

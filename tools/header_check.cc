@@ -63,10 +63,10 @@ int all_of_it() {
     goro::select(goro::default_case([&] { ++sink; }));
     goro::select(goro::recv_case(a), goro::default_case());
     goro::select(goro::default_case(),
-                 goro::recv_case(a, [&](std::optional<int> v) {
-                   sink += v.value_or(0);
-                 }),
-                 goro::send_case(s, "x"), goro::send_case(a, 1, [&] { ++sink; }),
+                 goro::recv_case(
+                     a, [&](std::optional<int> v) { sink += v.value_or(0); }),
+                 goro::send_case(s, "x"),
+                 goro::send_case(a, 1, [&] { ++sink; }),
                  goro::recv_case(s, [&] { ++sink; }));
     goro::select(goro::recv_case(a, [&](std::optional<int>) { ++sink; }),
                  goro::recv_case(m, [](std::optional<Moveonly>) {}),
@@ -76,8 +76,8 @@ int all_of_it() {
     goro::select(goro::Cases{
         goro::RecvCase{a, [&](std::optional<int> v) { sink += v.value_or(0); }},
         goro::DefaultCase{[&] { ++sink; }},
-        goro::SendCase{a, 2, [&] { ++sink; }},
-        goro::recv_case(s), goro::send_case(m, Moveonly{})});
+        goro::SendCase{a, 2, [&] { ++sink; }}, goro::recv_case(s),
+        goro::send_case(m, Moveonly{})});
     goro::Selector sel;
     sel.add(goro::recv_case(a, [&](std::optional<int>) { ++sink; }));
     sel.add(goro::send_case(s, "z", [&] { ++sink; }));

@@ -79,10 +79,9 @@ TEST_P(SelectTest, CasesFormEvaluatesOperandsInSourceOrder) {
     // it stands; braced cases without callbacks.
     order.clear();
     bool def = false;
-    i = goro::select(goro::Cases{
-        goro::RecvCase{chan(1, empty)},
-        goro::DefaultCase{[&] { def = true; }},
-        goro::SendCase{chan(2, full), value(3)}});
+    i = goro::select(goro::Cases{goro::RecvCase{chan(1, empty)},
+                                 goro::DefaultCase{[&] { def = true; }},
+                                 goro::SendCase{chan(2, full), value(3)}});
     EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
     EXPECT_EQ(i, 1u);
     EXPECT_TRUE(def);
@@ -111,7 +110,8 @@ TEST_P(SelectTest, CasesFormParksUntilACaseIsReady) {
     int got = -1;
     const std::size_t i = goro::select(goro::Cases{
         goro::RecvCase{a, [&](std::optional<int>) { got = -2; }},
-        goro::RecvCase{b, [&](std::optional<int> v) { got = v.value_or(-3); }}});
+        goro::RecvCase{b,
+                       [&](std::optional<int> v) { got = v.value_or(-3); }}});
     EXPECT_EQ(i, 1u);
     EXPECT_EQ(got, 5);
     EXPECT_FALSE(a.try_send(1));  // no waiter left behind on a
