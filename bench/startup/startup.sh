@@ -2,7 +2,8 @@
 # Start-up cost against Go's empty program. Times each program with
 # `perf stat -r 20`, five rounds, interleaved (so load from other work on the
 # machine hits every program alike), and prints per program the median of
-# the five rounds' mean wall times and its ratio to Go's.
+# the five rounds' mean wall times and its ratio to Go's, then the same for
+# CPU time (perf's task-clock, all threads: steadier on a loaded machine).
 #   bash bench/startup/startup.sh [NAME=BINARY ...]
 # Without arguments: builds //bench:startup_empty_run and
 # //bench:startup_empty_main and Go's empty.go (golang-1.19-go), and times
@@ -30,21 +31,23 @@ fi
 for ((r = 0; r < rounds; ++r)); do
   for p in "${progs[@]}"; do
     name="${p%%=*}"
-    # perf's CSV has no wall time: take it from the human-readable report.
     perf stat -r "$reps" "${p#*=}" 2>&1 >/dev/null |
-      awk -v n="$name" '/seconds time elapsed/ {print n, $1 * 1000}' >>"$work/times"
+      awk -v n="$name" '/msec task-clock/ {cpu = $1}
+        /seconds time elapsed/ {print n, $1 * 1000, cpu}' >>"$work/times"
   done
 done
 python3 - "$work/times" "${progs[@]}" <<'PY'
 import statistics, sys
-times = {}
+times, cpus = {}, {}
 for line in open(sys.argv[1]):
-    n, ms = line.split()
+    n, ms, cpu = line.split()
     times.setdefault(n, []).append(float(ms))
-go = statistics.median(times["go_empty"])
-for p in sys.argv[2:]:
-    n = p.split("=", 1)[0]
-    m = statistics.median(times[n])
-    rounds = " ".join(f"{t:.2f}" for t in times[n])
-    print(f"{n:24s} {m:7.2f} ms  {m / go:5.2f}x Go   (rounds: {rounds})")
+    cpus.setdefault(n, []).append(float(cpu))
+for title, data in (("wall", times), ("cpu", cpus)):
+    go = statistics.median(data["go_empty"])
+    for p in sys.argv[2:]:
+        n = p.split("=", 1)[0]
+        m = statistics.median(data[n])
+        rounds = " ".join(f"{t:.2f}" for t in data[n])
+        print(f"{title:4s} {n:24s} {m:7.2f} ms  {m / go:5.2f}x Go   (rounds: {rounds})")
 PY
