@@ -199,7 +199,6 @@ template <typename T, typename U>
 SendCase(const Chan<T>&, U&&) -> SendCase<T>;
 template <typename F>
 DefaultCase(F) -> DefaultCase<F>;
-DefaultCase()->DefaultCase<>;
 
 // recv_case: receive from `ch`; fn(std::optional<T>) (or fn()) runs if taken.
 template <typename T, typename F>
