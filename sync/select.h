@@ -68,7 +68,8 @@
 // Cost: locks every channel once (twice more if select parks), no
 // allocation; the case objects live on the caller's stack. Each select
 // instantiates only the code that fills in its cases; the engine is out of
-// line (about 40 ms of GCC -O2 time per select; bench/select_compile_time.sh).
+// line (about half the compile time of the earlier templates;
+// bench/select_compile_time.sh).
 // When every case is a buffered channel, a ready case is usually taken without
 // any lock (the channels' lock-free fast path, tried in the random poll order).
 // The case objects hold a plain pointer to the channel: pass them straight to
