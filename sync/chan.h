@@ -3,17 +3,22 @@
 // goro::Chan<T>: Go's channels for fibers.
 //
 //   goro::Chan<int> ch(16);          // capacity 16; 0 is unbuffered
-//   goro::go([ch]() mutable {        // copies share one channel
+//   goro::go([ch] {                  // copies share one channel
 //     for (int i = 0; i < 100; ++i) ch.send(i);
 //     ch.close();
 //   });
 //   for (int v : ch) use(v);         // ends once closed and drained
 //
 // A Chan<T> is a cheap handle (one pointer, reference counted): copies share
-// one channel, which lives until the last handle goes. A default-constructed
-// Chan is nil: select never chooses its cases; any other operation on it
-// throws std::logic_error. T may be move-only; it must be nothrow move
-// constructible (moves happen inside the channel's critical sections).
+// one channel, which lives until the last handle goes. Like Go's channel
+// value or a std::shared_ptr, constness is about the handle, not the
+// channel: every operation (send, recv, close, range-for, ...) is callable
+// on a const Chan, so a lambda that captures a Chan by value needs no
+// `mutable`. Only assignment changes which channel a handle names. A
+// default-constructed Chan is nil: select never chooses its cases; any other
+// operation on it throws std::logic_error. T may be move-only; it must be
+// nothrow move constructible (moves happen inside the channel's critical
+// sections).
 //
 // Guarantees (as Go):
 //   * Nothing is lost or duplicated: a value passed to a send that returns is
@@ -75,6 +80,25 @@
 
 namespace goro {
 
+// The outcome of Chan<T>::try_recv_status() (Go's `v, ok := <-c` inside a
+// select with a default case).
+enum class RecvStatus {
+  kReceived,  // a value was received
+  kEmpty,     // nothing to receive now; the channel is open
+  kClosed,    // the channel is closed and drained: nothing will ever come
+};
+
+// RecvAttempt<T>: a status and, for kReceived only, the value.
+template <typename T>
+struct RecvAttempt {
+  RecvStatus status;
+  std::optional<T> value;  // engaged iff status == RecvStatus::kReceived
+
+  bool received() const { return status == RecvStatus::kReceived; }
+  bool empty() const { return status == RecvStatus::kEmpty; }
+  bool closed() const { return status == RecvStatus::kClosed; }
+};
+
 namespace sync_internal {
 
 // Raw storage for one T that a channel may construct a value into.
@@ -126,30 +150,53 @@ class Chan {
 
   // send sends `v`, parking until a receiver takes it (unbuffered) or there
   // is room in the buffer. Throws ChanClosed (see above).
-  void send(T v) { core()->send(&v, true); }
+  void send(T v) const { core()->send(&v, true); }
 
   // recv receives the next value, parking until there is one; an empty
   // optional once the channel is closed and drained.
-  std::optional<T> recv() { return receive(/*block=*/true); }
+  std::optional<T> recv() const { return receive(/*block=*/true); }
 
   // try_send sends `v` if that can be done without parking: returns false
   // (and leaves `v` untouched) when the buffer is full or, unbuffered, no
   // receiver is parked. Throws ChanClosed on a closed channel.
-  bool try_send(T&& v) { return core()->send(&v, false); }
-  bool try_send(const T& v) {
+  bool try_send(T&& v) const { return core()->send(&v, false); }
+  bool try_send(const T& v) const {
     T copy(v);
     return core()->send(&copy, false);
   }
 
   // try_recv receives a value if one is ready (buffered, or a parked
   // sender). Empty optional otherwise -- also when closed and drained; use
-  // closed() or select with a default case to tell the two apart.
-  std::optional<T> try_recv() { return receive(/*block=*/false); }
+  // try_recv_status() to tell the two apart.
+  std::optional<T> try_recv() const { return receive(/*block=*/false); }
+
+  // try_recv_status receives a value if one is ready, like try_recv, and
+  // says why when none is: kEmpty (open, nothing ready now) or kClosed
+  // (closed and drained; every later receive reports the same). Go's
+  //   select { case v, ok := <-c: ...; default: ... }
+  // A closed channel with values still buffered reports kReceived until it
+  // is drained. Never parks. The status is exact at one instant inside the
+  // call (the same check a blocking recv makes before it parks), so kClosed
+  // is final and, as for recv, everything done before close() is visible
+  // after it. Cost: that of try_recv (no lock on an obviously empty open
+  // channel).
+  RecvAttempt<T> try_recv_status() const {
+    sync_internal::Slot<T> s;
+    switch (core()->recv(&s.value, false)) {
+      case sync_internal::ChanCore::Recv::kReceived:
+        return {RecvStatus::kReceived, s.take()};
+      case sync_internal::ChanCore::Recv::kClosed:
+        return {RecvStatus::kClosed, std::nullopt};
+      case sync_internal::ChanCore::Recv::kWouldBlock:
+        break;
+    }
+    return {RecvStatus::kEmpty, std::nullopt};
+  }
 
   // close closes the channel: receivers drain the buffer, then get empty
   // optionals; parked senders throw ChanClosed. Throws ChanClosed if already
   // closed.
-  void close() { core()->close(); }
+  void close() const { core()->close(); }
 
   // Values in the buffer (racy by nature; 0 for unbuffered channels).
   std::size_t size() const { return core()->size(); }
@@ -186,12 +233,13 @@ class Chan {
 
    private:
     friend class Chan;
-    explicit iterator(Chan* ch) : ch_(ch), cur_(ch->recv()) {}
-    Chan* ch_ = nullptr;
+    explicit iterator(const Chan* ch) : ch_(ch), cur_(ch->recv()) {}
+    const Chan* ch_ = nullptr;
     std::optional<T> cur_;
   };
-  iterator begin() { return iterator(this); }
-  std::default_sentinel_t end() { return {}; }
+  // begin receives the first value (parking, like recv). On a const Chan too.
+  iterator begin() const { return iterator(this); }
+  std::default_sentinel_t end() const { return {}; }
 
   // For select (sync/select.h).
   sync_internal::ChanCore* core_for_select() const { return core_; }
@@ -202,7 +250,7 @@ class Chan {
     return core_;
   }
 
-  std::optional<T> receive(bool block) {
+  std::optional<T> receive(bool block) const {
     sync_internal::Slot<T> s;
     if (core()->recv(&s.value, block) ==
         sync_internal::ChanCore::Recv::kReceived) {

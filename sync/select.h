@@ -16,6 +16,28 @@
 // no argument); a send case's callback takes none. With a default case,
 // select does not park: if no case is ready it runs the default's callback.
 //
+// Evaluation order. The variadic form above stays, and is the usual one:
+// its cases are function arguments, so C++ leaves the order in which the
+// cases -- and each case's channel and value operands -- are evaluated
+// unspecified (GCC evaluates them right to left). Go evaluates every
+// channel and value operand once, in source order, before it looks at any
+// channel. When the operands have side effects whose order matters, use the
+// ordered form: the cases in a braced goro::Cases{...} list, which C++
+// evaluates left to right, each case completely before the next:
+//
+//   goro::select(goro::Cases{
+//       goro::RecvCase{next_input(), [&](std::optional<int> v) { ... }},
+//       goro::SendCase{next_output(), compute(), [&] { ++sent; }},
+//       goro::DefaultCase{[&] { idle(); }}});
+//
+// The braced case types RecvCase{ch, fn}, SendCase{ch, value, fn} and
+// DefaultCase{fn} (callbacks optional) evaluate the channel before the value,
+// as Go's `case ch <- value:`; recv_case/send_case/default_case also work
+// inside Cases{}, each then evaluated before the next, but a send_case's own
+// channel and value arguments stay unordered. Either form evaluates all
+// operands before select starts, and the callbacks are not operands: only
+// the chosen one runs. Indices are positions in the argument or braced list.
+//
 // For a list of cases built at run time (fan-in over N channels), use
 // goro::Selector:
 //
@@ -44,11 +66,14 @@
 // from the callback propagate (the channel operation has completed).
 //
 // Cost: locks every channel once (twice more if select parks), no
-// allocation; the case objects live on the caller's stack. When every case
-// is a buffered channel, a ready case is usually taken without any lock
-// (the channels' lock-free fast path, tried in the random poll order). The case
-// objects hold a plain pointer to the channel: pass them straight to select
-// (any temporary channel lives until select returns).
+// allocation; the case objects live on the caller's stack. Each select
+// instantiates only the code that fills in its cases; the engine is out of
+// line (about half the compile time of the earlier templates;
+// bench/select_compile_time.sh).
+// When every case is a buffered channel, a ready case is usually taken without
+// any lock (the channels' lock-free fast path, tried in the random poll order).
+// The case objects hold a plain pointer to the channel: pass them straight to
+// select (any temporary channel lives until select returns).
 
 #ifndef GORO_SYNC_SELECT_H_
 #define GORO_SYNC_SELECT_H_
@@ -72,8 +97,27 @@
 
 namespace goro {
 
-template <typename T, typename F>
+// NoOp: the callback of a case given none.
+struct NoOp {
+  template <typename... A>
+  void operator()(A&&...) const noexcept {}
+};
+
+// RecvCase: receive from a channel; its callback gets the value
+// (std::optional<T>: empty if the channel is closed and drained) or nothing.
+// Build it with recv_case(ch, fn), or braced, RecvCase{ch, fn} / RecvCase{ch},
+// where the channel is evaluated before the callback.
+template <typename T, typename F = NoOp>
 struct RecvCase {
+  static_assert(std::is_invocable_v<F&, std::optional<T>> ||
+                    std::is_invocable_v<F&>,
+                "goro::recv_case: the callback must take std::optional<T> or "
+                "nothing");
+
+  RecvCase(const Chan<T>& ch, F f)
+      : chan(ch.core_for_select()), fn(std::move(f)) {}
+  explicit RecvCase(const Chan<T>& ch) : chan(ch.core_for_select()), fn() {}
+
   sync_internal::ChanCore* chan;
   F fn;
   sync_internal::Slot<T> slot;
@@ -87,18 +131,34 @@ struct RecvCase {
     std::optional<T> v;
     if (received) v = slot.take();
     if constexpr (std::is_invocable_v<F&, std::optional<T>>) {
-      std::invoke(fn, std::move(v));
+      fn(std::move(v));
     } else {
-      static_assert(std::is_invocable_v<F&>,
-                    "goro::recv_case: the callback must take "
-                    "std::optional<T> or nothing");
-      std::invoke(fn);
+      fn();
     }
+  }
+  static void fire_erased(void* self, bool received) {
+    static_cast<RecvCase*>(self)->fire(received);
   }
 };
 
-template <typename T, typename F>
+// SendCase: send a value on a channel; its callback takes no argument. Build
+// it with send_case(ch, value, fn), or braced, SendCase{ch, value, fn} /
+// SendCase{ch, value}, where the channel is evaluated before the value (as
+// in Go's `case ch <- value:`).
+template <typename T, typename F = NoOp>
 struct SendCase {
+  static_assert(std::is_invocable_v<F&>,
+                "goro::send_case: the callback must take no arguments");
+
+  template <typename U>
+  SendCase(const Chan<T>& ch, U&& v, F f)
+      : chan(ch.core_for_select()),
+        value(std::forward<U>(v)),
+        fn(std::move(f)) {}
+  template <typename U>
+  SendCase(const Chan<T>& ch, U&& v)
+      : chan(ch.core_for_select()), value(std::forward<U>(v)), fn() {}
+
   sync_internal::ChanCore* chan;
   T value;
   F fn;
@@ -108,47 +168,90 @@ struct SendCase {
     c->elem = &value;
     c->is_send = true;
   }
-  void fire(bool) {
-    static_assert(std::is_invocable_v<F&>,
-                  "goro::send_case: the callback must take no arguments");
-    std::invoke(fn);
+  void fire(bool) { fn(); }
+  static void fire_erased(void* self, bool) {
+    static_cast<SendCase*>(self)->fn();
   }
 };
 
-template <typename F>
+// DefaultCase: makes select non-blocking; its callback runs if no case is
+// ready. default_case(fn), or braced, DefaultCase{fn} / DefaultCase{}.
+template <typename F = NoOp>
 struct DefaultCase {
+  static_assert(std::is_invocable_v<F&>,
+                "goro::default_case: the callback must take no arguments");
+  DefaultCase() = default;
+  explicit DefaultCase(F f) : fn(std::move(f)) {}
   F fn;
+  static void fire_erased(void* self, bool) {
+    static_cast<DefaultCase*>(self)->fn();
+  }
 };
+
+// The deduction guides that make the braced forms work (the channel names T,
+// the callback F; a callable stored by value).
+template <typename T, typename F>
+RecvCase(const Chan<T>&, F) -> RecvCase<T, F>;
+template <typename T>
+RecvCase(const Chan<T>&) -> RecvCase<T>;
+template <typename T, typename U, typename F>
+SendCase(const Chan<T>&, U&&, F) -> SendCase<T, F>;
+template <typename T, typename U>
+SendCase(const Chan<T>&, U&&) -> SendCase<T>;
+template <typename F>
+DefaultCase(F) -> DefaultCase<F>;
 
 // recv_case: receive from `ch`; fn(std::optional<T>) (or fn()) runs if taken.
 template <typename T, typename F>
 RecvCase<T, std::decay_t<F>> recv_case(const Chan<T>& ch, F&& fn) {
-  return {ch.core_for_select(), std::forward<F>(fn), {}};
+  return RecvCase<T, std::decay_t<F>>(ch, std::forward<F>(fn));
 }
 template <typename T>
-auto recv_case(const Chan<T>& ch) {
-  return recv_case(ch, [] {});
+RecvCase<T> recv_case(const Chan<T>& ch) {
+  return RecvCase<T>(ch);
 }
 
 // send_case: send `value` on `ch`; fn() runs if taken. If another case is
 // taken, `value` is not sent (and is destroyed with the case).
 template <typename T, typename U, typename F>
 SendCase<T, std::decay_t<F>> send_case(const Chan<T>& ch, U&& value, F&& fn) {
-  return {ch.core_for_select(), T(std::forward<U>(value)), std::forward<F>(fn)};
+  return SendCase<T, std::decay_t<F>>(ch, std::forward<U>(value),
+                                      std::forward<F>(fn));
 }
 template <typename T, typename U>
-auto send_case(const Chan<T>& ch, U&& value) {
-  return send_case(ch, std::forward<U>(value), [] {});
+SendCase<T> send_case(const Chan<T>& ch, U&& value) {
+  return SendCase<T>(ch, std::forward<U>(value));
 }
 
 // default_case: makes select non-blocking; fn() runs if nothing is ready.
 template <typename F>
 DefaultCase<std::decay_t<F>> default_case(F&& fn) {
-  return {std::forward<F>(fn)};
+  return DefaultCase<std::decay_t<F>>(std::forward<F>(fn));
 }
-inline auto default_case() {
-  return default_case([] {});
-}
+inline DefaultCase<> default_case() { return DefaultCase<>(); }
+
+// Cases: the cases of one select, in a braced list, for the ordered form
+//   goro::select(goro::Cases{case0, case1, ...});
+// A braced list is evaluated left to right, so each case -- channel and
+// value operands included -- is built before the next one starts, and all
+// of them before select looks at any channel: Go's evaluation order. Holds
+// references to the cases: build it inside the select call (as with the
+// cases themselves, anything temporary lives until select returns).
+template <typename... Cs>
+class Cases {
+ public:
+  // NOLINTNEXTLINE(google-explicit-constructor): used braced, by CTAD.
+  Cases(Cs&&... cs) : refs_(cs...) {}
+  Cases(const Cases&) = delete;
+  Cases& operator=(const Cases&) = delete;
+
+ private:
+  template <typename... Ds>
+  friend std::size_t select(Cases<Ds...>&& cases);
+  std::tuple<std::remove_reference_t<Cs>&...> refs_;
+};
+template <typename... Cs>
+Cases(Cs&&...) -> Cases<Cs...>;
 
 namespace sync_internal {
 
@@ -158,62 +261,69 @@ template <typename F>
 struct IsDefault<DefaultCase<F>> : std::true_type {};
 
 template <typename... Cs>
-constexpr std::array<int, sizeof...(Cs)> core_indices() {
-  std::array<int, sizeof...(Cs)> r{};
-  constexpr bool is_def[] = {IsDefault<std::decay_t<Cs>>::value..., false};
-  int k = 0;
+constexpr int default_position() {
+  constexpr bool is_def[] = {IsDefault<std::remove_cv_t<Cs>>::value..., false};
   for (std::size_t i = 0; i < sizeof...(Cs); ++i) {
-    r[i] = is_def[i] ? -1 : k++;
+    if (is_def[i]) return static_cast<int>(i);
   }
-  return r;
+  return -1;
 }
 
-template <typename Tuple, std::size_t... I>
-std::size_t select_impl(Tuple& cases, std::index_sequence<I...>) {
-  using Types = std::tuple<std::decay_t<std::tuple_element_t<I, Tuple>>...>;
-  constexpr auto idx = core_indices<std::tuple_element_t<I, Types>...>();
-  constexpr int kDefaults =
-      (0 + ... + (IsDefault<std::tuple_element_t<I, Types>>::value ? 1 : 0));
-  static_assert(kDefaults <= 1, "goro::select: at most one default_case");
-  constexpr int kN = static_cast<int>(sizeof...(I)) - kDefaults;
+// bind_case fills in the next case slot (or the default).
+template <typename T, typename F>
+void bind_case(RecvCase<T, F>& c, SelectCase*& sc, CaseRef*& ref, CaseRef&) {
+  c.prepare(sc++);
+  *ref++ = {&c, &RecvCase<T, F>::fire_erased};
+}
+template <typename T, typename F>
+void bind_case(SendCase<T, F>& c, SelectCase*& sc, CaseRef*& ref, CaseRef&) {
+  c.prepare(sc++);
+  *ref++ = {&c, &SendCase<T, F>::fire_erased};
+}
+template <typename F>
+void bind_case(DefaultCase<F>& c, SelectCase*&, CaseRef*&, CaseRef& def) {
+  def = {&c, &DefaultCase<F>::fire_erased};
+}
 
-  std::array<SelectCase, kN == 0 ? 1 : kN> sc;
-  std::array<CaseIndex, kN == 0 ? 2 : 2 * kN> order;
-  std::array<Waiter, kN == 0 ? 1 : kN> waiters;
-  (
-      [&] {
-        if constexpr (idx[I] >= 0) std::get<I>(cases).prepare(&sc[idx[I]]);
-      }(),
-      ...);
-  const SelectResult r = SelectCore::run(sc.data(), order.data(),
-                                         waiters.data(), kN, kDefaults == 0);
-  std::size_t taken = 0;
-  (
-      [&] {
-        if constexpr (idx[I] < 0) {
-          if (r.index < 0) {
-            taken = I;
-            std::invoke(std::get<I>(cases).fn);
-          }
-        } else {
-          if (r.index == idx[I]) {
-            taken = I;
-            std::get<I>(cases).fire(r.received);
-          }
-        }
-      }(),
-      ...);
-  return taken;
+template <typename... Cs>
+std::size_t select_cases(Cs&... cases) {
+  constexpr int kDefaults =
+      (0 + ... + (IsDefault<std::remove_cv_t<Cs>>::value ? 1 : 0));
+  static_assert(kDefaults <= 1, "goro::select: at most one default_case");
+  if constexpr (sizeof...(Cs) == 0) {
+    // Go's `select {}`: parks forever.
+    return select_dispatch(nullptr, nullptr, nullptr, nullptr, 0, -1, {});
+  } else {
+    constexpr int kN = static_cast<int>(sizeof...(Cs)) - kDefaults;
+    SelectFrame<kN == 0 ? 1 : kN> f;
+    SelectCase* sc = f.sc;
+    CaseRef* ref = f.refs;
+    CaseRef def;
+    (bind_case(cases, sc, ref, def), ...);
+    return select_dispatch(f.sc, f.order, f.waiters, f.refs, kN,
+                           default_position<Cs...>(), def);
+  }
 }
 
 }  // namespace sync_internal
 
 // select: see the top of this file. Returns the index of the case taken.
-template <typename... Cases>
-std::size_t select(Cases&&... cases) {
-  auto refs = std::forward_as_tuple(cases...);
-  return sync_internal::select_impl(
-      refs, std::make_index_sequence<sizeof...(Cases)>());
+// The cases are function arguments: C++ leaves the order in which they (and
+// their channel and value operands) are evaluated unspecified, and GCC
+// evaluates them right to left. Use the Cases form below when the operands
+// have side effects whose order matters.
+template <typename... Cs>
+std::size_t select(Cs&&... cases) {
+  return sync_internal::select_cases(cases...);
+}
+
+// select(Cases{...}): the ordered form. The same select, with the cases
+// built left to right (see Cases); indices are positions in the braced list.
+template <typename... Cs>
+std::size_t select(Cases<Cs...>&& cases) {
+  return std::apply(
+      [](auto&... cs) { return sync_internal::select_cases(cs...); },
+      cases.refs_);
 }
 
 // Selector: a select over a case list built at run time. Reusable: each

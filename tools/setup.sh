@@ -4,7 +4,10 @@
 # Works offline as long as Debian's package mirror is reachable.
 set -euo pipefail
 
-packages=(bazel-bootstrap libunwind-dev libabsl-dev libgtest-dev libbenchmark-dev python3 clang)
+# cmake and pkg-config: the non-Bazel build that CI checks
+# (examples/build_both_ways.sh).
+packages=(bazel-bootstrap libunwind-dev libabsl-dev libgtest-dev libbenchmark-dev python3 clang
+  cmake pkg-config)
 
 installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]

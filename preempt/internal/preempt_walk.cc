@@ -291,6 +291,12 @@ __attribute__((no_sanitize_address)) bool hijack(Fiber* f, const Found& h) {
 }  // namespace
 
 void hijack_init() {
+  // A table left by an earlier runtime is cleared; a new mapping is zero
+  // already, and clearing it would fault in every page of it (128 KiB) at
+  // each program's start.
+  if (g_table != nullptr) {
+    memset(static_cast<void*>(g_table), 0, sizeof(HijackEntry) << kHijackBits);
+  }
 #if !defined(__SANITIZE_THREAD__)  // TSan: no async preemption, and its
                                    // memory layout owns that address.
   if (g_table == nullptr) {
@@ -304,9 +310,6 @@ void hijack_init() {
     }
   }
 #endif
-  if (g_table != nullptr) {
-    memset(static_cast<void*>(g_table), 0, sizeof(HijackEntry) << kHijackBits);
-  }
   for (Hint& h : g_hints) {
     h.fiber.store(nullptr, std::memory_order_relaxed);
     h.slot.store(0, std::memory_order_relaxed);

@@ -27,7 +27,9 @@ struct ElemOps {
   // about the cases for other sizes, which `size` rules out at run time.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Warray-bounds"
+#ifndef __clang__  // Clang has no -Wstringop-overflow (and would warn)
 #pragma GCC diagnostic ignored "-Wstringop-overflow"
+#endif
   void move(void* dst, void* src) const {
     if (trivial) {
       // Word-sized values (the common case: ints, pointers, small structs)

@@ -280,4 +280,18 @@ SelectResult SelectCore::run(SelectCase* cases, CaseIndex* order,
   }
 }
 
+std::size_t select_dispatch(SelectCase* cases, CaseIndex* order,
+                            Waiter* waiters, const CaseRef* refs, int n,
+                            int default_pos, CaseRef def) {
+  const SelectResult r =
+      SelectCore::run(cases, order, waiters, n, default_pos < 0);
+  if (r.index < 0) {
+    def.fire(def.obj, false);
+    return static_cast<std::size_t>(default_pos);
+  }
+  refs[r.index].fire(refs[r.index].obj, r.received);
+  const int skip = default_pos >= 0 && r.index >= default_pos ? 1 : 0;
+  return static_cast<std::size_t>(r.index + skip);
+}
+
 }  // namespace goro::sync_internal

@@ -46,7 +46,9 @@ class SelectCore {
   // run() holds it between lock_all and unlock_all, which take a dynamic set
   // of locks in address order that the analysis cannot follow. A no-op.
   static void assume_locked(const ChanCore* c)
-      ABSL_ASSERT_EXCLUSIVE_LOCK(c->lock_) {}
+      ABSL_ASSERT_EXCLUSIVE_LOCK(c->lock_) {
+    static_cast<void>(c);
+  }
   static WaitQueue& sendq_of(ChanCore* c)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->lock_) {
     return c->sendq_;
@@ -55,6 +57,33 @@ class SelectCore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->lock_) {
     return c->recvq_;
   }
+};
+
+// A type-erased case for select_dispatch: the case object and its callback
+// runner.
+struct CaseRef {
+  void* obj = nullptr;
+  void (*fire)(void* obj, bool received) = nullptr;
+};
+
+// select_dispatch (select_core.cc) runs SelectCore::run over cases[0, n)
+// (block unless default_pos >= 0), then the chosen case's callback (`def`
+// when nothing was ready), and returns the chosen case's argument index:
+// `default_pos` for the default, else the case's index among the non-default
+// cases, plus one if it comes after the default. Out of line, so that each
+// select instantiates only the few lines that fill in its cases.
+std::size_t select_dispatch(SelectCase* cases, CaseIndex* order,
+                            Waiter* waiters, const CaseRef* refs, int n,
+                            int default_pos, CaseRef def);
+
+// The arrays one select over n cases needs, on the caller's stack. Depends
+// only on n, so it is shared by every select with as many cases.
+template <int N>
+struct SelectFrame {
+  SelectCase sc[N];
+  CaseRef refs[N];
+  CaseIndex order[2 * N];
+  Waiter waiters[N];
 };
 
 }  // namespace goro::sync_internal

@@ -14,7 +14,7 @@ TEST(DocsExamples, ReadmeChannelExample) {
   std::vector<int> got;
   int rc = goro::run([&] {
     goro::Chan<int> ch(0);  // unbuffered, as in Go
-    goro::go([ch]() mutable {
+    goro::go([ch] {
       for (int i = 0; i < 3; ++i) ch.send(i);
       ch.close();
     });

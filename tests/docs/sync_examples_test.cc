@@ -30,8 +30,8 @@ TEST(DocsExamples, SyncChannels) {
   std::vector<int> seen;
   goro::run([&] {
     auto use = [&](int v) { seen.push_back(v); };
-    goro::Chan<int> ch(16);    // capacity 16; Chan<int>(0) is unbuffered
-    goro::go([ch]() mutable {  // capture by value: copies share the channel
+    goro::Chan<int> ch(16);  // capacity 16; Chan<int>(0) is unbuffered
+    goro::go([ch] {          // capture by value: copies share the channel
       for (int i = 0; i < 100; ++i) ch.send(i);
       ch.close();
     });
@@ -265,6 +265,51 @@ TEST(DocsExamples, RuntimeHeaders) {
   EXPECT_EQ(rc, 3);
   ::close(fds[0]);
   ::close(fds[1]);
+}
+
+// docs/sync.md, "Channels" (try_recv_status) and "Evaluation order: the
+// Cases{...} form" (sync/select.h's header example is the same shape).
+TEST(DocsExamples, SyncTryRecvStatusAndOrderedSelect) {
+  goro::run([] {
+    std::vector<int> seen;
+    auto use = [&](int v) { seen.push_back(v); };
+    goro::Chan<int> ch(1);
+    ch.send(5);
+    goro::RecvAttempt<int> r = ch.try_recv_status();  // never parks
+    if (r.received())
+      use(*r.value);  // else r.empty(): open, nothing yet;
+                      //      r.closed(): closed and drained
+    EXPECT_EQ(seen, std::vector<int>{5});
+    EXPECT_TRUE(ch.try_recv_status().empty());
+
+    std::vector<std::string> calls;
+    goro::Chan<int> in(1), out(1);
+    in.send(1);
+    auto next_input = [&] {
+      calls.push_back("next_input");
+      return in;
+    };
+    auto next_output = [&] {
+      calls.push_back("next_output");
+      return out;
+    };
+    auto compute = [&] {
+      calls.push_back("compute");
+      return 2;
+    };
+    std::optional<int> got;
+    int sent = 0;
+    bool idle = false;
+    std::size_t i = goro::select(goro::Cases{
+        goro::RecvCase{next_input(), [&](std::optional<int> v) { got = v; }},
+        goro::SendCase{next_output(), compute(), [&] { ++sent; }},
+        goro::DefaultCase{[&] { idle = true; }}});
+    EXPECT_EQ(calls, (std::vector<std::string>{"next_input", "next_output",
+                                               "compute"}));
+    EXPECT_LT(i, 2u);  // both ready: either is taken
+    EXPECT_FALSE(idle);
+    EXPECT_EQ(got.has_value() + sent, 1);
+  });
 }
 
 }  // namespace

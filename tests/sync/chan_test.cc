@@ -4,10 +4,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <concepts>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "goro.h"
@@ -70,6 +73,103 @@ TEST(ChanBasics, BufferedStringsDestroyed) {
   for (int i = 0; i < 5; ++i) ch.send(std::string(100, 'a' + i));
   EXPECT_EQ(*ch.recv(), std::string(100, 'a'));
   EXPECT_EQ(ch.size(), 4u);
+}
+
+// chan.h: a Chan is a handle; every channel operation is callable on a
+// const Chan (a by-value lambda capture needs no `mutable`). Checked at
+// compile time: without the const overloads this file does not build.
+template <typename C>
+concept ConstHandleOps = requires(const C& c, typename C::value_type v) {
+  c.send(std::move(v));
+  { c.recv() } -> std::same_as<std::optional<typename C::value_type>>;
+  { c.try_send(std::move(v)) } -> std::same_as<bool>;
+  { c.try_recv() } -> std::same_as<std::optional<typename C::value_type>>;
+  c.try_recv_status();
+  c.close();
+  c.begin();
+  c.end();
+};
+static_assert(ConstHandleOps<goro::Chan<int>>);
+static_assert(ConstHandleOps<goro::Chan<std::unique_ptr<int>>>);
+
+TEST_P(ChanTest, ConstHandlesSendReceiveCloseAndRange) {
+  run([] {
+    const goro::Chan<int> ch(0);
+    const goro::Chan<int> done(1);
+    // Captured by value, not mutable: the closure's copies are const.
+    goro::go([ch, done] {
+      for (int i = 0; i < 3; ++i) ch.send(i);
+      ch.close();
+      done.send(1);
+    });
+    std::vector<int> got;
+    for (int v : ch) got.push_back(v);  // range-for on a const Chan
+    EXPECT_EQ(got, (std::vector<int>{0, 1, 2}));
+    EXPECT_EQ(done.recv(), 1);
+    const auto recv_in_const_lambda = [done] { return done.try_recv(); };
+    EXPECT_EQ(recv_in_const_lambda(), std::nullopt);
+  });
+}
+
+// chan.h, try_recv_status: kEmpty while open and empty, kReceived while
+// values are buffered (closed or not), kClosed once closed and drained --
+// the three outcomes Go's `select { case v, ok := <-c: ...; default: }`
+// distinguishes, which try_recv folds into one empty optional.
+TEST_P(ChanTest, TryRecvStatusTellsEmptyFromClosedAndDrained) {
+  run([] {
+    for (int cap : {0, 2}) {
+      SCOPED_TRACE(cap);
+      goro::Chan<int> ch(cap);
+      goro::RecvAttempt<int> r = ch.try_recv_status();
+      EXPECT_EQ(r.status, goro::RecvStatus::kEmpty);
+      EXPECT_TRUE(r.empty());
+      EXPECT_FALSE(r.value.has_value());
+      goro_test::FiberGroup g;
+      // Buffered: a value sent before close is still received. Unbuffered:
+      // a parked sender makes the receive ready.
+      g.go([ch] { ch.send(7); });
+      goro_test::AwaitInFiber(
+          [&] {
+            r = ch.try_recv_status();
+            return !r.empty();
+          },
+          "the sender's value");
+      EXPECT_EQ(r.status, goro::RecvStatus::kReceived);
+      EXPECT_TRUE(r.received());
+      EXPECT_EQ(r.value, 7);
+      g.wait();
+      if (cap > 0) {
+        ch.send(8);
+        ch.close();
+        r = ch.try_recv_status();  // closed, not drained: still a value
+        EXPECT_EQ(r.status, goro::RecvStatus::kReceived);
+        EXPECT_EQ(r.value, 8);
+      } else {
+        ch.close();
+      }
+      for (int i = 0; i < 2; ++i) {  // closed and drained, for good
+        r = ch.try_recv_status();
+        EXPECT_EQ(r.status, goro::RecvStatus::kClosed) << "attempt " << i;
+        EXPECT_TRUE(r.closed());
+        EXPECT_FALSE(r.value.has_value());
+      }
+      EXPECT_EQ(ch.try_recv(), std::nullopt);  // try_recv: unchanged
+    }
+  });
+}
+
+// A plain thread (not a fiber) gets the same three outcomes.
+TEST(ChanBasics, TryRecvStatusFromAPlainThread) {
+  goro::Chan<std::string> ch(1);
+  EXPECT_TRUE(ch.try_recv_status().empty());
+  ch.send("x");
+  ch.close();
+  goro::RecvAttempt<std::string> r = ch.try_recv_status();
+  EXPECT_TRUE(r.received());
+  EXPECT_EQ(r.value, "x");
+  EXPECT_TRUE(ch.try_recv_status().closed());
+  goro::Chan<int> nil;
+  EXPECT_THROW(nil.try_recv_status(), std::logic_error);
 }
 
 TEST_P(ChanTest, UnbufferedPingPong) {

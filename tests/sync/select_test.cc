@@ -45,6 +45,79 @@ TEST_P(SelectTest, EveryCaseKindWhenReady) {
   });
 }
 
+// select.h, the Cases form: every case is built -- channel and value
+// operands included, the channel before the value -- left to right, before
+// select looks at a channel (Go's order; a mini port of Go's
+// test/chan/select5.go). The variadic form's arguments are evaluated right
+// to left by GCC: this test, written with it, fails with order 5,4,2,3,1.
+TEST_P(SelectTest, CasesFormEvaluatesOperandsInSourceOrder) {
+  run([] {
+    goro::Chan<int> empty(1), full(1), ready(1);
+    full.send(0);
+    ready.send(1);
+    std::vector<int> order;
+    auto chan = [&](int k, const goro::Chan<int>& c) {
+      order.push_back(k);
+      return c;
+    };
+    auto value = [&](int k) {
+      order.push_back(k);
+      return k;
+    };
+    int got = -1;
+    std::size_t i = goro::select(goro::Cases{
+        goro::RecvCase{chan(1, empty), [](std::optional<int>) { FAIL(); }},
+        goro::SendCase{chan(2, full), value(3), [] { FAIL(); }},
+        goro::recv_case(chan(4, ready),
+                        [&](std::optional<int> v) { got = v.value_or(-2); }),
+        goro::send_case(chan(5, full), 0, [] { FAIL(); })});
+    EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 4, 5}));
+    EXPECT_EQ(i, 2u);
+    EXPECT_EQ(got, 1);
+
+    // Indices are positions in the braced list, default included, wherever
+    // it stands; braced cases without callbacks.
+    order.clear();
+    bool def = false;
+    i = goro::select(goro::Cases{goro::RecvCase{chan(1, empty)},
+                                 goro::DefaultCase{[&] { def = true; }},
+                                 goro::SendCase{chan(2, full), value(3)}});
+    EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+    EXPECT_EQ(i, 1u);
+    EXPECT_TRUE(def);
+    i = goro::select(goro::Cases{goro::RecvCase{empty}, goro::DefaultCase{},
+                                 goro::SendCase{ready, 5}});
+    EXPECT_EQ(i, 2u);
+    EXPECT_EQ(ready.recv(), 5);
+    // The variadic form stays, with the same indices.
+    i = goro::select(goro::recv_case(empty), goro::default_case(),
+                     goro::send_case(ready, 6));
+    EXPECT_EQ(i, 2u);
+    EXPECT_EQ(ready.recv(), 6);
+  });
+}
+
+// The Cases form parks like the variadic one and is woken by exactly one
+// case.
+TEST_P(SelectTest, CasesFormParksUntilACaseIsReady) {
+  run([] {
+    goro_test::FiberGroup g;
+    goro::Chan<int> a(0), b(0);
+    g.go([b] {
+      goro::sleep_for(std::chrono::milliseconds(1));
+      b.send(5);
+    });
+    int got = -1;
+    const std::size_t i = goro::select(goro::Cases{
+        goro::RecvCase{a, [&](std::optional<int>) { got = -2; }},
+        goro::RecvCase{b,
+                       [&](std::optional<int> v) { got = v.value_or(-3); }}});
+    EXPECT_EQ(i, 1u);
+    EXPECT_EQ(got, 5);
+    EXPECT_FALSE(a.try_send(1));  // no waiter left behind on a
+  });
+}
+
 TEST_P(SelectTest, DefaultWhenNothingReady) {
   run([] {
     goro_test::FiberGroup g;

@@ -1,0 +1,4 @@
+// Go's empty program, the yardstick for bench/startup/startup.sh.
+package main
+
+func main() {}
