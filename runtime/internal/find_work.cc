@@ -9,6 +9,30 @@
 // giving the P up -- rechecking every queue after the parker's fence (idle.cc)
 // -- and sleeping until the earliest timer of all Ps.
 //
+// The netpoller (net/ behind Hooks::netpoll; Go's design in proc.go). Three
+// places poll:
+//   * find_runnable, when this P's queues are empty: a non-blocking poll by
+//     one M at a time (Sched::poll_busy), only while some fiber waits for
+//     I/O and no M is blocked in netpoll (that M will see the events).
+//   * the idle path: an M that gave up its P and would sleep blocks in
+//     netpoll instead -- at most one M at a time (it CASes
+//     Sched::last_poll to 0) -- until the earliest timer of all Ps, with
+//     nanosecond precision, or until broken. While it is there the other
+//     idle Ms sleep with no deadline: the poller is the one thread that
+//     wakes for a timer. When it returns it takes an idle P if there is one
+//     and runs the fibers it readied (spreading them over idle Ps,
+//     netpoll_inject), or queues them globally.
+//   * sysmon, while some P is busy, when nobody has polled for 10 ms.
+// A new earliest timer must not wait behind a poller sleeping longer: the
+// timer's adder (timer_start on a P, an M going idle with its own deadline)
+// breaks the poll (netpoll_wake_for; net/ writes its eventfd once). The race
+// this must win: adder "timer in heap -> seq_cst fence -> load last_poll,
+// poll_until", poller "CAS last_poll -> 0 -> store poll_until -> seq_cst
+// fence -> re-read the earliest timer". With both fences either the adder
+// sees last_poll == 0 and a poll_until that is either final or stale -- and
+// then the poller's re-read sees the adder's timer -- or the adder sees no
+// poller and sleeps with its own deadline (or polls itself).
+//
 // Time. Each P has a timer heap; any M that finds a timer due runs it. An M
 // that gives up its P sleeps on its futex until the earliest timer of all Ps
 // (absolute CLOCK_MONOTONIC, timer slack 1 ns), so a sleeping fiber is woken
@@ -97,7 +121,72 @@ Fiber* global_get(Sched* s, P* p, int max) {
   return global_get_locked(s, p, max);
 }
 
+// Non-blocking poll, one M at a time; returns a fiber for this M to run
+// (the others it readied are queued), or null.
+Fiber* netpoll_nonblocking(Sched* s, M* m) {
+  if (g_hooks.netpoll == nullptr || io_waiters() == 0 ||
+      s->last_poll.load(std::memory_order_relaxed) == 0 ||
+      s->poll_busy.load(std::memory_order_relaxed) ||
+      s->poll_busy.exchange(true, std::memory_order_acquire)) {
+    return nullptr;
+  }
+  Fiber* fs[kNetpollBatch];
+  const int n = g_hooks.netpoll(0, fs, kNetpollBatch);
+  s->poll_busy.store(false, std::memory_order_release);
+  if (n == 0) return nullptr;
+  // The first runs here; netpoll_inject makes it runnable with the rest.
+  netpoll_inject(s, m, fs, n);
+  bool inh = false;
+  return runq_get(m->p, &inh);
+}
+
+// The idle M's blocking poll (see "The netpoller"). Returns true if this M
+// polled (it then holds a P if one was idle, and its readied fibers are
+// queued); false if it should sleep on its note instead.
+bool netpoll_blocking(Sched* s, M* m, std::int64_t deadline) {
+  if (g_hooks.netpoll == nullptr || !netpoll_on()) return false;
+  if (io_waiters() == 0 && deadline == 0) return false;
+  std::int64_t lp = s->last_poll.load(std::memory_order_seq_cst);
+  if (lp == 0 ||
+      !s->last_poll.compare_exchange_strong(lp, 0, std::memory_order_seq_cst)) {
+    return false;
+  }
+  s->poll_until.store(deadline, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // A timer added before the fence by an M that saw no poller is visible.
+  const std::int64_t again = earliest_timer(s);
+  if (again != 0 && (deadline == 0 || again < deadline)) {
+    deadline = again;
+    s->poll_until.store(deadline, std::memory_order_seq_cst);
+  }
+  Fiber* fs[kNetpollBatch];
+  int n = 0;
+  if (!s->stopping.load(std::memory_order_acquire) &&
+      (deadline == 0 || deadline > mono_now_ns())) {
+    n = g_hooks.netpoll(deadline == 0 ? -1 : deadline, fs, kNetpollBatch);
+  }
+  s->poll_until.store(0, std::memory_order_relaxed);
+  s->last_poll.store(mono_now_ns(), std::memory_order_seq_cst);
+  if (s->stopping.load(std::memory_order_acquire)) return true;
+  {
+    MutexLock l(&s->lock);
+    if (P* p = pidle_get_locked(s)) acquirep(m, p);
+  }
+  // With a P: run them here (and spread them); without one every P is
+  // busy: they go to the global queue.
+  netpoll_inject(s, m, fs, n);
+  return true;
+}
+
 }  // namespace
+
+void netpoll_wake_for(Sched* s, std::int64_t when) {
+  if (g_hooks.netpoll_break == nullptr) return;
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // see "The netpoller"
+  if (s->last_poll.load(std::memory_order_seq_cst) != 0) return;  // nobody
+  const std::int64_t until = s->poll_until.load(std::memory_order_seq_cst);
+  if (when == 0 || until == 0 || when < until) g_hooks.netpoll_break();
+}
 
 Fiber* global_get_locked(Sched* s, P* p, int max) {
   const int size = s->gq_size.load(std::memory_order_relaxed);
@@ -158,6 +247,9 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
       // busy, or we would have one): sleep until handed a P rather than spin.
       std::int64_t deadline = earliest_timer(s);
       if (deadline != 0 && deadline <= mono_now_ns()) deadline = 0;
+      if (netpoll_blocking(s, m, deadline)) continue;
+      // An M blocked in netpoll wakes for the timers: not us too.
+      if (s->last_poll.load(std::memory_order_seq_cst) == 0) deadline = 0;
       stopm(s, m, deadline);
       continue;
     }
@@ -181,7 +273,7 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
     if (s->gq_size.load(std::memory_order_relaxed) > 0) {
       if (Fiber* f = global_get(s, p, 0)) return found(f, false);
     }
-    if (g_hooks.netpoll != nullptr && g_hooks.netpoll() > 0) continue;
+    if (Fiber* f = netpoll_nonblocking(s, m)) return found(f, false);
     if (run_all_timers(s, p, &now)) continue;
 
     // Steal, unless enough Ms are already looking.
@@ -215,7 +307,7 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
     }
     // The parker's half of the wake-up protocol (see idle.cc).
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    const std::int64_t deadline = earliest_timer(s);
+    std::int64_t deadline = earliest_timer(s);
     const bool timer_due = deadline != 0 && deadline <= mono_now_ns();
     if (any_local_work(s) || timer_due) {
       MutexLock l(&s->lock);
@@ -227,6 +319,13 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
         }
         continue;
       }
+    }
+    if (netpoll_blocking(s, m, deadline)) continue;
+    if (deadline != 0 && s->last_poll.load(std::memory_order_seq_cst) == 0) {
+      // An M is blocked in netpoll: it wakes for timers, once broken if it
+      // sleeps past ours; we sleep until handed a P.
+      netpoll_wake_for(s, deadline);
+      deadline = 0;
     }
     stopm(s, m, deadline);
   }
