@@ -22,6 +22,10 @@
 //     wakes for a timer. When it returns it takes an idle P if there is one
 //     and runs the fibers it readied (spreading them over idle Ps,
 //     netpoll_inject), or queues them globally.
+//   * a fiber's slice end (yield_impl, preempted): a non-blocking poll
+//     whose fibers queue on this P, so that I/O is not left to sysmon's
+//     10 ms poll while fibers that never block keep every P busy (Go gets
+//     the same from putting a preempted goroutine on the global queue).
 //   * sysmon, while some P is busy, when nobody has polled for 10 ms.
 // A new earliest timer must not wait behind a poller sleeping longer: the
 // timer's adder (timer_start on a P, an M going idle with its own deadline)
@@ -124,18 +128,7 @@ Fiber* global_get(Sched* s, P* p, int max) {
 // Non-blocking poll, one M at a time; returns a fiber for this M to run
 // (the others it readied are queued), or null.
 Fiber* netpoll_nonblocking(Sched* s, M* m) {
-  if (g_hooks.netpoll == nullptr || io_waiters() == 0 ||
-      s->last_poll.load(std::memory_order_relaxed) == 0 ||
-      s->poll_busy.load(std::memory_order_relaxed) ||
-      s->poll_busy.exchange(true, std::memory_order_acquire)) {
-    return nullptr;
-  }
-  Fiber* fs[kNetpollBatch];
-  const int n = g_hooks.netpoll(0, fs, kNetpollBatch);
-  s->poll_busy.store(false, std::memory_order_release);
-  if (n == 0) return nullptr;
-  // The first runs here; netpoll_inject makes it runnable with the rest.
-  netpoll_inject(s, m, fs, n);
+  if (!netpoll_queue_ready(s, m)) return nullptr;
   bool inh = false;
   return runq_get(m->p, &inh);
 }
@@ -179,6 +172,20 @@ bool netpoll_blocking(Sched* s, M* m, std::int64_t deadline) {
 }
 
 }  // namespace
+
+bool netpoll_queue_ready(Sched* s, M* m) {
+  if (g_hooks.netpoll == nullptr || io_waiters() == 0 ||
+      s->last_poll.load(std::memory_order_relaxed) == 0 ||
+      s->poll_busy.load(std::memory_order_relaxed) ||
+      s->poll_busy.exchange(true, std::memory_order_acquire)) {
+    return false;
+  }
+  Fiber* fs[kNetpollBatch];
+  const int n = g_hooks.netpoll(0, fs, kNetpollBatch);
+  s->poll_busy.store(false, std::memory_order_release);
+  netpoll_inject(s, m, fs, n);
+  return n > 0;
+}
 
 void netpoll_wake_for(Sched* s, std::int64_t when) {
   if (g_hooks.netpoll_break == nullptr) return;

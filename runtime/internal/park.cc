@@ -197,6 +197,17 @@ void yield_impl(bool preempted, bool async) {
   self->preempt_requested.store(false, std::memory_order_relaxed);
   Sched* s = sched();
   if (preempted) {
+    // A slice ended: fibers whose I/O is ready queue here before this one
+    // resumes (find_work.cc "The netpoller").
+    netpoll_queue_ready(s, m);
+    // Fibers an M without a P queued globally (the blocked poller's, when
+    // every P is busy) queue here too, ahead of the preempted fiber's next
+    // turn, rather than wait for the 61st slice (Go queues the preempted
+    // goroutine behind them on the global queue).
+    if (s->gq_size.load(std::memory_order_relaxed) > 0) {
+      MutexLock l(&s->lock);
+      if (Fiber* f = global_get_locked(s, m->p, 0)) runq_put(m->p, f, false);
+    }
     // The slice of a runnext chain is over: whoever waits in runnext goes
     // behind the run queue, whose fibers run first.
     if (Fiber* r = m->p->runnext.exchange(nullptr, std::memory_order_acquire)) {

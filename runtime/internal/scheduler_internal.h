@@ -130,6 +130,10 @@ inline constexpr int kNetpollBatch = 128;
 inline bool netpoll_on() {
   return g_hooks.netpoll_inited != nullptr && g_hooks.netpoll_inited();
 }
+// A non-blocking poll (one M at a time, only while some fiber waits for
+// I/O and no M blocks in netpoll) whose fibers are queued with
+// netpoll_inject; m holds a P. Returns true if it readied any.
+bool netpoll_queue_ready(Sched* s, M* m);
 // Breaks the blocked netpoll (if an M is blocked in it) when it sleeps
 // longer than until `when`: a new earliest timer. `when` == 0: always.
 void netpoll_wake_for(Sched* s, std::int64_t when);
