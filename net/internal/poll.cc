@@ -290,6 +290,11 @@ absl::StatusOr<PollDesc*> open(int fd) {
     pd->rd.store(0, std::memory_order_relaxed);
     pd->wd.store(0, std::memory_order_relaxed);
     seq = pd->seq.load(std::memory_order_relaxed);
+    // Release: publishes the descriptor (its construction and the resets
+    // above) to the poller, whose acquire load of seq comes after the
+    // kernel hands it our event (ThreadSanitizer cannot see that edge
+    // through epoll).
+    pd->seq.store(seq, std::memory_order_release);
   }
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;

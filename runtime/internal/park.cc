@@ -205,8 +205,13 @@ void yield_impl(bool preempted, bool async) {
     // turn, rather than wait for the 61st slice (Go queues the preempted
     // goroutine behind them on the global queue).
     if (s->gq_size.load(std::memory_order_relaxed) > 0) {
-      MutexLock l(&s->lock);
-      if (Fiber* f = global_get_locked(s, m->p, 0)) runq_put(m->p, f, false);
+      Fiber* f;
+      {
+        MutexLock l(&s->lock);
+        f = global_get_locked(s, m->p, 0);
+      }
+      // Outside the lock: a full ring overflows into the global queue.
+      if (f != nullptr) runq_put(m->p, f, false);
     }
     // The slice of a runnext chain is over: whoever waits in runnext goes
     // behind the run queue, whose fibers run first.

@@ -600,16 +600,18 @@ TEST(NetCallers, PlainThreadsAndAfterRun) {
     Listener ln = must_listen("tcp", "127.0.0.1:0");
     auto [c, s] = pair_on(ln);
     std::string got;
+    std::atomic<bool> got_it{false};
     std::thread t([&, s = s]() mutable {
       char b[16];
       absl::StatusOr<std::size_t> n = s.read(b);  // blocks in poll(2)
       if (n.ok()) got.assign(b, *n);
+      got_it = true;
       n = s.read(b);  // until the close
       EXPECT_TRUE(!n.ok() && goro::net::is_closed(n.status())) << n.status();
     });
     goro::sleep_for(20ms);
     ASSERT_TRUE(c.write("to a thread").ok());
-    goro_test::AwaitInFiber([&] { return !got.empty(); }, "the thread's read");
+    goro_test::AwaitInFiber([&] { return got_it.load(); }, "the thread's read");
     ASSERT_TRUE(s.close().ok());
     goro::blocking([&] { t.join(); });
     EXPECT_EQ(got, "to a thread");
