@@ -426,9 +426,11 @@ absl::StatusOr<std::vector<Addr>> lookup(const std::string& host, int port,
     got = ch.recv();
   } else {
     Chan<TimePoint> timer;  // nil: never ready
+    std::optional<goro::Timer> t;  // stopped when we return
     if (deadline_ns != 0) {
-      timer = goro::after(std::chrono::nanoseconds(std::max<std::int64_t>(
+      t.emplace(std::chrono::nanoseconds(std::max<std::int64_t>(
           0, deadline_ns - runtime_internal::mono_now_ns())));
+      timer = t->c();
     }
     Chan<Unit> done = ctx != nullptr ? ctx->done() : Chan<Unit>();
     absl::Status why;

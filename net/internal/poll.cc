@@ -46,10 +46,12 @@ constexpr std::uint64_t kPtrMask = (std::uint64_t{1} << kTagShift) - 1;
 // no write reaches an fd number that teardown closed and the kernel reused.
 // Held briefly; never across a park.
 std::mutex g_poller_mu;
-// The running runtime's Poller, or null. Written under g_poller_mu; read
-// anywhere (acquire: the Poller's fields were set before publication).
-// Pollers are never freed (a late reader may hold the pointer); their fds
-// are closed by on_stop.
+// The running runtime's Poller (always g_the_poller), or null. Written
+// under g_poller_mu; read anywhere (acquire: the Poller's fields were set
+// before publication). The one Poller object is reused by every runtime
+// (one runs at a time) and never freed, so a late reader's pointer stays
+// valid; on_stop closes its fds once no M runs.
+Poller g_the_poller;
 std::atomic<Poller*> g_poller{nullptr};
 
 std::atomic<std::uint64_t> g_epoll_ctl_calls{0};
@@ -227,7 +229,8 @@ absl::StatusOr<Poller*> poller_locked(std::uint64_t epoch) {
     ::close(evfd);
     return absl::ErrnoToStatus(e, "netpoll: epoll_ctl");
   }
-  pl = new Poller;
+  pl = &g_the_poller;
+  pl->wake_sig.store(false, std::memory_order_relaxed);
   pl->epfd = epfd;
   pl->evfd = evfd;
   pl->epoch = epoch;
