@@ -82,6 +82,55 @@ TEST(Netpoll, PingPongLosesNoWakeUp) {
   });
 }
 
+// poll.h: a close that races a read on its way to park (after EAGAIN,
+// before the fiber is published in the slot) still wakes it: the closer's
+// "store closing, load slot" against the reader's "store kWait, load
+// closing". A 1 s read deadline rescues a read whose wake-up was lost, so
+// the loss shows as a read that took about 1 s instead of a hang.
+TEST(Netpoll, CloseRacingAParkingReadWakesIt) {
+  const int kRounds = goro_test::Scaled(3000, 300);
+  goro::run(goro_test::Procs(2), [&] {
+    absl::StatusOr<Listener> ln = goro::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln.ok());
+    int lost = 0, not_closed = 0;
+    std::uint32_t rnd = 12345;
+    for (int i = 0; i < kRounds; ++i) {
+      absl::StatusOr<Conn> c = goro::net::dial("tcp", ln->addr());
+      ASSERT_TRUE(c.ok()) << c.status();
+      absl::StatusOr<Conn> s = ln->accept();
+      ASSERT_TRUE(s.ok()) << s.status();
+      ASSERT_TRUE(s->set_read_deadline(Clock::now() + 1s).ok());
+      std::atomic<bool> started{false}, done{false};
+      Clock::duration took{};
+      absl::Status st;
+      goro::go([&, s = *s]() mutable {
+        started = true;
+        const auto t0 = Clock::now();
+        char x;
+        absl::StatusOr<std::size_t> n = s.read({&x, 1});
+        took = Clock::now() - t0;
+        st = n.ok() ? absl::InternalError("read OK") : n.status();
+        done = true;
+      });
+      // The reader runs on the other P (stolen) or after our yield; close
+      // at a varying moment around its park.
+      while (!started.load()) goro::yield();
+      rnd = rnd * 1103515245 + 12345;
+      for (std::uint32_t k = (rnd >> 16) % 3000; k > 0; --k) {
+        __builtin_ia32_pause();
+      }
+      ASSERT_TRUE(s->close().ok());
+      goro_test::AwaitInFiber([&] { return done.load(); }, "the read");
+      if (took > 500ms) ++lost;
+      if (!goro::net::is_closed(st)) ++not_closed;
+      (void)c->close();
+    }
+    EXPECT_EQ(lost, 0) << "closes that raced a parking read were lost (the "
+                          "read waited for its rescue deadline)";
+    EXPECT_EQ(not_closed, 0);
+  });
+}
+
 // DESIGN "one registration per fd for its lifetime": steady-state I/O
 // makes no epoll_ctl call.
 TEST(Netpoll, SteadyStateMakesNoEpollCtl) {
