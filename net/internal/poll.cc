@@ -23,6 +23,8 @@ namespace goro::net_internal {
 using runtime_internal::Fiber;
 using runtime_internal::MutexLock;
 
+std::atomic<void (*)(PollDesc*, Mode)> g_test_before_wait{nullptr};
+
 namespace {
 
 // One runtime's epoll instance and its wake-up eventfd.
@@ -145,6 +147,9 @@ bool block(PollDesc* pd, Mode mode, Fiber* self) {
       return true;  // readiness recorded while nobody waited
     }
     if (old == kNil) {
+      if (auto* hook = g_test_before_wait.load(std::memory_order_relaxed)) {
+        hook(pd, mode);
+      }
       // seq_cst: the first half of the Dekker pair with evict/deadlines.
       if (slot->compare_exchange_strong(old, kWait,
                                         std::memory_order_seq_cst)) {

@@ -130,6 +130,13 @@ void set_deadline(PollDesc* pd, std::int64_t when, bool read, bool write);
 // by a static initializer in poll.cc.
 int netpoll(std::int64_t until_ns, runtime_internal::Fiber** out, int cap);
 
+// For tests only: when set, wait() calls it on a fiber's way to park, after
+// the fiber found the slot empty and just before it stores kWait -- the
+// window in which a close or an expiry finds nobody to wake, so the waiter
+// must see it in its re-check (tests/net/netpoll_test.cc forces a close
+// there). Null in programs; one relaxed load per park.
+extern std::atomic<void (*)(PollDesc* pd, Mode mode)> g_test_before_wait;
+
 // Statistics for tests: epoll_ctl calls made so far (registrations).
 std::uint64_t epoll_ctl_calls();
 

@@ -131,6 +131,50 @@ TEST(Netpoll, CloseRacingAParkingReadWakesIt) {
   });
 }
 
+// poll.h: the same race, forced: the close lands exactly in the window
+// between the reader finding its slot empty and storing kWait (through the
+// test hook), where the closer finds nobody to wake. Only the reader's
+// re-check after storing kWait can see it. Likewise for a deadline set to
+// the past in that window.
+TEST(Netpoll, CloseOrExpiryInThePreParkWindowIsSeenByTheReCheck) {
+  static std::atomic<int> what{0};  // 1: close, 2: expire
+  goro::run(goro_test::Procs(2), [&] {
+    absl::StatusOr<Listener> ln = goro::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln.ok());
+    for (int mode = 1; mode <= 2; ++mode) {
+      absl::StatusOr<Conn> c = goro::net::dial("tcp", ln->addr());
+      absl::StatusOr<Conn> s = ln->accept();
+      ASSERT_TRUE(c.ok() && s.ok());
+      // The rescue: a lost wake-up shows as a 1 s read, not a hang.
+      ASSERT_TRUE(s->set_read_deadline(Clock::now() + 1s).ok());
+      what = mode;
+      goro::net_internal::g_test_before_wait.store(
+          [](goro::net_internal::PollDesc* pd, goro::net_internal::Mode m) {
+            if (m != goro::net_internal::Mode::kRead) return;
+            const int w = what.exchange(0);
+            if (w == 1) goro::net_internal::evict(pd);
+            if (w == 2) goro::net_internal::set_deadline(pd, 1, true, false);
+          });
+      const auto t0 = Clock::now();
+      char x;
+      absl::StatusOr<std::size_t> n = s->read({&x, 1});
+      const auto took = Clock::now() - t0;
+      goro::net_internal::g_test_before_wait.store(nullptr);
+      EXPECT_EQ(what.load(), 0) << "the hook did not run";
+      ASSERT_FALSE(n.ok());
+      if (mode == 1) {
+        EXPECT_TRUE(goro::net::is_closed(n.status())) << n.status();
+      }
+      EXPECT_LT(took, 500ms)
+          << (mode == 1 ? "close" : "expiry")
+          << " in the pre-park window was lost: the read waited for its "
+             "rescue deadline";
+      (void)c->close();
+      (void)s->close();
+    }
+  });
+}
+
 // DESIGN "one registration per fd for its lifetime": steady-state I/O
 // makes no epoll_ctl call.
 TEST(Netpoll, SteadyStateMakesNoEpollCtl) {
