@@ -88,8 +88,7 @@ absl::Status errno_error(std::string_view what, int e) {
 
 absl::Status closed_error(std::string_view what) {
   return make_error(absl::StatusCode::kFailedPrecondition,
-                    cat(what, ": use of closed network connection"),
-                    "closed");
+                    cat(what, ": use of closed network connection"), "closed");
 }
 
 absl::Status timeout_error(std::string_view what) {
@@ -124,9 +123,9 @@ std::optional<std::string> kind_of(const absl::Status& s) {
 
 std::int64_t to_ns(Deadline t) {
   if (t == Deadline{}) return 0;
-  const std::int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                              t.time_since_epoch())
-                              .count();
+  const std::int64_t ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch())
+          .count();
   return ns > 0 ? ns : -1;  // a time before the epoch: long past
 }
 
@@ -238,7 +237,7 @@ namespace {
 // --- Networks and address parsing -------------------------------------------
 
 struct Network {
-  std::string name;  // as given: "tcp", "tcp4", "udp6", "unix"
+  std::string name;        // as given: "tcp", "tcp4", "udp6", "unix"
   int family = AF_UNSPEC;  // AF_UNSPEC: IPv4 or IPv6
   int type = SOCK_STREAM;
 };
@@ -261,8 +260,7 @@ absl::StatusOr<Network> parse_network(std::string_view op,
     n.family = AF_UNIX;
   } else {
     return make_error(absl::StatusCode::kInvalidArgument,
-                      cat(op, " ", network, ": unknown network ",
-                                   network),
+                      cat(op, " ", network, ": unknown network ", network),
                       "address");
   }
   return n;
@@ -271,8 +269,7 @@ absl::StatusOr<Network> parse_network(std::string_view op,
 absl::Status addr_error(std::string_view what, std::string_view address,
                         std::string_view why) {
   return make_error(absl::StatusCode::kInvalidArgument,
-                    cat(what, ": address ", address, ": ", why),
-                    "address");
+                    cat(what, ": address ", address, ": ", why), "address");
 }
 
 struct HostPort {
@@ -341,11 +338,10 @@ std::optional<Addr> numeric(const std::string& host, int port) {
   return std::nullopt;
 }
 
-bool family_ok(int want, int have) {
-  return want == AF_UNSPEC || want == have;
-}
+bool family_ok(int want, int have) { return want == AF_UNSPEC || want == have; }
 
-// --- Name resolution ----------------------------------------------------------
+// --- Name resolution
+// ----------------------------------------------------------
 
 // Lookups in flight, each holding a thread inside goro::blocking. Counted
 // down inside the blocking call itself, so that a lookup whose runtime ended
@@ -370,11 +366,9 @@ Lookup getaddrinfo_lookup(const std::string& host, int port, int family,
     r.status =
         rc == EAI_NONAME || rc == EAI_NODATA
             ? make_error(absl::StatusCode::kNotFound,
-                         cat(what, ": lookup ", host, ": no such host"),
-                         "dns")
+                         cat(what, ": lookup ", host, ": no such host"), "dns")
             : make_error(absl::StatusCode::kUnavailable,
-                         cat(what, ": lookup ", host, ": ",
-                                      gai_strerror(rc)),
+                         cat(what, ": lookup ", host, ": ", gai_strerror(rc)),
                          "dns");
     return r;
   }
@@ -389,9 +383,9 @@ Lookup getaddrinfo_lookup(const std::string& host, int port, int family,
   }
   ::freeaddrinfo(res);
   if (r.addrs.empty()) {
-    r.status = make_error(
-        absl::StatusCode::kNotFound,
-        cat(what, ": lookup ", host, ": no suitable address"), "dns");
+    r.status = make_error(absl::StatusCode::kNotFound,
+                          cat(what, ": lookup ", host, ": no suitable address"),
+                          "dns");
   }
   return r;
 }
@@ -425,7 +419,7 @@ absl::StatusOr<std::vector<Addr>> lookup(const std::string& host, int port,
   if (deadline_ns == 0 && ctx == nullptr) {
     got = ch.recv();
   } else {
-    Chan<TimePoint> timer;  // nil: never ready
+    Chan<TimePoint> timer;         // nil: never ready
     std::optional<goro::Timer> t;  // stopped when we return
     if (deadline_ns != 0) {
       t.emplace(std::chrono::nanoseconds(std::max<std::int64_t>(
@@ -475,14 +469,12 @@ absl::StatusOr<std::vector<Addr>> resolve(const Network& net,
     if (!family_ok(net.family, a->sa()->sa_family)) {
       return make_error(
           absl::StatusCode::kInvalidArgument,
-          cat(what, ": address ", hp.host, ": no suitable address"),
-          "address");
+          cat(what, ": address ", hp.host, ": no suitable address"), "address");
     }
     out.push_back(*a);
     return out;
   }
-  return lookup(hp.host, hp.port, net.family, net.type, deadline_ns, ctx,
-                what);
+  return lookup(hp.host, hp.port, net.family, net.type, deadline_ns, ctx, what);
 }
 
 absl::StatusOr<Addr> unix_addr(std::string_view what, std::string_view path) {
@@ -493,15 +485,16 @@ absl::StatusOr<Addr> unix_addr(std::string_view what, std::string_view path) {
   }
   std::memcpy(sun.sun_path, path.data(), path.size());
   if (path[0] == '@') sun.sun_path[0] = '\0';  // abstract namespace
-  return Addr::from(reinterpret_cast<sockaddr*>(&sun),
-                    static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) +
-                                           path.size() +
-                                           (path[0] == '@' ? 0 : 1)));
+  return Addr::from(
+      reinterpret_cast<sockaddr*>(&sun),
+      static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() +
+                             (path[0] == '@' ? 0 : 1)));
 }
 
 }  // namespace
 
-// --- Sockets ------------------------------------------------------------------
+// --- Sockets
+// ------------------------------------------------------------------
 
 namespace net_detail {
 
@@ -616,8 +609,9 @@ class Op {
 Addr sock_name(int fd, bool peer) {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
-  const int r = peer ? ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len)
-                     : ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  const int r = peer
+                    ? ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len)
+                    : ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
   if (r != 0) return Addr();
   return Addr::from(reinterpret_cast<sockaddr*>(&ss), len);
 }
@@ -717,11 +711,10 @@ absl::StatusOr<Conn> dial_impl(std::string_view network,
     std::shared_ptr<Socket> sock = *s;
     if (ctx != nullptr && ctx->done()) {
       goro::go([c = *ctx, stop, watcher_done, sock]() mutable {
-        goro::select(recv_case(c.done(),
-                               [&] {
-                                 pi::set_deadline(sock->pd, -1, false, true);
-                               }),
-                     recv_case(stop));
+        goro::select(
+            recv_case(c.done(),
+                      [&] { pi::set_deadline(sock->pd, -1, false, true); }),
+            recv_case(stop));
         watcher_done.close();
       });
     }
@@ -740,8 +733,7 @@ absl::StatusOr<Conn> dial_impl(std::string_view network,
       return Conn(std::move(sock));
     }
     sock->close_once();
-    if (is_timeout(last) ||
-        (ctx != nullptr && !ctx->err().ok())) {
+    if (is_timeout(last) || (ctx != nullptr && !ctx->err().ok())) {
       return last;
     }
   }
@@ -808,8 +800,8 @@ absl::StatusOr<Listener> listen(std::string_view network,
     if (family == AF_INET6) {
       // "tcp" with the wildcard listens on IPv4 too (Go's dual stack).
       const int v6only = net->family == AF_INET6 ? 1 : 0;
-      ::setsockopt(sock->fd, IPPROTO_IPV6, IPV6_V6ONLY,
-                   v6only ? &one : &zero, sizeof(int));
+      ::setsockopt(sock->fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only ? &one : &zero,
+                   sizeof(int));
     }
     if (::bind(sock->fd, at.sa(), at.len()) != 0 ||
         ::listen(sock->fd, SOMAXCONN) != 0) {
@@ -844,9 +836,8 @@ absl::StatusOr<Conn> Listener::accept() {
       absl::StatusOr<pi::PollDesc*> pd = pi::open(fd);
       if (!pd.ok()) {
         ::close(fd);
-        return absl::Status(pd.status().code(),
-                            cat("accept ", s->desc(), ": ",
-                                         pd.status().message()));
+        return absl::Status(pd.status().code(), cat("accept ", s->desc(), ": ",
+                                                    pd.status().message()));
       }
       auto c = std::make_shared<Socket>();
       c->fd = fd;
@@ -946,8 +937,8 @@ IoResult Conn::write(std::string_view data) {
       return r;
     }
     if (r.n == data.size() && !data.empty()) return r;
-    const ssize_t n = ::send(s->fd, data.data() + r.n, data.size() - r.n,
-                             MSG_NOSIGNAL);
+    const ssize_t n =
+        ::send(s->fd, data.data() + r.n, data.size() - r.n, MSG_NOSIGNAL);
     if (n >= 0) {
       r.n += static_cast<std::size_t>(n);
       if (r.n == data.size()) return r;
@@ -1022,7 +1013,8 @@ absl::Status Conn::set_no_delay(bool on) {
   return absl::OkStatus();
 }
 
-// --- PacketConn ---------------------------------------------------------------
+// --- PacketConn
+// ---------------------------------------------------------------
 
 absl::StatusOr<PacketConn> listen_packet(std::string_view network,
                                          std::string_view address) {
@@ -1100,16 +1092,15 @@ IoResult PacketConn::write_to(std::string_view data, const Addr& to) {
     return r;
   }
   std::lock_guard<goro::Mutex> g(s->wmu);
-  const std::string what = cat("write ", s->net, " ",
-                                        s->local.to_string(), "->",
-                                        to.to_string());
+  const std::string what =
+      cat("write ", s->net, " ", s->local.to_string(), "->", to.to_string());
   for (;;) {
     if (PollErr e = pi::check(s->pd, Mode::kWrite); e != PollErr::kNone) {
       r.status = poll_error(what, e);
       return r;
     }
-    const ssize_t n =
-        ::sendto(s->fd, data.data(), data.size(), MSG_NOSIGNAL, to.sa(), to.len());
+    const ssize_t n = ::sendto(s->fd, data.data(), data.size(), MSG_NOSIGNAL,
+                               to.sa(), to.len());
     if (n >= 0) {
       r.n = static_cast<std::size_t>(n);
       return r;

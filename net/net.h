@@ -134,9 +134,7 @@ class Addr {
   friend bool operator!=(const Addr& a, const Addr& b) { return !(a == b); }
 
   // The raw address (for the implementation and for C APIs).
-  const sockaddr* sa() const {
-    return reinterpret_cast<const sockaddr*>(&ss_);
-  }
+  const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&ss_); }
   socklen_t len() const { return len_; }
   static Addr from(const sockaddr* sa, socklen_t len);
 
@@ -210,8 +208,7 @@ class Listener {
  private:
   friend absl::StatusOr<Listener> listen(std::string_view network,
                                          std::string_view address);
-  explicit Listener(std::shared_ptr<net_detail::Socket> s)
-      : s_(std::move(s)) {}
+  explicit Listener(std::shared_ptr<net_detail::Socket> s) : s_(std::move(s)) {}
   std::shared_ptr<net_detail::Socket> s_;
 };
 

@@ -165,7 +165,8 @@ bool block(PollDesc* pd, Mode mode, Fiber* self) {
   // flag before our CAS did not see us; we see it here (poll.h).
   if (check(pd, mode) == PollErr::kNone) {
     Commit c{slot, self};
-    runtime_internal::park(commit_wait, &c, runtime_internal::WaitReason::kIOWait);
+    runtime_internal::park(commit_wait, &c,
+                           runtime_internal::WaitReason::kIOWait);
   }
   const std::uintptr_t old = slot->exchange(kNil, std::memory_order_acq_rel);
   if (old > kWait) runtime_internal::fatal("net: corrupted wait slot");
@@ -176,7 +177,8 @@ bool block(PollDesc* pd, Mode mode, Fiber* self) {
 PollErr thread_wait(PollDesc* pd, Mode mode) {
   for (;;) {
     if (PollErr e = check(pd, mode); e != PollErr::kNone) return e;
-    const std::int64_t d = deadline_of(pd, mode)->load(std::memory_order_seq_cst);
+    const std::int64_t d =
+        deadline_of(pd, mode)->load(std::memory_order_seq_cst);
     const std::int64_t now = runtime_internal::mono_now_ns();
     if (d > 0 && d <= now) return PollErr::kTimeout;
     std::int64_t slice = kThreadPollSlice;
@@ -415,25 +417,23 @@ int netpoll(std::int64_t until_ns, Fiber** out, int cap) {
   if (until_ns < 0) {
     wait_ns = -1;
   } else if (until_ns > 0) {
-    wait_ns = std::max<std::int64_t>(
-        0, until_ns - runtime_internal::mono_now_ns());
+    wait_ns =
+        std::max<std::int64_t>(0, until_ns - runtime_internal::mono_now_ns());
   }
   int n = -1;
   if (g_have_pwait2.load(std::memory_order_relaxed)) {
     timespec ts{static_cast<time_t>(wait_ns / 1'000'000'000),
                 static_cast<long>(wait_ns % 1'000'000'000)};
-    n = static_cast<int>(::syscall(SYS_epoll_pwait2, pl->epfd, evs,
-                                   max_events, wait_ns < 0 ? nullptr : &ts,
-                                   nullptr, 0));
+    n = static_cast<int>(::syscall(SYS_epoll_pwait2, pl->epfd, evs, max_events,
+                                   wait_ns < 0 ? nullptr : &ts, nullptr, 0));
     if (n < 0 && errno == ENOSYS) {
       g_have_pwait2.store(false, std::memory_order_relaxed);
     }
   }
   if (!g_have_pwait2.load(std::memory_order_relaxed)) {
     // Kernels before 5.11: millisecond timeout, rounded up.
-    const int ms = wait_ns < 0 ? -1
-                               : static_cast<int>((wait_ns + 999'999) /
-                                                  1'000'000);
+    const int ms =
+        wait_ns < 0 ? -1 : static_cast<int>((wait_ns + 999'999) / 1'000'000);
     n = ::epoll_wait(pl->epfd, evs, max_events, ms);
   }
   if (n <= 0) return 0;  // timeout, EINTR, or the fd closed at teardown

@@ -94,10 +94,10 @@ struct alignas(64) PollDesc {
   std::atomic<std::uint32_t> seq{0};
 
   runtime_internal::Mutex lock;
-  int fd = -1;                // guarded by lock (stable while in use)
-  std::uint64_t epoch = 0;    // the runtime it is registered with; likewise
-  runtime_internal::Timer rt;  // read deadline; guarded by lock
-  runtime_internal::Timer wt;  // write deadline; guarded by lock
+  int fd = -1;                    // guarded by lock (stable while in use)
+  std::uint64_t epoch = 0;        // the runtime it is registered with; likewise
+  runtime_internal::Timer rt;     // read deadline; guarded by lock
+  runtime_internal::Timer wt;     // write deadline; guarded by lock
   PollDesc* next_free = nullptr;  // the pool's free list (its lock)
 };
 

@@ -162,7 +162,8 @@ TEST(NetTcp, PeerResetWakesAParkedReadWithTheError) {
     goro_test::AwaitInFiber([&] { return done.load(); }, "the read to return");
     EXPECT_EQ(first, "abc");
     EXPECT_EQ(got.code(), absl::StatusCode::kUnavailable) << got;
-    EXPECT_NE(got.message().find("read tcp 127.0.0.1:"), absl::string_view::npos)
+    EXPECT_NE(got.message().find("read tcp 127.0.0.1:"),
+              absl::string_view::npos)
         << got;
     EXPECT_NE(got.message().find("connection reset by peer"),
               absl::string_view::npos)
@@ -236,7 +237,8 @@ TEST(NetDeadline, FiresStaysExpiredAndClears) {
     EXPECT_TRUE(goro::net::is_timeout(n.status())) << n.status();
     EXPECT_TRUE(goro::net::is_temporary(n.status()));
     EXPECT_EQ(n.status().code(), absl::StatusCode::kDeadlineExceeded);
-    EXPECT_NE(n.status().message().find("i/o timeout"), absl::string_view::npos);
+    EXPECT_NE(n.status().message().find("i/o timeout"),
+              absl::string_view::npos);
     EXPECT_GE(took, 30ms) << "woken before its deadline";
     EXPECT_LT(took, 2s) << "liveness";
     // Stays expired, even with data waiting.
@@ -337,8 +339,7 @@ TEST(NetClose, CloseWakesAParkedReadAndAParkedWrite) {
         [] { return goro::runtime_internal::io_waiters() >= 2; },
         "a read and a write to park");
     ASSERT_TRUE(s.close().ok());
-    goro_test::AwaitInFiber([&] { return done.load() == 2; },
-                            "both to return");
+    goro_test::AwaitInFiber([&] { return done.load() == 2; }, "both to return");
     EXPECT_TRUE(goro::net::is_closed(rs)) << rs;
     EXPECT_TRUE(goro::net::is_closed(ws)) << ws;
     EXPECT_EQ(rs.code(), absl::StatusCode::kFailedPrecondition);
@@ -502,11 +503,11 @@ TEST(NetErrors, ClearMessagesAndCodes) {
     // Names resolve (getaddrinfo inside goro::blocking).
     absl::StatusOr<Listener> lh = goro::net::listen("tcp4", "localhost:0");
     ASSERT_TRUE(lh.ok()) << lh.status();
-    c = goro::net::dial("tcp4", "localhost:" +
-                                    std::to_string(goro::net::Addr::parse(
-                                                       lh->addr())
-                                                       ->port()),
-                        5s);
+    c = goro::net::dial(
+        "tcp4",
+        "localhost:" +
+            std::to_string(goro::net::Addr::parse(lh->addr())->port()),
+        5s);
     EXPECT_TRUE(c.ok()) << c.status();
   });
 }

@@ -175,7 +175,8 @@ TEST(Netpoll, CloseOrExpiryInThePreParkWindowIsSeenByTheReCheck) {
           << (mode == 1 ? "close" : "expiry")
           << " in the pre-park window was lost: the read stayed parked until "
              "the peer's rescue byte 1 s later";
-      EXPECT_FALSE(n.ok()) << "read " << (mode == 1 ? "after close" : "expired");
+      EXPECT_FALSE(n.ok()) << "read "
+                           << (mode == 1 ? "after close" : "expired");
       if (mode == 1) {
         EXPECT_TRUE(goro::net::is_closed(n.status())) << n.status();
       } else {
