@@ -512,6 +512,34 @@ TEST(NetErrors, ClearMessagesAndCodes) {
   });
 }
 
+// net.h Listener::accept: EMFILE comes back as an error is_temporary()
+// recognises (and accept works again once fds are free).
+TEST(NetErrors, AcceptOutOfFdsIsTemporary) {
+  goro::run(goro_test::Procs(1), [] {
+    Listener ln = must_listen("tcp", "127.0.0.1:0");
+    const int fd = raw_connect(ln.addr());
+    rlimit old;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    const int lowest = ::dup(0);  // the next fd accept would get
+    ASSERT_GE(lowest, 0);
+    ::close(lowest);
+    rlimit tight = old;
+    tight.rlim_cur = static_cast<rlim_t>(lowest);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    absl::StatusOr<Conn> c = ln.accept();
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    ASSERT_FALSE(c.ok());
+    EXPECT_TRUE(goro::net::is_temporary(c.status())) << c.status();
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(c.status().message().find("too many open files"),
+              absl::string_view::npos)
+        << c.status();
+    c = ln.accept();  // the connection is still queued
+    EXPECT_TRUE(c.ok()) << c.status();
+    ::close(fd);
+  });
+}
+
 // Issue: IPv6 loopback.
 TEST(NetTcp, Ipv6Loopback) {
   goro::run(goro_test::Procs(2), [] {
