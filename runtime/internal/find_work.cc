@@ -13,7 +13,10 @@
 // places poll:
 //   * find_runnable, when this P's queues are empty: a non-blocking poll by
 //     one M at a time (Sched::poll_busy), only while some fiber waits for
-//     I/O and no M is blocked in netpoll (that M will see the events).
+//     I/O -- also while an M is blocked in netpoll: harvesting events on a
+//     P that is running anyway beats waking that M for them. When nothing
+//     else is found, the M keeps polling for up to kPollSpinNs (50 us)
+//     before it gives up its P (netpoll_spin).
 //   * the idle path: an M that gave up its P and would sleep blocks in
 //     netpoll instead -- at most one M at a time (it CASes
 //     Sched::last_poll to 0) -- until the earliest timer of all Ps, with
@@ -133,16 +136,58 @@ Fiber* netpoll_nonblocking(Sched* s, M* m) {
   return runq_get(m->p, &inh);
 }
 
-// The idle M's blocking poll (see "The netpoller"). Returns true if this M
-// polled (it then holds a P if one was idle, and its readied fibers are
-// queued); false if it should sleep on its note instead.
-bool netpoll_blocking(Sched* s, M* m, std::int64_t deadline) {
-  if (g_hooks.netpoll == nullptr || !netpoll_on()) return false;
-  if (io_waiters() == 0 && deadline == 0) return false;
+// How long an M that found nothing else polls the network before it gives
+// up its P, while fibers wait for I/O (see find_runnable).
+constexpr std::int64_t kPollSpinNs = 50'000;
+
+Fiber* netpoll_spin(Sched* s, M* m, P* p, bool* inherit) {
+  if (g_hooks.netpoll == nullptr || io_waiters() == 0) return nullptr;
+  const std::int64_t start = mono_now_ns();
+  std::int64_t next_poll = start;
+  // An empty poll is a wasted system call: poll again only after a pause
+  // that doubles (about 2, 4, 8, 16 us), watching the queues meanwhile.
+  std::int64_t gap = 2'000;
+  for (;;) {
+    const std::int64_t now = mono_now_ns();
+    if (s->stopping.load(std::memory_order_relaxed) ||
+        now - start > kPollSpinNs) {
+      return nullptr;
+    }
+    if (now >= next_poll) {
+      if (Fiber* f = netpoll_nonblocking(s, m)) {
+        *inherit = false;
+        return f;
+      }
+      next_poll = now + gap;
+      if (gap < 16'000) gap *= 2;
+    }
+    for (int i = 0; i < 30; ++i) __builtin_ia32_pause();
+    if (Fiber* f = runq_get(p, inherit)) return f;
+    if (s->gq_size.load(std::memory_order_relaxed) > 0) {
+      if (Fiber* f = global_get(s, p, 0)) {
+        *inherit = false;
+        return f;
+      }
+    }
+  }
+}
+
+enum class Polled { kNo, kWithP, kWithoutP };
+
+// The idle M's blocking poll (see "The netpoller"). kNo: this M did not
+// poll (someone else does, or nobody waits for anything): sleep on the
+// note. kWithP: it polled and took an idle P (its readied fibers are
+// queued): look for work. kWithoutP: it polled but every P is busy (the
+// fibers went to the global queue): sleep on the note with no deadline, as
+// Go's findrunnable does -- going back into epoll would have this M take
+// events one at a time from Ps that harvest them in batches.
+Polled netpoll_blocking(Sched* s, M* m, std::int64_t deadline) {
+  if (g_hooks.netpoll == nullptr || !netpoll_on()) return Polled::kNo;
+  if (io_waiters() == 0 && deadline == 0) return Polled::kNo;
   std::int64_t lp = s->last_poll.load(std::memory_order_seq_cst);
   if (lp == 0 ||
       !s->last_poll.compare_exchange_strong(lp, 0, std::memory_order_seq_cst)) {
-    return false;
+    return Polled::kNo;
   }
   s->poll_until.store(deadline, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -160,7 +205,7 @@ bool netpoll_blocking(Sched* s, M* m, std::int64_t deadline) {
   }
   s->poll_until.store(0, std::memory_order_relaxed);
   s->last_poll.store(mono_now_ns(), std::memory_order_seq_cst);
-  if (s->stopping.load(std::memory_order_acquire)) return true;
+  if (s->stopping.load(std::memory_order_acquire)) return Polled::kWithP;
   {
     MutexLock l(&s->lock);
     if (P* p = pidle_get_locked(s)) acquirep(m, p);
@@ -168,14 +213,13 @@ bool netpoll_blocking(Sched* s, M* m, std::int64_t deadline) {
   // With a P: run them here (and spread them); without one every P is
   // busy: they go to the global queue.
   netpoll_inject(s, m, fs, n);
-  return true;
+  return m->p != nullptr ? Polled::kWithP : Polled::kWithoutP;
 }
 
 }  // namespace
 
 bool netpoll_queue_ready(Sched* s, M* m) {
   if (g_hooks.netpoll == nullptr || io_waiters() == 0 ||
-      s->last_poll.load(std::memory_order_relaxed) == 0 ||
       s->poll_busy.load(std::memory_order_relaxed) ||
       s->poll_busy.exchange(true, std::memory_order_acquire)) {
     return false;
@@ -254,9 +298,14 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
       // busy, or we would have one): sleep until handed a P rather than spin.
       std::int64_t deadline = earliest_timer(s);
       if (deadline != 0 && deadline <= mono_now_ns()) deadline = 0;
-      if (netpoll_blocking(s, m, deadline)) continue;
-      // An M blocked in netpoll wakes for the timers: not us too.
-      if (s->last_poll.load(std::memory_order_seq_cst) == 0) deadline = 0;
+      const Polled polled = netpoll_blocking(s, m, deadline);
+      if (polled == Polled::kWithP) continue;
+      // An M blocked in netpoll wakes for the timers: not us too. After a
+      // poll without a P, every P is busy: their Ms run the timers.
+      if (polled == Polled::kWithoutP ||
+          s->last_poll.load(std::memory_order_seq_cst) == 0) {
+        deadline = 0;
+      }
       stopm(s, m, deadline);
       continue;
     }
@@ -294,6 +343,12 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
       if (Fiber* f = steal_work(s, p, &inh)) return found(f, inh);
     }
 
+    // Fibers wait for I/O: poll for a moment before giving up the P. On a
+    // busy server the next event is microseconds away, and harvesting it
+    // here keeps its fiber on this P and this thread awake, where sleeping
+    // would cost two thread wake-ups (the poller's and this M's).
+    if (Fiber* f = netpoll_spin(s, m, p, &inh)) return found(f, inh);
+
     // Nothing to do: give up the P.
     {
       MutexLock l(&s->lock);
@@ -327,7 +382,12 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
         continue;
       }
     }
-    if (netpoll_blocking(s, m, deadline)) continue;
+    const Polled polled = netpoll_blocking(s, m, deadline);
+    if (polled == Polled::kWithP) continue;
+    if (polled == Polled::kWithoutP) {
+      stopm(s, m, 0);  // every P is busy; see netpoll_blocking
+      continue;
+    }
     if (deadline != 0 && s->last_poll.load(std::memory_order_seq_cst) == 0) {
       // An M is blocked in netpoll: it wakes for timers, once broken if it
       // sleeps past ours; we sleep until handed a P.
