@@ -169,6 +169,8 @@ Fiber* netpoll_spin(Sched* s, M* m, P* p, bool* inherit) {
         return f;
       }
     }
+    // Another P's poll may have queued a batch there: share it.
+    if (Fiber* f = steal_work(s, p, inherit)) return f;
   }
 }
 
