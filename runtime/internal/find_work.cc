@@ -142,6 +142,11 @@ constexpr std::int64_t kPollSpinNs = 50'000;
 
 Fiber* netpoll_spin(Sched* s, M* m, P* p, bool* inherit) {
   if (g_hooks.netpoll == nullptr || io_waiters() == 0) return nullptr;
+  s->npoll_spinning.fetch_add(1, std::memory_order_seq_cst);
+  struct Done {
+    Sched* s;
+    ~Done() { s->npoll_spinning.fetch_sub(1, std::memory_order_seq_cst); }
+  } done{s};
   const std::int64_t start = mono_now_ns();
   std::int64_t next_poll = start;
   // An empty poll is a wasted system call: poll again only after a pause
@@ -186,6 +191,11 @@ enum class Polled { kNo, kWithP, kWithoutP };
 Polled netpoll_blocking(Sched* s, M* m, std::int64_t deadline) {
   if (g_hooks.netpoll == nullptr || !netpoll_on()) return Polled::kNo;
   if (io_waiters() == 0 && deadline == 0) return Polled::kNo;
+  // A spinning M harvests the events; it blocks here itself when its spin
+  // ends (it always comes here next, or runs what it found).
+  if (s->npoll_spinning.load(std::memory_order_seq_cst) > 0) {
+    return Polled::kNo;
+  }
   std::int64_t lp = s->last_poll.load(std::memory_order_seq_cst);
   if (lp == 0 ||
       !s->last_poll.compare_exchange_strong(lp, 0, std::memory_order_seq_cst)) {

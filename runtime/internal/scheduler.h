@@ -301,6 +301,10 @@ class Sched {
   // Taken (exchange true) by the one M doing a non-blocking poll in
   // find_runnable, so that Ms do not pile into epoll_wait together.
   std::atomic<bool> poll_busy{false};
+  // Ms in netpoll_spin (polling before they give up their P). While one
+  // is, no M blocks in epoll: the kernel would wake it for every event the
+  // spinner harvests anyway. Incremented/decremented by the spinner.
+  std::atomic<int> npoll_spinning{0};
 };
 
 // The active runtime, or null. Set and cleared by run_main.
