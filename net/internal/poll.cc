@@ -328,11 +328,22 @@ absl::StatusOr<PollDesc*> open(int fd) {
   return pd;
 }
 
+// Disarms the deadline timers. Once the descriptor's runtime has ended its
+// timer heaps are gone with it: the timers are only forgotten then.
+void stop_timers(PollDesc* pd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pd->lock) {
+  if (pd->epoch == runtime_internal::runtime_epoch()) {
+    runtime_internal::timer_stop(&pd->rt);
+    runtime_internal::timer_stop(&pd->wt);
+  } else {
+    pd->rt = runtime_internal::Timer{};
+    pd->wt = runtime_internal::Timer{};
+  }
+}
+
 void close(PollDesc* pd) {
   {
     MutexLock l(&pd->lock);
-    runtime_internal::timer_stop(&pd->rt);
-    runtime_internal::timer_stop(&pd->wt);
+    stop_timers(pd);
     // Events still in flight for this fd carry the old number: dropped.
     pd->seq.store(pd->seq.load(std::memory_order_relaxed) + 1,
                   std::memory_order_release);
@@ -350,8 +361,7 @@ void evict(PollDesc* pd) {
     MutexLock l(&pd->lock);
     // seq_cst: the first half of the closer's Dekker pair (poll.h).
     pd->closing.store(true, std::memory_order_seq_cst);
-    runtime_internal::timer_stop(&pd->rt);
-    runtime_internal::timer_stop(&pd->wt);
+    stop_timers(pd);
     rf = unblock(pd, Mode::kRead, false);
     wf = unblock(pd, Mode::kWrite, false);
   }
