@@ -34,11 +34,13 @@
 //   sync/semaphore.h      goro::Semaphore
 //   sync/timer.h          goro::after, goro::Timer, goro::Ticker
 //   sync/context.h        goro::Context, with_cancel/with_deadline/with_timeout
+//   net/net.h             goro::net: listen, dial, Conn, Listener, PacketConn
 // docs/ explains the scheduler and the rules fibers must follow.
 
 #ifndef GORO_GORO_H_
 #define GORO_GORO_H_
 
+#include "net/net.h"
 #include "preempt/no_preempt.h"
 #include "runtime/blocking.h"
 #include "runtime/go.h"

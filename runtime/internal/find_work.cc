@@ -9,6 +9,37 @@
 // giving the P up -- rechecking every queue after the parker's fence (idle.cc)
 // -- and sleeping until the earliest timer of all Ps.
 //
+// The netpoller (net/ behind Hooks::netpoll; Go's design in proc.go). Three
+// places poll:
+//   * find_runnable, when this P's queues are empty: a non-blocking poll by
+//     one M at a time (Sched::poll_busy), only while some fiber waits for
+//     I/O -- also while an M is blocked in netpoll: harvesting events on a
+//     P that is running anyway beats waking that M for them. When nothing
+//     else is found, the M keeps polling for up to kPollSpinNs (50 us)
+//     before it gives up its P (netpoll_spin).
+//   * the idle path: an M that gave up its P and would sleep blocks in
+//     netpoll instead -- at most one M at a time (it CASes
+//     Sched::last_poll to 0) -- until the earliest timer of all Ps, with
+//     nanosecond precision, or until broken. While it is there the other
+//     idle Ms sleep with no deadline: the poller is the one thread that
+//     wakes for a timer. When it returns it takes an idle P if there is one
+//     and runs the fibers it readied (spreading them over idle Ps,
+//     netpoll_inject), or queues them globally.
+//   * a fiber's slice end (yield_impl, preempted): a non-blocking poll
+//     whose fibers queue on this P, so that I/O is not left to sysmon's
+//     10 ms poll while fibers that never block keep every P busy (Go gets
+//     the same from putting a preempted goroutine on the global queue).
+//   * sysmon, while some P is busy, when nobody has polled for 10 ms.
+// A new earliest timer must not wait behind a poller sleeping longer: the
+// timer's adder (timer_start on a P, an M going idle with its own deadline)
+// breaks the poll (netpoll_wake_for; net/ writes its eventfd once). The race
+// this must win: adder "timer in heap -> seq_cst fence -> load last_poll,
+// poll_until", poller "CAS last_poll -> 0 -> store poll_until -> seq_cst
+// fence -> re-read the earliest timer". With both fences either the adder
+// sees last_poll == 0 and a poll_until that is either final or stale -- and
+// then the poller's re-read sees the adder's timer -- or the adder sees no
+// poller and sleeps with its own deadline (or polls itself).
+//
 // Time. Each P has a timer heap; any M that finds a timer due runs it. An M
 // that gives up its P sleeps on its futex until the earliest timer of all Ps
 // (absolute CLOCK_MONOTONIC, timer slack 1 ns), so a sleeping fiber is woken
@@ -97,7 +128,128 @@ Fiber* global_get(Sched* s, P* p, int max) {
   return global_get_locked(s, p, max);
 }
 
+// Non-blocking poll, one M at a time; returns a fiber for this M to run
+// (the others it readied are queued), or null.
+Fiber* netpoll_nonblocking(Sched* s, M* m) {
+  if (!netpoll_queue_ready(s, m)) return nullptr;
+  bool inh = false;
+  return runq_get(m->p, &inh);
+}
+
+// How long an M that found nothing else polls the network before it gives
+// up its P, while fibers wait for I/O (see find_runnable).
+constexpr std::int64_t kPollSpinNs = 50'000;
+
+Fiber* netpoll_spin(Sched* s, M* m, P* p, bool* inherit) {
+  if (g_hooks.netpoll == nullptr || io_waiters() == 0) return nullptr;
+  s->npoll_spinning.fetch_add(1, std::memory_order_seq_cst);
+  struct Done {
+    Sched* s;
+    ~Done() { s->npoll_spinning.fetch_sub(1, std::memory_order_seq_cst); }
+  } done{s};
+  const std::int64_t start = mono_now_ns();
+  std::int64_t next_poll = start;
+  // An empty poll is a wasted system call: poll again only after a pause
+  // that doubles (about 2, 4, 8, 16 us), watching the queues meanwhile.
+  std::int64_t gap = 2'000;
+  for (;;) {
+    const std::int64_t now = mono_now_ns();
+    if (s->stopping.load(std::memory_order_relaxed) ||
+        now - start > kPollSpinNs) {
+      return nullptr;
+    }
+    if (now >= next_poll) {
+      if (Fiber* f = netpoll_nonblocking(s, m)) {
+        *inherit = false;
+        return f;
+      }
+      next_poll = now + gap;
+      if (gap < 16'000) gap *= 2;
+    }
+    for (int i = 0; i < 30; ++i) __builtin_ia32_pause();
+    if (Fiber* f = runq_get(p, inherit)) return f;
+    if (s->gq_size.load(std::memory_order_relaxed) > 0) {
+      if (Fiber* f = global_get(s, p, 0)) {
+        *inherit = false;
+        return f;
+      }
+    }
+    // Another P's poll may have queued a batch there: share it.
+    if (Fiber* f = steal_work(s, p, inherit)) return f;
+  }
+}
+
+enum class Polled { kNo, kWithP, kWithoutP };
+
+// The idle M's blocking poll (see "The netpoller"). kNo: this M did not
+// poll (someone else does, or nobody waits for anything): sleep on the
+// note. kWithP: it polled and took an idle P (its readied fibers are
+// queued): look for work. kWithoutP: it polled but every P is busy (the
+// fibers went to the global queue): sleep on the note with no deadline, as
+// Go's findrunnable does -- going back into epoll would have this M take
+// events one at a time from Ps that harvest them in batches.
+Polled netpoll_blocking(Sched* s, M* m, std::int64_t deadline) {
+  if (g_hooks.netpoll == nullptr || !netpoll_on()) return Polled::kNo;
+  if (io_waiters() == 0 && deadline == 0) return Polled::kNo;
+  // A spinning M harvests the events; it blocks here itself when its spin
+  // ends (it always comes here next, or runs what it found).
+  if (s->npoll_spinning.load(std::memory_order_seq_cst) > 0) {
+    return Polled::kNo;
+  }
+  std::int64_t lp = s->last_poll.load(std::memory_order_seq_cst);
+  if (lp == 0 ||
+      !s->last_poll.compare_exchange_strong(lp, 0, std::memory_order_seq_cst)) {
+    return Polled::kNo;
+  }
+  s->poll_until.store(deadline, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // A timer added before the fence by an M that saw no poller is visible.
+  const std::int64_t again = earliest_timer(s);
+  if (again != 0 && (deadline == 0 || again < deadline)) {
+    deadline = again;
+    s->poll_until.store(deadline, std::memory_order_seq_cst);
+  }
+  Fiber* fs[kNetpollBatch];
+  int n = 0;
+  if (!s->stopping.load(std::memory_order_acquire) &&
+      (deadline == 0 || deadline > mono_now_ns())) {
+    n = g_hooks.netpoll(deadline == 0 ? -1 : deadline, fs, kNetpollBatch);
+  }
+  s->poll_until.store(0, std::memory_order_relaxed);
+  s->last_poll.store(mono_now_ns(), std::memory_order_seq_cst);
+  if (s->stopping.load(std::memory_order_acquire)) return Polled::kWithP;
+  {
+    MutexLock l(&s->lock);
+    if (P* p = pidle_get_locked(s)) acquirep(m, p);
+  }
+  // With a P: run them here (and spread them); without one every P is
+  // busy: they go to the global queue.
+  netpoll_inject(s, m, fs, n);
+  return m->p != nullptr ? Polled::kWithP : Polled::kWithoutP;
+}
+
 }  // namespace
+
+bool netpoll_queue_ready(Sched* s, M* m) {
+  if (g_hooks.netpoll == nullptr || io_waiters() == 0 ||
+      s->poll_busy.load(std::memory_order_relaxed) ||
+      s->poll_busy.exchange(true, std::memory_order_acquire)) {
+    return false;
+  }
+  Fiber* fs[kNetpollBatch];
+  const int n = g_hooks.netpoll(0, fs, kNetpollBatch);
+  s->poll_busy.store(false, std::memory_order_release);
+  netpoll_inject(s, m, fs, n);
+  return n > 0;
+}
+
+void netpoll_wake_for(Sched* s, std::int64_t when) {
+  if (g_hooks.netpoll_break == nullptr) return;
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // see "The netpoller"
+  if (s->last_poll.load(std::memory_order_seq_cst) != 0) return;  // nobody
+  const std::int64_t until = s->poll_until.load(std::memory_order_seq_cst);
+  if (when == 0 || until == 0 || when < until) g_hooks.netpoll_break();
+}
 
 Fiber* global_get_locked(Sched* s, P* p, int max) {
   const int size = s->gq_size.load(std::memory_order_relaxed);
@@ -158,6 +310,14 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
       // busy, or we would have one): sleep until handed a P rather than spin.
       std::int64_t deadline = earliest_timer(s);
       if (deadline != 0 && deadline <= mono_now_ns()) deadline = 0;
+      const Polled polled = netpoll_blocking(s, m, deadline);
+      if (polled == Polled::kWithP) continue;
+      // An M blocked in netpoll wakes for the timers: not us too. After a
+      // poll without a P, every P is busy: their Ms run the timers.
+      if (polled == Polled::kWithoutP ||
+          s->last_poll.load(std::memory_order_seq_cst) == 0) {
+        deadline = 0;
+      }
       stopm(s, m, deadline);
       continue;
     }
@@ -181,7 +341,7 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
     if (s->gq_size.load(std::memory_order_relaxed) > 0) {
       if (Fiber* f = global_get(s, p, 0)) return found(f, false);
     }
-    if (g_hooks.netpoll != nullptr && g_hooks.netpoll() > 0) continue;
+    if (Fiber* f = netpoll_nonblocking(s, m)) return found(f, false);
     if (run_all_timers(s, p, &now)) continue;
 
     // Steal, unless enough Ms are already looking.
@@ -194,6 +354,12 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
       }
       if (Fiber* f = steal_work(s, p, &inh)) return found(f, inh);
     }
+
+    // Fibers wait for I/O: poll for a moment before giving up the P. On a
+    // busy server the next event is microseconds away, and harvesting it
+    // here keeps its fiber on this P and this thread awake, where sleeping
+    // would cost two thread wake-ups (the poller's and this M's).
+    if (Fiber* f = netpoll_spin(s, m, p, &inh)) return found(f, inh);
 
     // Nothing to do: give up the P.
     {
@@ -215,7 +381,7 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
     }
     // The parker's half of the wake-up protocol (see idle.cc).
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    const std::int64_t deadline = earliest_timer(s);
+    std::int64_t deadline = earliest_timer(s);
     const bool timer_due = deadline != 0 && deadline <= mono_now_ns();
     if (any_local_work(s) || timer_due) {
       MutexLock l(&s->lock);
@@ -227,6 +393,18 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
         }
         continue;
       }
+    }
+    const Polled polled = netpoll_blocking(s, m, deadline);
+    if (polled == Polled::kWithP) continue;
+    if (polled == Polled::kWithoutP) {
+      stopm(s, m, 0);  // every P is busy; see netpoll_blocking
+      continue;
+    }
+    if (deadline != 0 && s->last_poll.load(std::memory_order_seq_cst) == 0) {
+      // An M is blocked in netpoll: it wakes for timers, once broken if it
+      // sleeps past ours; we sleep until handed a P.
+      netpoll_wake_for(s, deadline);
+      deadline = 0;
     }
     stopm(s, m, deadline);
   }

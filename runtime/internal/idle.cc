@@ -242,13 +242,18 @@ void handoffp(Sched* s, P* p) {
 }
 
 void wake_idle_m_for_timer(Sched* s) {
-  MutexLock l(&s->lock);
-  if (M* idle = midle_pop_locked(s)) {
-    idle->next_p = pidle_get_locked(s);
-    idle->next_spinning = false;
-    l.unlock();
-    idle->note.wake();
+  {
+    MutexLock l(&s->lock);
+    if (M* idle = midle_pop_locked(s)) {
+      idle->next_p = pidle_get_locked(s);
+      idle->next_spinning = false;
+      l.unlock();
+      idle->note.wake();
+      return;
+    }
   }
+  // No idle M: an M blocked in netpoll may be the one sleeping past it.
+  netpoll_wake_for(s, 0);
 }
 
 // --- Sleeping ---------------------------------------------------------------
@@ -420,6 +425,8 @@ void stop_all_ms(Sched* s) {
     }
     for (auto& m : s->ms) ms.push_back(m.get());
   }
+  // An M blocked in netpoll sees `stopping` once woken.
+  if (g_hooks.netpoll_break != nullptr) g_hooks.netpoll_break();
   for (M* m : ms) {
     int in_call = M::kInCall;
     if (m->blocking_state.compare_exchange_strong(in_call, M::kAbandoning,

@@ -140,6 +140,52 @@ void ready(Fiber* f) {
   wakep(s);
 }
 
+void netpoll_inject(Sched* s, M* m, Fiber** fs, int n) {
+  if (n <= 0) return;
+  for (int i = 0; i < n; ++i) make_runnable(fs[i]);
+  const bool on_p = m != nullptr && m->p != nullptr;
+  // Idle Ps get one fiber each through the global queue, and an M to run
+  // it; the rest stay on this P, where this M runs them next.
+  int spread = n;
+  if (on_p) {
+    const int idle = s->npidle.load(std::memory_order_seq_cst);
+    spread = idle < n ? idle : n;
+  }
+  if (spread > 0) {
+    {
+      MutexLock l(&s->lock);
+      for (int i = 0; i < spread; ++i) global_put_locked(s, fs[i]);
+    }
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // see idle.cc
+    int starts = spread;
+    while (starts-- > 0 && s->npidle.load(std::memory_order_seq_cst) > 0) {
+      startm(s, nullptr, false);
+    }
+  }
+  for (int i = spread; i < n; ++i) runq_put(m->p, fs[i], false);
+}
+
+namespace {
+std::atomic<int> g_io_waiters{0};
+}  // namespace
+
+void io_waiters_add(int delta) {
+  g_io_waiters.fetch_add(delta, std::memory_order_relaxed);
+}
+
+int io_waiters() { return g_io_waiters.load(std::memory_order_relaxed); }
+
+std::uint64_t runtime_epoch() {
+  {
+    MHold hold;
+    // On a P (a fiber, or the scheduler): its runtime runs until the M is
+    // joined.
+    if (hold.m() != nullptr && hold.m()->p != nullptr) return sched()->epoch;
+  }
+  SchedUse use;
+  return use.get() != nullptr ? use.get()->epoch : 0;
+}
+
 void yield_impl(bool preempted, bool async) {
   M* m = acquirem();
   Fiber* self = m != nullptr ? m->curg() : nullptr;
@@ -151,6 +197,22 @@ void yield_impl(bool preempted, bool async) {
   self->preempt_requested.store(false, std::memory_order_relaxed);
   Sched* s = sched();
   if (preempted) {
+    // A slice ended: fibers whose I/O is ready queue here before this one
+    // resumes (find_work.cc "The netpoller").
+    netpoll_queue_ready(s, m);
+    // Fibers an M without a P queued globally (the blocked poller's, when
+    // every P is busy) queue here too, ahead of the preempted fiber's next
+    // turn, rather than wait for the 61st slice (Go queues the preempted
+    // goroutine behind them on the global queue).
+    if (s->gq_size.load(std::memory_order_relaxed) > 0) {
+      Fiber* f;
+      {
+        MutexLock l(&s->lock);
+        f = global_get_locked(s, m->p, 0);
+      }
+      // Outside the lock: a full ring overflows into the global queue.
+      if (f != nullptr) runq_put(m->p, f, false);
+    }
     // The slice of a runnext chain is over: whoever waits in runnext goes
     // behind the run queue, whose fibers run first.
     if (Fiber* r = m->p->runnext.exchange(nullptr, std::memory_order_acquire)) {
@@ -277,7 +339,9 @@ void timer_start(Timer* t) {
   M* m = hold.m();
   if (m != nullptr && m->p != nullptr) {
     t->epoch = sched()->epoch;
-    m->p->timers.add(t);
+    // A new earliest timer of this P: the M blocked in netpoll (if any)
+    // may sleep past it (see find_work.cc "The netpoller").
+    if (m->p->timers.add(t)) netpoll_wake_for(sched(), t->when);
     return;
   }
   // Off a P: hold the runtime (see ready). No runtime: the timer never

@@ -138,6 +138,21 @@ bool spin_may_help();
 // paths.
 void preempt_check();
 
+// I/O waiters (net/): fibers parked on a socket, counted so that the
+// scheduler polls only when someone waits, and so that a deadlock detector
+// can tell that such fibers are not dead (an event may still wake them).
+// net/ adds 1 before it publishes a parked fiber in a poll descriptor and
+// subtracts 1 when the fiber is taken out again. Relaxed: a count, read as
+// a hint (the scheduler) or once everything is quiet (a detector).
+void io_waiters_add(int delta);
+int io_waiters();
+
+// runtime_epoch is the number of the running runtime (Sched::epoch: 1, 2,
+// ... per goro::run in this process), 0 when none runs. net/ stamps each
+// socket with it, so that a socket used after its runtime ended fails
+// cleanly. Any thread.
+std::uint64_t runtime_epoch();
+
 // Timers for sync/ (channel timers, timeouts). The runtime reads a Timer only
 // while it is armed: it copies `fire` and `arg` and disarms the timer before
 // calling fire(arg), so once timer_stop returns (either way) the Timer may be

@@ -183,6 +183,8 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   install_overflow_handler();
   auto s = std::make_unique<Sched>(opts, opts.procs);
   s->epoch = ++g_epochs;
+  // Fibers a previous runtime abandoned in I/O waits count no more.
+  io_waiters_add(-io_waiters());
   s->next_fiber_id.store(g_next_fiber_id.load(std::memory_order_relaxed),
                          std::memory_order_relaxed);
   g_sched.store(s.get(), std::memory_order_release);
@@ -223,6 +225,7 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   // M is joined.
   stop_all_ms(s.get());
   sysmon_stop(s.get());
+  if (g_hooks.on_stop != nullptr) g_hooks.on_stop(s.get());
   {
     // Hand the Ms abandoned inside blocking() their fibers (see M): from
     // here on each may free itself, and nothing here touches them.

@@ -291,6 +291,25 @@ class Sched {
 
   // Signalled when the main fiber has returned.
   Note main_done;
+
+  // --- The netpoller (find_work.cc "The netpoller") ---
+  // CLOCK_MONOTONIC time of the last blocking poll's end or of sysmon's
+  // last poll; 0 while an M is blocked in netpoll (Go's sched.lastpoll).
+  // The M that blocks CASes it non-zero -> 0 (so at most one blocks) and
+  // stores the time when it returns; sysmon CASes old -> now when it polls.
+  // seq_cst: see "The netpoller" for the store-load pairs it is part of.
+  std::atomic<std::int64_t> last_poll{1};
+  // The deadline the blocked poller sleeps until (0: none), written by it
+  // after it took last_poll and before it blocks; read by whoever adds an
+  // earlier timer, to decide whether to break the poll.
+  std::atomic<std::int64_t> poll_until{0};
+  // Taken (exchange true) by the one M doing a non-blocking poll in
+  // find_runnable, so that Ms do not pile into epoll_wait together.
+  std::atomic<bool> poll_busy{false};
+  // Ms in netpoll_spin (polling before they give up their P). While one
+  // is, no M blocks in epoll: the kernel would wake it for every event the
+  // spinner harvests anyway. Incremented/decremented by the spinner.
+  std::atomic<int> npoll_spinning{0};
 };
 
 // The active runtime, or null. Set and cleared by run_main.
@@ -371,9 +390,20 @@ struct Hooks {
   // asynchronous preemption is unavailable (ThreadSanitizer): fibers are
   // then preempted only at cooperative points.
   bool (*preempt_m)(M* m) = nullptr;
-  // Non-blocking netpoll, for net/: returns how many fibers it readied.
-  // find_runnable calls it before stealing.
-  int (*netpoll)() = nullptr;
+  // The netpoller (net/, see find_work.cc "The netpoller"). netpoll polls
+  // for ready I/O: until_ns == 0 returns at once, < 0 blocks until
+  // netpoll_break, otherwise blocks until that CLOCK_MONOTONIC time at most
+  // (nanosecond precision). It stores up to `cap` fibers whose I/O wait it
+  // ended into out[] -- still kWaiting: the caller makes them runnable
+  // (netpoll_inject) -- and returns how many. netpoll_break wakes a blocked
+  // netpoll (coalesced: many breaks, one wake-up); any thread, any time.
+  // netpoll_inited says whether this runtime's poller exists (a socket was
+  // opened): until then nobody polls. on_stop runs on run's thread once
+  // every M has stopped (net/ closes the runtime's epoll instance).
+  int (*netpoll)(std::int64_t until_ns, Fiber** out, int cap) = nullptr;
+  void (*netpoll_break)() = nullptr;
+  bool (*netpoll_inited)() = nullptr;
+  void (*on_stop)(Sched* s) = nullptr;
 };
 extern Hooks g_hooks;
 

@@ -124,6 +124,19 @@ void stop_all_ms(Sched* s);
 // one; null when the runtime is stopping.
 Fiber* find_runnable(Sched* s, M* m, bool* inherit);
 std::int64_t earliest_timer(Sched* s);
+// Fibers one netpoll call may return (two per epoll event at most).
+inline constexpr int kNetpollBatch = 128;
+// Whether net/ has a poller for this runtime (some socket was opened).
+inline bool netpoll_on() {
+  return g_hooks.netpoll_inited != nullptr && g_hooks.netpoll_inited();
+}
+// A non-blocking poll (one M at a time, only while some fiber waits for
+// I/O and no M blocks in netpoll) whose fibers are queued with
+// netpoll_inject; m holds a P. Returns true if it readied any.
+bool netpoll_queue_ready(Sched* s, M* m);
+// Breaks the blocked netpoll (if an M is blocked in it) when it sleeps
+// longer than until `when`: a new earliest timer. `when` == 0: always.
+void netpoll_wake_for(Sched* s, std::int64_t when);
 
 // --- park.cc ---------------------------------------------------------------
 
@@ -131,6 +144,11 @@ void yield_impl(bool preempted, bool async);
 void sleep_until_impl(std::int64_t when_ns);
 void count_preemption(P* p, bool async);  // runtime.cc
 void global_put(Sched* s, Fiber* f);
+// netpoll_inject makes the n fibers a netpoll returned runnable and queues
+// them, spread over idle Ps (Go's injectglist): as many as there are idle
+// Ps go to the global queue with an M started for each; the rest go to m's
+// P (when m holds one) or the global queue too. m may be null (sysmon).
+void netpoll_inject(Sched* s, M* m, Fiber** fs, int n);
 
 // --- sysmon.cc -------------------------------------------------------------
 

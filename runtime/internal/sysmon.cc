@@ -6,7 +6,8 @@
 // signals through Hooks::preempt_m (preempt/ owns the signal half), lending
 // and retiring spare Ps, and waking an M for stranded work. Once a second it
 // also returns the memory of surplus free stacks to the kernel
-// (StackAllocator::scavenge).
+// (StackAllocator::scavenge), and while a P is busy it polls the network
+// if nobody has for 10 ms (sysmon_netpoll).
 //
 // Period: while any P is busy, time_slice / 10 clamped to
 // [kMinPeriod, kMaxBusyPeriod], so a fiber is noticed within a tenth of a
@@ -49,6 +50,8 @@ constexpr int kIdleRoundsBeforeSleep = 50;
 // The deep sleep's safety tick: a missed sysmon_wake costs at most this.
 constexpr std::int64_t kDeepSleepTick = 100'000'000;     // 100 ms
 constexpr std::int64_t kScavengePeriod = 1'000'000'000;  // 1 s
+// sysmon polls the network when nobody has for this long (Go: 10 ms).
+constexpr std::int64_t kNetpollPeriod = 10'000'000;
 // Free stacks returned per scavenge, so that sysmon's round stays short.
 constexpr std::size_t kScavengeBatch = 4096;
 
@@ -169,6 +172,23 @@ std::int64_t retake(Sysmon* sm, std::int64_t now, std::int64_t prev,
   return next_deadline;
 }
 
+// While some P is busy and nobody has polled the network for
+// kNetpollPeriod, poll it (without blocking) and queue what it readied, so
+// that fibers waiting for I/O are not starved by Ps that never go idle
+// (Go's sysmon does the same at 10 ms).
+void sysmon_netpoll(Sched* s, std::int64_t now) {
+  if (g_hooks.netpoll == nullptr || !netpoll_on()) return;
+  std::int64_t lp = s->last_poll.load(std::memory_order_seq_cst);
+  if (lp == 0 || lp + kNetpollPeriod > now ||
+      !s->last_poll.compare_exchange_strong(lp, now,
+                                            std::memory_order_seq_cst)) {
+    return;
+  }
+  Fiber* fs[kNetpollBatch];
+  const int n = g_hooks.netpoll(0, fs, kNetpollBatch);
+  netpoll_inject(s, nullptr, fs, n);
+}
+
 void sysmon_main(Sysmon* sm) {
   pthread_setname_np(pthread_self(), "goro-sysmon");
   prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
@@ -212,6 +232,7 @@ void sysmon_main(Sysmon* sm) {
       pol.period = period;
       next_deadline = retake(sm, now, prev_round, pol);
       prev_round = now;
+      sysmon_netpoll(s, now);
     }
     sm->note.clear();
     // Wake at the next period, or exactly when a fiber's slice ends if that
