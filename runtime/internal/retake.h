@@ -56,8 +56,9 @@ struct PView {
   bool spare_lent = false;     // (regular P) its spare is SpareState::kOn
   bool async_preempt = true;   // Options::async_preempt
   // Something besides the running fiber waits for a CPU: the P's ring or
-  // runnext, the global queue, fibers pinned to its M, or a timer due
-  // within a slice. Without it a switch would only resume the same fiber.
+  // runnext, the global queue, fibers pinned to its M, a timer due within a
+  // slice, or fibers waiting on the network. Without it a switch would only
+  // resume the same fiber.
   bool others_wait = true;
 };
 

@@ -111,8 +111,11 @@ std::int64_t retake(Sysmon* sm, std::int64_t now, std::int64_t prev,
   // Work any P could take: the global queue, and timers (whose fibers
   // need a P when they fire) due before a slice passes.
   // While run is ending, every M must come back to stop (a spinner too).
+  // Fibers waiting on the network count too: an event may be ready that
+  // only a poll -- which a switch makes (yield_impl) -- would reveal.
   const bool global_work = s->gq_size.load(std::memory_order_relaxed) > 0 ||
-                           s->stopping.load(std::memory_order_relaxed);
+                           s->stopping.load(std::memory_order_relaxed) ||
+                           io_waiters() > 0;
   const std::int64_t t = earliest_timer(s);
   const bool timer_soon = t != 0 && t <= now + pol.slice;
   std::int64_t next_deadline = INT64_MAX;
