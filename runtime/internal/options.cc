@@ -165,6 +165,11 @@ Options resolve_options(const Options& in) {
       }
     }
   };
+  if (o.on_deadlock != OnDeadlock::kExit &&
+      o.on_deadlock != OnDeadlock::kThrow) {
+    bad("Options::on_deadlock", std::to_string(static_cast<int>(o.on_deadlock)),
+        "kExit or kThrow");
+  }
   parse_bool("GORO_ASYNCPREEMPT", &o.async_preempt);
   parse_bool("GORO_PREEMPT_MIGRATE", &o.preempt_migrate);
   return o;

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -15,6 +17,7 @@
 #include "runtime/internal/sanitizers.h"
 #include "runtime/internal/scheduler_internal.h"
 #include "runtime/internal/stack.h"
+#include "runtime/run.h"
 #include "runtime/stats.h"
 #include "runtime/this_fiber.h"
 
@@ -207,6 +210,8 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   f->invoke = [](void* p) {
     auto* c = static_cast<MainClosure*>(p);
     c->fn(c->arg);
+    // Before the wake: Ms idling from here on are not a deadlock.
+    c->s->main_returned.store(true, std::memory_order_release);
     c->s->main_done.wake();
   };
   f->destroy = [](void*) {};
@@ -215,9 +220,22 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   global_put(s.get(), f);
 
   if (g_hooks.on_start != nullptr) g_hooks.on_start(s.get());
+  // This thread waits for main below: goro's own, not a thread that could
+  // wake fibers (deadlock detection, checkdead.cc).
+  own_thread_register();
+  struct Unregister {
+    ~Unregister() { own_thread_unregister(); }
+  } unregister;
   sysmon_start(s.get());
   start_first_m(s.get());
+  if (g_hooks.on_run != nullptr) g_hooks.on_run(s.get());
   s->main_done.sleep(0);
+  if (g_hooks.on_stop != nullptr) g_hooks.on_stop(s.get());
+  bool deadlocked;
+  {
+    MutexLock l(&s->lock);
+    deadlocked = s->deadlocked;
+  }
   // sysmon outlives the Ms: a fiber spinning when main returns is preempted
   // (and its M then stops), and startm may still read s->sysmon until every
   // M is joined.
@@ -249,7 +267,19 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   while (g_sched_users.load(std::memory_order_acquire) != 0) {
     std::this_thread::yield();
   }
+  std::string report = deadlocked ? std::move(s->deadlock_report) : "";
+  const OnDeadlock on_deadlock = s->opts.on_deadlock;
   s.reset();
+  if (deadlocked) {
+    if (on_deadlock == OnDeadlock::kThrow) throw DeadlockError(report);
+    // Like Go: the message and the dump, then exit status 2. stdio is
+    // flushed (the program's own output is not lost) but no destructor or
+    // atexit handler runs: fibers are abandoned mid-call.
+    std::fflush(stdout);
+    std::fputs(report.c_str(), stderr);
+    std::fflush(stderr);
+    std::_Exit(2);
+  }
 }
 
 }  // namespace goro::runtime_internal

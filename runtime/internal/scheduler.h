@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -266,6 +267,21 @@ class Sched {
   std::atomic<int> nmspinning{0};     // by Ms entering/leaving spinning
   std::atomic<int> nthreads{0};       // under lock
   std::atomic<bool> stopping{false};  // once, by the main fiber's exit
+  // Ms on the idle list (stopm): written under lock, read anywhere (deadlock
+  // detection compares it with ms.size() under lock; schedtrace reads it).
+  std::atomic<int> nmidle{0};
+  // Bumped under lock whenever an M leaves the idle list or a new M is
+  // made: deadlock detection, which drops the lock to look at the process's
+  // threads, checks that no M ran in between (checkdead.cc).
+  std::uint64_t idle_gen ABSL_GUARDED_BY(lock) = 0;
+  // The main fiber's function returned (set before main_done is woken):
+  // the Ms idling meanwhile are not a deadlock.
+  std::atomic<bool> main_returned{false};
+  // Set once, under lock, by the M that reports a deadlock; then
+  // deadlock_report is written by that M and read by run_main after
+  // main_done (whose wake/sleep order it).
+  bool deadlocked ABSL_GUARDED_BY(lock) = false;
+  std::string deadlock_report;
   std::atomic<std::uint64_t> next_fiber_id{1};
   std::atomic<std::uint64_t> handoffs{0}, threads_woken{0};
   std::atomic<std::uint64_t> created_off_p{0};  // go() from threads w/o a P
@@ -287,6 +303,30 @@ class Sched {
   // Signalled when the main fiber has returned.
   Note main_done;
 };
+
+// A coarse CLOCK_MONOTONIC in ns, updated by sysmon at each of its rounds
+// (at least every 100 ms while it sleeps deeply), 0 before the first. Park
+// and blocking() stamp Fiber::wait_since with it so that dumps can say for
+// how many minutes a fiber has waited without a clock read per park.
+// Relaxed: an approximate time.
+extern std::atomic<std::int64_t> g_coarse_now_ns;
+
+// Dumps in progress that pin fibers (Fiber::dump_pin), for the one
+// predictable branch in enter_fiber; see diag/dump.cc.
+extern std::atomic<int> g_dump_pins;
+
+// goro's own threads (Ms, sysmon, diagnostics threads, the thread inside
+// run, and threads that called this_thread_never_wakes_fibers): deadlock
+// detection treats every other thread as one that may still wake a fiber.
+// register adds the calling thread; unregister removes it. Any thread.
+void own_thread_register();
+void own_thread_unregister();
+// Registers the calling thread until it exits (a thread_local's destructor
+// unregisters it).
+void own_thread_register_for_life();
+// True if the process has a thread that is not registered as goro's own.
+// Reads /proc/self/task; allocates. Not async-signal-safe.
+bool foreign_thread_alive();
 
 // The active runtime, or null. Set and cleared by run_main.
 extern std::atomic<Sched*> g_sched;
@@ -369,6 +409,18 @@ struct Hooks {
   // Non-blocking netpoll, for net/: returns how many fibers it readied.
   // find_runnable calls it before stealing.
   int (*netpoll)() = nullptr;
+  // For net/: how many fibers are parked waiting on the netpoller (I/O
+  // readiness or a deadline it owns). Deadlock detection consults it
+  // (netpoll_waiting() in checkdead.cc): a fiber waiting on I/O can be woken
+  // by the outside world, so the program is not dead. Null means none.
+  int (*netpoll_waiting)() = nullptr;
+  // For diag/: the dump of every fiber, as goro::dump_fibers prints it.
+  // Deadlock reports include it; null: the report says it is unavailable.
+  std::string (*dump_fibers)() = nullptr;
+  // For diag/: called by run_main after on_start with the runtime running,
+  // and before it stops the Ms (SIGQUIT, schedtrace).
+  void (*on_run)(Sched* s) = nullptr;
+  void (*on_stop)(Sched* s) = nullptr;
 };
 extern Hooks g_hooks;
 
