@@ -164,7 +164,7 @@ Fiber* fiber_new(const SpawnOptions* o) {
   f->no_preempt = 0;
   f->os_locks = 0;
   f->eh = EhGlobals{};
-  f->wait_since = 0;
+  f->wait_since.store(0, std::memory_order_relaxed);
   f->created_function = f->created_file = nullptr;
   f->created_line = 0;
   f->parent_id = 0;

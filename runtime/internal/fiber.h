@@ -133,9 +133,9 @@ struct Fiber {
   // park() before its state becomes kWaiting, cleared by ready().
   WaitReason wait_reason = WaitReason::kNone;
   // g_coarse_now_ns when the fiber parked or entered blocking() (0: not
-  // known): for the minutes of a dump. Written by the fiber; read racily by
-  // dumps (an approximate figure).
-  std::int64_t wait_since = 0;
+  // known): for the minutes of a dump. Written by the fiber, read by dumps;
+  // relaxed (an approximate figure).
+  std::atomic<std::int64_t> wait_since{0};
 
   // Where go() was called (std::source_location of the caller) and the
   // spawning fiber's id (0: a plain thread), for "created by" in dumps.

@@ -71,7 +71,8 @@ void park(bool (*commit)(void*), void* arg, WaitReason reason) {
     fatal("park called outside a fiber (or inside goro::blocking)");
   }
   self->wait_reason = reason;
-  self->wait_since = g_coarse_now_ns.load(std::memory_order_relaxed);
+  self->wait_since.store(g_coarse_now_ns.load(std::memory_order_relaxed),
+                        std::memory_order_relaxed);
   m->after = M::After::kPark;
   m->after_fiber = self;
   m->after_commit = commit;
@@ -212,7 +213,8 @@ bool blocking_enter() {
   p->set_m(nullptr);
   m->p = nullptr;
   m->blocking_p = p;
-  m->curg()->wait_since = g_coarse_now_ns.load(std::memory_order_relaxed);
+  m->curg()->wait_since.store(
+      g_coarse_now_ns.load(std::memory_order_relaxed), std::memory_order_relaxed);
   handoffp(s, p);
   {
     // Under the lock that stop_all_ms sets `stopping` with: either it sees

@@ -183,8 +183,11 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   } release;
 
   const Options opts = resolve_options(options);
+  const DebugOptions debug = resolve_debug_options();
   install_overflow_handler();
   auto s = std::make_unique<Sched>(opts, opts.procs);
+  s->debug = debug;
+  s->start_ns = mono_now_ns();
   s->epoch = ++g_epochs;
   s->next_fiber_id.store(g_next_fiber_id.load(std::memory_order_relaxed),
                          std::memory_order_relaxed);

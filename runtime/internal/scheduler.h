@@ -231,12 +231,22 @@ enum Refusal : int {
 
 struct Sysmon;
 
+// Diagnostics settings from the environment (options.cc,
+// resolve_debug_options): GORO_DEBUG and GORO_SIGQUIT.
+struct DebugOptions {
+  int schedtrace_ms = 0;     // GORO_DEBUG=schedtrace=MS; 0: off
+  bool scheddetail = false;  // GORO_DEBUG=...,scheddetail=1
+  bool sigquit = true;       // GORO_SIGQUIT (default 1)
+};
+
 class Sched {
  public:
   Sched(const Options& opts, int procs);
   ~Sched();
 
   const Options opts;
+  DebugOptions debug;  // set by run_main before any thread starts
+  std::int64_t start_ns = 0;  // CLOCK_MONOTONIC at run's start; likewise
   const int nprocs;
   // nprocs Ps, then nprocs spares (see P::is_spare).
   std::vector<std::unique_ptr<P>> ps;

@@ -170,6 +170,9 @@ void remove_thread_signal_stack(M* m);
 // Throw std::invalid_argument naming `what`.
 std::size_t validate_stack_size(std::size_t bytes, const char* what);
 Options resolve_options(const Options& in);
+// GORO_DEBUG and GORO_SIGQUIT; throws std::invalid_argument naming the
+// variable for a malformed value.
+DebugOptions resolve_debug_options();
 int available_cpus();
 
 // --- inline definitions ----------------------------------------------------
