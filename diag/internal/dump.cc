@@ -351,9 +351,14 @@ std::string dump_string(const void* self_ctx, const Fiber* self) {
               infos.end());
   std::sort(infos.begin(), infos.end(),
             [](const FiberInfo& a, const FiberInfo& b) { return a.id < b.id; });
-  Symbolizer sym;
+  // Kept for the process's life: the debug info is read once (under
+  // g_dump_mu, like every use).
+  static Symbolizer* sym = new Symbolizer;
+  static bool fresh = true;
+  if (!fresh) sym->refresh();
+  fresh = false;
   std::string out;
-  for (const FiberInfo& in : infos) print_fiber(in, &sym, &out);
+  for (const FiberInfo& in : infos) print_fiber(in, sym, &out);
   return out;
 }
 

@@ -62,6 +62,7 @@ struct LibDw {
   Dwfl* (*begin)(const Dwfl_Callbacks*);
   int (*linux_proc_report)(Dwfl*, pid_t);
   int (*report_end)(Dwfl*, void*, void*);
+  void (*report_begin)(Dwfl*);
   void (*end)(Dwfl*);
   Dwfl_Module* (*addrmodule)(Dwfl*, Dwarf_Addr);
   const char* (*module_addrinfo)(Dwfl_Module*, Dwarf_Addr, std::uint64_t*,
@@ -103,6 +104,7 @@ const LibDw& libdw() {
     get(&lib.begin, "dwfl_begin");
     get(&lib.linux_proc_report, "dwfl_linux_proc_report");
     get(&lib.report_end, "dwfl_report_end");
+    get(&lib.report_begin, "dwfl_report_begin");
     get(&lib.end, "dwfl_end");
     get(&lib.addrmodule, "dwfl_addrmodule");
     get(&lib.module_addrinfo, "dwfl_module_addrinfo");
@@ -242,7 +244,20 @@ std::string strip_parameter_list(const std::string& name) {
 }  // namespace
 
 std::string strip_parameters(const std::string& name) {
-  return strip_return_type(strip_parameter_list(name));
+  // Trailing " [clone .isra.0]" (GCC's specialised copies) and " [with F =
+  // ...]" (GCC's __PRETTY_FUNCTION__ for templates) first.
+  std::string n = name;
+  while (!n.empty() && n.back() == ']') {
+    int depth = 0;
+    std::size_t i = n.size();
+    while (i-- > 0) {
+      if (n[i] == ']') ++depth;
+      if (n[i] == '[' && --depth == 0) break;
+    }
+    if (i == std::string::npos || i == 0 || n[i - 1] != ' ') break;
+    n.erase(i - 1);
+  }
+  return strip_return_type(strip_parameter_list(n));
 }
 
 Symbolizer::Symbolizer() {
@@ -259,6 +274,15 @@ Symbolizer::Symbolizer() {
     return;
   }
   dwfl_ = d;
+}
+
+void Symbolizer::refresh() {
+  if (dwfl_ == nullptr) return;
+  const LibDw& dw = libdw();
+  Dwfl* d = static_cast<Dwfl*>(dwfl_);
+  dw.report_begin(d);  // modules reported again are kept, with their DWARF
+  dw.linux_proc_report(d, getpid());
+  dw.report_end(d, nullptr, nullptr);
 }
 
 Symbolizer::~Symbolizer() {

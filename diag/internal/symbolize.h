@@ -25,6 +25,7 @@ struct Frame {
   std::uint64_t pc = 0;
 };
 
+// One per process (dump.cc keeps it): the debug info is read once.
 // Symbolizes pcs (return addresses, except where is_call_site is false:
 // the interrupted pc of a preempted frame, and a thread's current pc) into
 // frames, outermost last; an inlined call adds frames. Not thread-safe:
@@ -38,6 +39,10 @@ class Symbolizer {
   Symbolizer& operator=(const Symbolizer&) = delete;
 
   std::vector<Frame> symbolize(std::uint64_t pc, bool is_return_address);
+
+  // Picks up shared objects loaded since (cheap: rereads /proc/self/maps;
+  // the debug info already read is kept, and so are cached frames).
+  void refresh();
 
  private:
   std::vector<Frame> lookup(std::uint64_t pc, bool is_return_address);
