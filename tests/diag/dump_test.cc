@@ -57,8 +57,14 @@ void WithParkedFibers(F body) {
   goro::WaitGroup wg;
   wg.add(2);
   g_go_line = __LINE__ + 1;
-  goro::go({.name = "waiter"}, [jobs, &wg] { WaitForJob(jobs); wg.done(); });
-  goro::go({.name = "locker"}, [&mu, &wg] { TakeTheLock(&mu); wg.done(); });
+  goro::go({.name = "waiter"}, [jobs, &wg] {
+    WaitForJob(jobs);
+    wg.done();
+  });
+  goro::go({.name = "locker"}, [&mu, &wg] {
+    TakeTheLock(&mu);
+    wg.done();
+  });
   goro::sleep_for(30ms);  // both park
   body();
   jobs.send(1);
@@ -78,9 +84,8 @@ std::string Block(const std::string& dump, const std::string& header_re) {
 TEST(DumpTest, ParkedFiberShowsReasonNameFrameLineAndCreator) {
   goro_test::CleanGoroEnv env;
   std::string dump;
-  goro::run(goro_test::Procs(2), [&] {
-    WithParkedFibers([&] { dump = Dump(); });
-  });
+  goro::run(goro_test::Procs(2),
+            [&] { WithParkedFibers([&] { dump = Dump(); }); });
   const std::string waiter =
       Block(dump, "fiber [0-9]+ \"waiter\" \\[chan receive");
   ASSERT_FALSE(waiter.empty()) << dump;
@@ -168,8 +173,8 @@ TEST(DumpTest, CallableFromAPlainThreadAndWithoutARuntime) {
 // (every fiber's stack changes all the time) never read a stack that is
 // being run: each dump parses, and every fiber seen parked in the ping-pong
 // shows the ping-pong's own frame.
-__attribute__((noinline)) void PingPong(goro::Chan<int> in,
-                                        goro::Chan<int> out, int n) {
+__attribute__((noinline)) void PingPong(goro::Chan<int> in, goro::Chan<int> out,
+                                        int n) {
   for (int i = 0; i < n; ++i) {
     auto v = in.recv();
     if (!v) return;
@@ -207,7 +212,8 @@ TEST(DumpTest, DumpsDuringPingPongOnlyReadPinnedStacks) {
       });
     }
     std::thread dumper([&] {
-      for (int i = 0; i < goro_test::Scaled(20, 5); ++i) dumps.push_back(Dump());
+      for (int i = 0; i < goro_test::Scaled(20, 5); ++i)
+        dumps.push_back(Dump());
     });
     goro::blocking([&] { dumper.join(); });
     done.store(true);
@@ -221,8 +227,9 @@ TEST(DumpTest, DumpsDuringPingPongOnlyReadPinnedStacks) {
     for (std::sregex_iterator it(d.begin(), d.end(), parked), end; it != end;
          ++it) {
       ++parked_seen;
-      EXPECT_NE((*it)[2].str().find("PingPong(...)\n\ttests/diag/dump_test.cc:"),
-                std::string::npos)
+      EXPECT_NE(
+          (*it)[2].str().find("PingPong(...)\n\ttests/diag/dump_test.cc:"),
+          std::string::npos)
           << (*it)[0];
     }
   }
@@ -231,7 +238,9 @@ TEST(DumpTest, DumpsDuringPingPongOnlyReadPinnedStacks) {
 
 class SigquitDeathTest : public testing::Test {
  protected:
-  void SetUp() override { testing::FLAGS_gtest_death_test_style = "threadsafe"; }
+  void SetUp() override {
+    testing::FLAGS_gtest_death_test_style = "threadsafe";
+  }
   goro_test::CleanGoroEnv env_;
 };
 
@@ -266,7 +275,8 @@ std::atomic<int> g_program_handler_calls{0};
 // A SIGQUIT handler the program installed before run is kept.
 TEST(SigquitTest, AHandlerInstalledBeforeRunIsKept) {
   goro_test::CleanGoroEnv env;
-  struct sigaction sa {}, old{};
+  struct sigaction sa {
+  }, old{};
   sa.sa_handler = [](int) { g_program_handler_calls.fetch_add(1); };
   sigemptyset(&sa.sa_mask);
   ASSERT_EQ(sigaction(SIGQUIT, &sa, &old), 0);

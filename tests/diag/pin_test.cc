@@ -33,8 +33,8 @@ TEST(DumpPinTest, PinnedFiberDoesNotRunUntilUnpinned) {
       (void)ch.recv();
       ran.store(true);
     });
-    goro_test::AwaitInFiber(
-        [&] { return waiter.load() != nullptr; }, "waiter to start");
+    goro_test::AwaitInFiber([&] { return waiter.load() != nullptr; },
+                            "waiter to start");
     goro::sleep_for(20ms);  // it parks in recv
     rt::g_dump_pins.fetch_add(1);
     waiter.load()->dump_pin.store(true);
