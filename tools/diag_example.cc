@@ -50,9 +50,9 @@ int run_mode(const std::string& mode) {
       goro::go([&wg] {
         const auto end = std::chrono::steady_clock::now() + 3s;
         volatile std::uint64_t n = 0;
-        while (std::chrono::steady_clock::now() < end) {
-          for (int k = 0; k < 1000; ++k) n = n + 1;
-          if (n % 7 == 0) goro::sleep_for(1ms);
+        for (int round = 1; std::chrono::steady_clock::now() < end; ++round) {
+          for (int k = 0; k < 100000; ++k) n = n + 1;
+          if (round % 50 == 0) goro::sleep_for(1ms);
         }
         wg.done();
       });

@@ -182,7 +182,7 @@ bool runtime_name(const std::string& fn) {
 
 void copy_parked(Fiber* f, FiberInfo* info) {
   info->name = f->name;
-  info->reason = f->wait_reason;
+  info->reason = f->wait_reason.load(std::memory_order_relaxed);
   info->created_function = f->created_function;
   info->created_file = f->created_file;
   info->created_line = f->created_line;

@@ -37,6 +37,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "runtime/internal/scheduler_internal.h"
@@ -65,6 +66,32 @@ struct LifeRegistration {
   }
 };
 thread_local LifeRegistration tls_life;
+
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer's runtime starts a background thread of its own (clone,
+// not pthread_create) at the process's first pthread_create; it never
+// touches goro. Make it start now, before main, and count every thread
+// other than this one as goro's own, so that it does not defer deadlock
+// detection forever. (A thread a static initializer started before this
+// one ran would be misclassified too: only in TSan builds.)
+struct RegisterSanitizerThreads {
+  RegisterSanitizerThreads() {
+    std::thread([] {}).join();
+    const pid_t self = gettid_now();
+    std::vector<pid_t>* own = new std::vector<pid_t>;
+    if (DIR* d = opendir("/proc/self/task")) {
+      while (dirent* e = readdir(d)) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        const pid_t tid = static_cast<pid_t>(std::atol(e->d_name));
+        if (tid != self) own->push_back(tid);
+      }
+      closedir(d);
+    }
+    std::lock_guard<std::mutex> l(g_own_mu);
+    g_own_tids = own;
+  }
+} g_register_sanitizer_threads;
+#endif
 
 }  // namespace
 

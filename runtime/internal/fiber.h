@@ -130,8 +130,9 @@ struct Fiber {
   EhGlobals eh;
 
   // Why the fiber is parked (kNone unless kWaiting). Written by the fiber in
-  // park() before its state becomes kWaiting, cleared by ready().
-  WaitReason wait_reason = WaitReason::kNone;
+  // park() before its state becomes kWaiting, cleared by ready(); read by
+  // dumps and schedtrace without synchronisation, hence relaxed atomic.
+  std::atomic<WaitReason> wait_reason{WaitReason::kNone};
   // g_coarse_now_ns when the fiber parked or entered blocking() (0: not
   // known): for the minutes of a dump. Written by the fiber, read by dumps;
   // relaxed (an approximate figure).

@@ -70,7 +70,7 @@ void park(bool (*commit)(void*), void* arg, WaitReason reason) {
   if (self == nullptr || m->p == nullptr) {
     fatal("park called outside a fiber (or inside goro::blocking)");
   }
-  self->wait_reason = reason;
+  self->wait_reason.store(reason, std::memory_order_relaxed);
   self->wait_since.store(g_coarse_now_ns.load(std::memory_order_relaxed),
                         std::memory_order_relaxed);
   m->after = M::After::kPark;
@@ -94,7 +94,7 @@ void make_runnable(Fiber* f) {
     fatal("ready() of fiber %llu in state %s",
           static_cast<unsigned long long>(f->id), fiber_state_name(st));
   }
-  f->wait_reason = WaitReason::kNone;
+  f->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
   f->state.store(FiberState::kRunnable, std::memory_order_relaxed);
 }
 

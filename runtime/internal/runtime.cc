@@ -51,7 +51,8 @@ bool stack_may_be_referenced(const Fiber* f) {
   if (f->stack.empty() || f->sp == nullptr) return false;
   switch (f->state.load(std::memory_order_relaxed)) {
     case FiberState::kWaiting:
-      return f->wait_reason != WaitReason::kSleep;
+      return f->wait_reason.load(std::memory_order_relaxed) !=
+             WaitReason::kSleep;
     case FiberState::kRunnable:
       return true;  // possibly readied from a wait queue
     default:
