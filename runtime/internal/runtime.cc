@@ -97,6 +97,12 @@ Sched::~Sched() {
     Fiber* next = f->all_next;
     if (stack_may_be_referenced(f)) {
       stacks.keep_mapped(f->stack);
+#if defined(__SANITIZE_ADDRESS__)
+      // The stack lives as long as the process and may hold the only
+      // pointers to what its fiber allocated (a deadlocked or abandoned
+      // program's channels): LeakSanitizer must scan it like a thread's.
+      __lsan_register_root_region(f->stack.lo, f->stack.size);
+#endif
 #if defined(__SANITIZE_THREAD__)
       if (f->tsan_fiber != nullptr) __tsan_destroy_fiber(f->tsan_fiber);
       f->tsan_fiber = nullptr;
