@@ -4,7 +4,7 @@
 # Works offline as long as Debian's package mirror is reachable.
 set -euo pipefail
 
-packages=(bazel-bootstrap libunwind-dev libabsl-dev libgtest-dev libbenchmark-dev python3 clang)
+packages=(bazel-bootstrap libunwind-dev libabsl-dev libgtest-dev libbenchmark-dev python3 clang valgrind libdw1)
 
 installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
