@@ -9,7 +9,6 @@
 #include "preempt/internal/preempt.h"
 #include "preempt/no_preempt.h"
 #include "runtime/internal/scheduler_internal.h"
-#include "third_party/valgrind/valgrind.h"
 
 namespace goro::preempt_internal {
 namespace {
@@ -22,10 +21,7 @@ struct Register {
 #if !defined(__SANITIZE_THREAD__)
     // ThreadSanitizer defers asynchronous signals to its own safe points, so
     // SIGURG preemption cannot work under it: sysmon then preempts only
-    // cooperatively (the fiber's flag). Likewise under Valgrind, whose
-    // memcheck takes the handler's stores below the interrupted stack
-    // pointer (the trampoline's frame) for invalid writes, and which runs
-    // one thread at a time anyway (docs/diagnostics.md, "Valgrind").
+    // cooperatively (the fiber's flag).
     runtime_internal::g_hooks.preempt_m = preempt_m;
 #endif
   }
