@@ -22,6 +22,8 @@
 //   runtime/this_fiber.h  goro::yield, sleep_for/sleep_until, this_fiber::id
 //   runtime/blocking.h    goro::blocking, for calls that block the OS thread
 //   runtime/stats.h       goro::stats
+//   diag/dump.h           goro::dump_fibers (deadlock detection: run.h;
+//                         SIGQUIT, GORO_DEBUG: docs/diagnostics.md)
 //   preempt/no_preempt.h  goro::NoPreempt
 //   sync/wait_group.h     goro::WaitGroup
 //   sync/chan.h           goro::Chan<T>, goro::ChanClosed
@@ -40,6 +42,7 @@
 #ifndef GORO_GORO_H_
 #define GORO_GORO_H_
 
+#include "diag/dump.h"
 #include "net/net.h"
 #include "preempt/no_preempt.h"
 #include "runtime/blocking.h"

@@ -37,6 +37,7 @@
 
 #include <functional>
 #include <new>
+#include <source_location>
 #include <type_traits>
 #include <utility>
 
@@ -45,8 +46,11 @@
 
 namespace goro {
 
+// `where` is the caller's position, recorded for the "created by" line of
+// fiber dumps (goro::dump_fibers); leave it defaulted.
 template <typename F>
-void go(const SpawnOptions& options, F&& fn) {
+void go(const SpawnOptions& options, F&& fn,
+        std::source_location where = std::source_location::current()) {
   using Fn = std::decay_t<F>;
   static_assert(std::is_invocable_v<Fn&>,
                 "goro::go: the callable must take no arguments");
@@ -61,13 +65,14 @@ void go(const SpawnOptions& options, F&& fn) {
   }
   runtime_internal::fiber_start(
       f, [](void* p) { std::invoke(*static_cast<Fn*>(p)); },
-      [](void* p) { static_cast<Fn*>(p)->~Fn(); });
+      [](void* p) { static_cast<Fn*>(p)->~Fn(); }, where.function_name(),
+      where.file_name(), where.line());
 }
 
 template <typename F>
-void go(F&& fn) {
+void go(F&& fn, std::source_location where = std::source_location::current()) {
   static const SpawnOptions kDefault;
-  go(kDefault, std::forward<F>(fn));
+  go(kDefault, std::forward<F>(fn), where);
 }
 
 }  // namespace goro

@@ -13,6 +13,11 @@
 //   GORO_TIMESLICE=T       overrides time_slice: "500us", "10ms", "1s"
 //   GORO_ASYNCPREEMPT=0|1  overrides async_preempt
 //   GORO_PREEMPT_MIGRATE=0|1 overrides preempt_migrate
+//   GORO_DEBUG=schedtrace=MS[,scheddetail=1]
+//                          prints the scheduler's state every MS ms to stderr
+//                          (Go's GODEBUG=schedtrace; docs/diagnostics.md)
+//   GORO_SIGQUIT=0|1       0: leave SIGQUIT alone (default 1: a SIGQUIT
+//                          dumps every fiber to stderr and exits with 2)
 //
 // A malformed or out-of-range value, in Options or in the environment, makes
 // goro::run throw std::invalid_argument naming the variable and the value; it
@@ -26,6 +31,19 @@
 #include <string>
 
 namespace goro {
+
+// What goro::run does when no fiber can ever run again (see
+// Options::on_deadlock).
+enum class OnDeadlock {
+  // Print "goro: fatal error: all fibers are asleep - deadlock!", a blank
+  // line and the dump of every fiber to stderr, then exit the process with
+  // status 2, as Go does.
+  kExit,
+  // goro::run throws goro::DeadlockError (run.h), whose what() holds the
+  // same message and dump; fibers still parked are abandoned as when main
+  // returns. For test frameworks: a failed test instead of a lost process.
+  kThrow,
+};
 
 struct Options {
   // Number of processors (Ps): how many fibers run in parallel. 0 means
@@ -72,6 +90,12 @@ struct Options {
   // addresses the compiler kept in registers stay valid; see
   // docs/preemption.md. Cooperative switches may always migrate.
   bool preempt_migrate = false;
+
+  // What to do when every fiber is asleep for good: no fiber runnable or
+  // running, none inside goro::blocking(), no timer pending, no fiber
+  // waiting on the netpoller, and no thread outside the runtime alive that
+  // could still wake one (see run.h, "Deadlock detection").
+  OnDeadlock on_deadlock = OnDeadlock::kExit;
 };
 
 // Options for one fiber.

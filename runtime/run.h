@@ -49,6 +49,10 @@
 //     run.
 //   * std::invalid_argument: a bad Options field or GORO_* environment value
 //     (see options.h); the message names it.
+//   * A deadlock -- every fiber asleep and nothing left that could wake one
+//     (below) -- prints the message and a dump of every fiber and exits with
+//     status 2 (Options::on_deadlock == kExit, the default), or makes run
+//     throw goro::DeadlockError (kThrow).
 //   * An exception escaping `main` (or any fiber) prints
 //     "goro: uncaught exception in fiber N: <what>" and aborts the process, as
 //     a panic ends a Go program.
@@ -58,10 +62,34 @@
 // calls run many times, each abandoning fibers parked on sync objects, keeps
 // that address space.
 
+// Deadlock detection (Go's checkdead). Decided from the scheduler's own
+// counts when the last M goes idle, never from a timeout: it is reported
+// only when all of these hold at once --
+//   * every M is idle: none running a fiber, looking for work, inside
+//     goro::blocking(), or stuck in a system call;
+//   * no fiber is runnable (global queue, every P's queue and runnext, the
+//     fibers pinned to an M) and main has not returned;
+//   * no timer is pending on any P (a sleeping fiber, a goro::after, a
+//     Context deadline all keep the program alive, however long);
+//   * no fiber waits on the netpoller (net/'s count, io_waiters() in park.h);
+//   * no thread outside the runtime is alive. Plain threads may wake fibers
+//     (a channel send, go(), a Mutex unlock) at any time, and nothing tells
+//     the runtime whether one will, so any thread of the process that is not
+//     goro's own (its Ms, sysmon, the thread inside run) defers the verdict.
+//     While such a thread exists the idle M rechecks every 100 ms, so the
+//     deadlock is reported once the last one has exited. A thread that will
+//     never touch goro (a watchdog, a logger) may say so with
+//     this_thread_never_wakes_fibers() so that it does not defer detection.
+// A program that is only slow or sleeping is never reported. Cost: nothing
+// while any M is busy; a few loads per P when the last M goes idle, and a
+// read of /proc/self/task only when everything else says "dead".
+
 #ifndef GORO_RUNTIME_RUN_H_
 #define GORO_RUNTIME_RUN_H_
 
 #include <functional>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -69,6 +97,21 @@
 #include "runtime/options.h"
 
 namespace goro {
+
+// Thrown by goro::run with Options::on_deadlock == OnDeadlock::kThrow. what()
+// is "goro: fatal error: all fibers are asleep - deadlock!", a blank line and
+// the dump of every fiber (as goro::dump_fibers prints it).
+class DeadlockError : public std::runtime_error {
+ public:
+  explicit DeadlockError(const std::string& what) : std::runtime_error(what) {}
+};
+
+// this_thread_never_wakes_fibers declares that the calling plain thread will
+// never wake a fiber of any runtime (no channel, go(), Mutex, timer or other
+// goro call), so that deadlock detection does not wait for it to exit. For
+// the rest of the thread's life; a no-op on goro's own threads. Cost: a lock
+// and a vector insert.
+void this_thread_never_wakes_fibers();
 
 template <typename F>
 int run(const Options& options, F&& main) {

@@ -5,9 +5,10 @@
 set -euo pipefail
 
 # cmake and pkg-config: the non-Bazel build that CI checks
-# (examples/build_both_ways.sh).
+# (examples/build_both_ways.sh); valgrind and libdw1: the memcheck pass and
+# the fiber dumps' file:line.
 packages=(bazel-bootstrap libunwind-dev libabsl-dev libgtest-dev libbenchmark-dev python3 clang
-  cmake pkg-config)
+  cmake pkg-config valgrind libdw1)
 
 installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]

@@ -21,7 +21,7 @@ fi
 if [[ $# -gt 0 ]]; then
   files=("$@")
 else
-  mapfile -t files < <(find runtime preempt sync net -name '*.cc' 2>/dev/null | sort)
+  mapfile -t files < <(find runtime preempt sync net diag -name '*.cc' 2>/dev/null | sort)
 fi
 status=0
 for f in "${files[@]}"; do

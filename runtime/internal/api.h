@@ -22,7 +22,11 @@ struct Fiber;
 // fiber_new when constructing the closure threw.
 Fiber* fiber_new(const SpawnOptions* opts);
 void* fiber_closure_storage(Fiber* f, std::size_t size, std::size_t align);
-void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*));
+// created_*: go()'s caller, for dumps (static strings).
+void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*),
+                 const char* created_function = nullptr,
+                 const char* created_file = nullptr,
+                 std::uint32_t created_line = 0);
 void fiber_discard(Fiber* f);
 
 // run's body: runs main_fn(arg) as the main fiber of a new runtime.

@@ -164,6 +164,10 @@ Fiber* fiber_new(const SpawnOptions* o) {
   f->no_preempt = 0;
   f->os_locks = 0;
   f->eh = EhGlobals{};
+  f->wait_since.store(0, std::memory_order_relaxed);
+  f->created_function = f->created_file = nullptr;
+  f->created_line = 0;
+  f->parent_id = 0;
   return f;
 }
 
@@ -199,9 +203,15 @@ void fiber_discard(Fiber* f) {
   }
 }
 
-void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*)) {
+void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*),
+                 const char* created_function, const char* created_file,
+                 std::uint32_t created_line) {
   f->invoke = invoke;
   f->destroy = destroy;
+  f->created_function = created_function;
+  f->created_file = created_file;
+  f->created_line = created_line;
+
   Sched* held = f->held_sched;
   f->held_sched = nullptr;
   transition(f, FiberState::kFree, FiberState::kRunnable);
@@ -209,6 +219,7 @@ void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*)) {
     // Off a P (the same as in fiber_new): the global queue. If the runtime
     // is already stopping the fiber never runs, and ~Sched destroys its
     // closure, as for any fiber that never started.
+    f->parent_id = 0;
     held->created_off_p.fetch_add(1, std::memory_order_relaxed);
     global_put(held, f);
     wakep(held);
@@ -218,6 +229,8 @@ void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*)) {
   Sched* s = sched();
   MHold hold;  // its release is a cooperative preemption point
   M* m = hold.m();
+  Fiber* parent = m->curg();
+  f->parent_id = parent != nullptr ? parent->id : 0;
   m->p->fibers_created.add();
   runq_put(m->p, f, true);
   std::atomic_thread_fence(std::memory_order_seq_cst);  // see runq_put

@@ -130,8 +130,25 @@ struct Fiber {
   EhGlobals eh;
 
   // Why the fiber is parked (kNone unless kWaiting). Written by the fiber in
-  // park() before its state becomes kWaiting, cleared by ready().
-  WaitReason wait_reason = WaitReason::kNone;
+  // park() before its state becomes kWaiting, cleared by ready(); read by
+  // dumps and schedtrace without synchronisation, hence relaxed atomic.
+  std::atomic<WaitReason> wait_reason{WaitReason::kNone};
+  // g_coarse_now_ns when the fiber parked or entered blocking() (0: not
+  // known): for the minutes of a dump. Written by the fiber, read by dumps;
+  // relaxed (an approximate figure).
+  std::atomic<std::int64_t> wait_since{0};
+
+  // Where go() was called (std::source_location of the caller) and the
+  // spawning fiber's id (0: a plain thread), for "created by" in dumps.
+  // Written by go() before the fiber is queued.
+  const char* created_function = nullptr;
+  const char* created_file = nullptr;
+  std::uint32_t created_line = 0;
+  std::uint64_t parent_id = 0;
+
+  // A dump is reading this fiber's stack: an M about to run it waits in
+  // enter_fiber until it is cleared (diag/dump.cc has the protocol).
+  std::atomic<bool> dump_pin{false};
 
   std::string name;
 

@@ -97,6 +97,8 @@ M* midle_pop_locked(Sched* s) {
     s->idle_m = m->idle_next;
     m->idle_next = nullptr;
     m->idle = false;
+    s->nmidle.fetch_sub(1, std::memory_order_relaxed);
+    ++s->idle_gen;
   }
   return m;
 }
@@ -117,6 +119,8 @@ void midle_remove_locked(Sched* s, M* want)
     if (*pp == want) {
       *pp = want->idle_next;
       want->idle_next = nullptr;
+      s->nmidle.fetch_sub(1, std::memory_order_relaxed);
+      ++s->idle_gen;
       return;
     }
   }
@@ -178,6 +182,7 @@ void startm(Sched* s, P* p, bool spinning) {
   m->next_spinning = spinning;
   s->ms.push_back(std::move(owned));
   s->nthreads.fetch_add(1, std::memory_order_relaxed);
+  ++s->idle_gen;
   // Start the thread under the lock so teardown, which joins every M after
   // setting `stopping` under the lock, never misses one.
   m->thread = std::thread(m_main, s, m);
@@ -259,10 +264,14 @@ void wake_idle_m_for_timer(Sched* s) {
 // --- Sleeping ---------------------------------------------------------------
 
 // stopm parks an M that holds no P until another thread hands it one or, with
-// a deadline, until then (it then tries to take an idle P itself).
+// a deadline, until then (it then tries to take an idle P itself). The last
+// M to go idle with no deadline (no timer anywhere) checks for a deadlock
+// (checkdead.cc), which may give it a deadline to recheck at.
 void stopm(Sched* s, M* m, std::int64_t deadline) {
   // A sleeping M never counts as spinning: wakep() would rely on it.
   GORO_DCHECK(!m->spinning);
+  std::uint64_t gen = 0;
+  bool maybe_dead = false;
   {
     MutexLock l(&s->lock);
     if (s->stopping.load(std::memory_order_relaxed)) return;
@@ -270,7 +279,11 @@ void stopm(Sched* s, M* m, std::int64_t deadline) {
     m->idle = true;
     m->idle_next = s->idle_m;
     s->idle_m = m;
+    s->nmidle.fetch_add(1, std::memory_order_relaxed);
+    if (deadline == 0) maybe_dead = dead_by_counts_locked(s);
+    gen = s->idle_gen;
   }
+  if (maybe_dead) deadline = checkdead(s, m, gen);
   m->note.sleep(deadline);
   MutexLock l(&s->lock);
   if (m->idle) {  // deadline passed: nobody handed us anything

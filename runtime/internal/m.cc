@@ -104,6 +104,7 @@ namespace {
 
 void setup_thread(M* m) {
   tls_m = m;
+  own_thread_register_for_life();  // deadlock detection: not a foreign thread
   m->eh_globals = reinterpret_cast<EhGlobals*>(abi::__cxa_get_globals());
   m->tid.store(static_cast<pid_t>(syscall(SYS_gettid)),
                std::memory_order_release);

@@ -165,9 +165,57 @@ Options resolve_options(const Options& in) {
       }
     }
   };
+  if (o.on_deadlock != OnDeadlock::kExit &&
+      o.on_deadlock != OnDeadlock::kThrow) {
+    bad("Options::on_deadlock", std::to_string(static_cast<int>(o.on_deadlock)),
+        "kExit or kThrow");
+  }
   parse_bool("GORO_ASYNCPREEMPT", &o.async_preempt);
   parse_bool("GORO_PREEMPT_MIGRATE", &o.preempt_migrate);
   return o;
+}
+
+DebugOptions resolve_debug_options() {
+  DebugOptions d;
+  if (const char* e = std::getenv("GORO_DEBUG")) {
+    const std::string all = e;
+    std::size_t pos = 0;
+    while (pos <= all.size()) {
+      std::size_t comma = all.find(',', pos);
+      if (comma == std::string::npos) comma = all.size();
+      const std::string item = all.substr(pos, comma - pos);
+      pos = comma + 1;
+      if (item.empty()) continue;
+      const std::size_t eq = item.find('=');
+      const std::string key = item.substr(0, eq);
+      const std::string val =
+          eq == std::string::npos ? "" : item.substr(eq + 1);
+      unsigned long long v = 0;
+      std::string suffix;
+      const bool num = parse_number(val, &v, &suffix) && suffix.empty();
+      if (key == "schedtrace") {
+        if (!num || v < 1 || v > 3600000) {
+          bad("GORO_DEBUG", all,
+              "schedtrace=MS with MS an integer from 1 to 3600000 "
+              "(milliseconds), e.g. GORO_DEBUG=schedtrace=1000");
+        }
+        d.schedtrace_ms = static_cast<int>(v);
+      } else if (key == "scheddetail") {
+        if (!num || v > 1) bad("GORO_DEBUG", all, "scheddetail=0 or 1");
+        d.scheddetail = v == 1;
+      } else {
+        bad("GORO_DEBUG", all,
+            "a comma-separated list of schedtrace=MS and scheddetail=0|1 "
+            "(unknown setting \"" + key + "\")");
+      }
+    }
+  }
+  if (const char* e = std::getenv("GORO_SIGQUIT")) {
+    const std::string v = e;
+    if (v != "0" && v != "1") bad("GORO_SIGQUIT", v, "0 or 1");
+    d.sigquit = v == "1";
+  }
+  return d;
 }
 
 }  // namespace goro::runtime_internal

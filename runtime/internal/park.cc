@@ -19,20 +19,14 @@
 namespace goro::runtime_internal {
 
 const char* wait_reason_name(WaitReason r) {
-  // Indexed by WaitReason; Go's waitReasonStrings where Go has the reason.
-  static constexpr const char* kNames[] = {"",
-                                           "chan send",
-                                           "chan receive",
-                                           "select",
-                                           "select (no cases)",
-                                           "sleep",
-                                           "sync.Mutex.Lock",
-                                           "sync.RWMutex.RLock",
-                                           "sync.RWMutex.Lock",
-                                           "sync.Cond.Wait",
-                                           "semacquire",
-                                           "sync.WaitGroup.Wait",
-                                           "IO wait"};
+  // Indexed by WaitReason; the names issue 11 lists for dumps (Go's
+  // waitReasonStrings where Go has the reason).
+  static constexpr const char* kNames[] = {
+      "",           "chan send",         "chan receive",
+      "select",     "select (no cases)", "sleep",
+      "mutex lock", "rwmutex rlock",     "rwmutex lock",
+      "cond wait",  "semaphore acquire", "wait group wait",
+      "IO wait"};
   static_assert(std::size(kNames) ==
                 static_cast<std::size_t>(WaitReason::kIOWait) + 1);
   const auto i = static_cast<std::size_t>(r);
@@ -76,7 +70,9 @@ void park(bool (*commit)(void*), void* arg, WaitReason reason) {
   if (self == nullptr || m->p == nullptr) {
     fatal("park called outside a fiber (or inside goro::blocking)");
   }
-  self->wait_reason = reason;
+  self->wait_reason.store(reason, std::memory_order_relaxed);
+  self->wait_since.store(g_coarse_now_ns.load(std::memory_order_relaxed),
+                        std::memory_order_relaxed);
   m->after = M::After::kPark;
   m->after_fiber = self;
   m->after_commit = commit;
@@ -98,7 +94,7 @@ void make_runnable(Fiber* f) {
     fatal("ready() of fiber %llu in state %s",
           static_cast<unsigned long long>(f->id), fiber_state_name(st));
   }
-  f->wait_reason = WaitReason::kNone;
+  f->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
   f->state.store(FiberState::kRunnable, std::memory_order_relaxed);
 }
 
@@ -279,6 +275,8 @@ bool blocking_enter() {
   p->set_m(nullptr);
   m->p = nullptr;
   m->blocking_p = p;
+  m->curg()->wait_since.store(
+      g_coarse_now_ns.load(std::memory_order_relaxed), std::memory_order_relaxed);
   handoffp(s, p);
   {
     // Under the lock that stop_all_ms sets `stopping` with: either it sees

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -15,6 +17,7 @@
 #include "runtime/internal/sanitizers.h"
 #include "runtime/internal/scheduler_internal.h"
 #include "runtime/internal/stack.h"
+#include "runtime/run.h"
 #include "runtime/stats.h"
 #include "runtime/this_fiber.h"
 
@@ -48,7 +51,8 @@ bool stack_may_be_referenced(const Fiber* f) {
   if (f->stack.empty() || f->sp == nullptr) return false;
   switch (f->state.load(std::memory_order_relaxed)) {
     case FiberState::kWaiting:
-      return f->wait_reason != WaitReason::kSleep;
+      return f->wait_reason.load(std::memory_order_relaxed) !=
+             WaitReason::kSleep;
     case FiberState::kRunnable:
       return true;  // possibly readied from a wait queue
     default:
@@ -93,6 +97,12 @@ Sched::~Sched() {
     Fiber* next = f->all_next;
     if (stack_may_be_referenced(f)) {
       stacks.keep_mapped(f->stack);
+#if defined(__SANITIZE_ADDRESS__)
+      // The stack lives as long as the process and may hold the only
+      // pointers to what its fiber allocated (a deadlocked or abandoned
+      // program's channels): LeakSanitizer must scan it like a thread's.
+      __lsan_register_root_region(f->stack.lo, f->stack.size);
+#endif
 #if defined(__SANITIZE_THREAD__)
       if (f->tsan_fiber != nullptr) __tsan_destroy_fiber(f->tsan_fiber);
       f->tsan_fiber = nullptr;
@@ -180,8 +190,11 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   } release;
 
   const Options opts = resolve_options(options);
+  const DebugOptions debug = resolve_debug_options();
   install_overflow_handler();
   auto s = std::make_unique<Sched>(opts, opts.procs);
+  s->debug = debug;
+  s->start_ns = mono_now_ns();
   s->epoch = ++g_epochs;
   // Fibers a previous runtime abandoned in I/O waits count no more.
   io_waiters_add(-io_waiters());
@@ -209,6 +222,8 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   f->invoke = [](void* p) {
     auto* c = static_cast<MainClosure*>(p);
     c->fn(c->arg);
+    // Before the wake: Ms idling from here on are not a deadlock.
+    c->s->main_returned.store(true, std::memory_order_release);
     c->s->main_done.wake();
   };
   f->destroy = [](void*) {};
@@ -217,9 +232,22 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   global_put(s.get(), f);
 
   if (g_hooks.on_start != nullptr) g_hooks.on_start(s.get());
+  // This thread waits for main below: goro's own, not a thread that could
+  // wake fibers (deadlock detection, checkdead.cc).
+  own_thread_register();
+  struct Unregister {
+    ~Unregister() { own_thread_unregister(); }
+  } unregister;
   sysmon_start(s.get());
   start_first_m(s.get());
+  if (g_hooks.on_run != nullptr) g_hooks.on_run(s.get());
   s->main_done.sleep(0);
+  if (g_hooks.on_run_end != nullptr) g_hooks.on_run_end(s.get());
+  bool deadlocked;
+  {
+    MutexLock l(&s->lock);
+    deadlocked = s->deadlocked;
+  }
   // sysmon outlives the Ms: a fiber spinning when main returns is preempted
   // (and its M then stops), and startm may still read s->sysmon until every
   // M is joined.
@@ -252,7 +280,19 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   while (g_sched_users.load(std::memory_order_acquire) != 0) {
     std::this_thread::yield();
   }
+  std::string report = deadlocked ? std::move(s->deadlock_report) : "";
+  const OnDeadlock on_deadlock = s->opts.on_deadlock;
   s.reset();
+  if (deadlocked) {
+    if (on_deadlock == OnDeadlock::kThrow) throw DeadlockError(report);
+    // Like Go: the message and the dump, then exit status 2. stdio is
+    // flushed (the program's own output is not lost) but no destructor or
+    // atexit handler runs: fibers are abandoned mid-call.
+    std::fflush(stdout);
+    std::fputs(report.c_str(), stderr);
+    std::fflush(stderr);
+    std::_Exit(2);
+  }
 }
 
 }  // namespace goro::runtime_internal

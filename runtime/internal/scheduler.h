@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -235,12 +236,22 @@ enum Refusal : int {
 
 struct Sysmon;
 
+// Diagnostics settings from the environment (options.cc,
+// resolve_debug_options): GORO_DEBUG and GORO_SIGQUIT.
+struct DebugOptions {
+  int schedtrace_ms = 0;     // GORO_DEBUG=schedtrace=MS; 0: off
+  bool scheddetail = false;  // GORO_DEBUG=...,scheddetail=1
+  bool sigquit = true;       // GORO_SIGQUIT (default 1)
+};
+
 class Sched {
  public:
   Sched(const Options& opts, int procs);
   ~Sched();
 
   const Options opts;
+  DebugOptions debug;  // set by run_main before any thread starts
+  std::int64_t start_ns = 0;  // CLOCK_MONOTONIC at run's start; likewise
   const int nprocs;
   // nprocs Ps, then nprocs spares (see P::is_spare).
   std::vector<std::unique_ptr<P>> ps;
@@ -271,6 +282,21 @@ class Sched {
   std::atomic<int> nmspinning{0};     // by Ms entering/leaving spinning
   std::atomic<int> nthreads{0};       // under lock
   std::atomic<bool> stopping{false};  // once, by the main fiber's exit
+  // Ms on the idle list (stopm): written under lock, read anywhere (deadlock
+  // detection compares it with ms.size() under lock; schedtrace reads it).
+  std::atomic<int> nmidle{0};
+  // Bumped under lock whenever an M leaves the idle list or a new M is
+  // made: deadlock detection, which drops the lock to look at the process's
+  // threads, checks that no M ran in between (checkdead.cc).
+  std::uint64_t idle_gen ABSL_GUARDED_BY(lock) = 0;
+  // The main fiber's function returned (set before main_done is woken):
+  // the Ms idling meanwhile are not a deadlock.
+  std::atomic<bool> main_returned{false};
+  // Set once, under lock, by the M that reports a deadlock; then
+  // deadlock_report is written by that M and read by run_main after
+  // main_done (whose wake/sleep order it).
+  bool deadlocked ABSL_GUARDED_BY(lock) = false;
+  std::string deadlock_report;
   std::atomic<std::uint64_t> next_fiber_id{1};
   std::atomic<std::uint64_t> handoffs{0}, threads_woken{0};
   std::atomic<std::uint64_t> created_off_p{0};  // go() from threads w/o a P
@@ -311,6 +337,30 @@ class Sched {
   // spinner harvests anyway. Incremented/decremented by the spinner.
   std::atomic<int> npoll_spinning{0};
 };
+
+// A coarse CLOCK_MONOTONIC in ns, updated by sysmon at each of its rounds
+// (at least every 100 ms while it sleeps deeply), 0 before the first. Park
+// and blocking() stamp Fiber::wait_since with it so that dumps can say for
+// how many minutes a fiber has waited without a clock read per park.
+// Relaxed: an approximate time.
+extern std::atomic<std::int64_t> g_coarse_now_ns;
+
+// Dumps in progress that pin fibers (Fiber::dump_pin), for the one
+// predictable branch in enter_fiber; see diag/dump.cc.
+extern std::atomic<int> g_dump_pins;
+
+// goro's own threads (Ms, sysmon, diagnostics threads, the thread inside
+// run, and threads that called this_thread_never_wakes_fibers): deadlock
+// detection treats every other thread as one that may still wake a fiber.
+// register adds the calling thread; unregister removes it. Any thread.
+void own_thread_register();
+void own_thread_unregister();
+// Registers the calling thread until it exits (a thread_local's destructor
+// unregisters it).
+void own_thread_register_for_life();
+// True if the process has a thread that is not registered as goro's own.
+// Reads /proc/self/task; allocates. Not async-signal-safe.
+bool foreign_thread_alive();
 
 // The active runtime, or null. Set and cleared by run_main.
 extern std::atomic<Sched*> g_sched;
@@ -403,6 +453,14 @@ struct Hooks {
   int (*netpoll)(std::int64_t until_ns, Fiber** out, int cap) = nullptr;
   void (*netpoll_break)() = nullptr;
   bool (*netpoll_inited)() = nullptr;
+  // For diag/: the dump of every fiber, as goro::dump_fibers prints it.
+  // Deadlock reports include it; null: the report says it is unavailable.
+  std::string (*dump_fibers)() = nullptr;
+  // For diag/: on_run is called by run_main after on_start with the
+  // runtime running; on_run_end once main has returned, before the Ms stop
+  // (the SIGQUIT and schedtrace threads start and stop there).
+  void (*on_run)(Sched* s) = nullptr;
+  void (*on_run_end)(Sched* s) = nullptr;
   void (*on_stop)(Sched* s) = nullptr;
 };
 extern Hooks g_hooks;

@@ -118,6 +118,23 @@ void retire_idle_spare(Sched* s, P* spare);
 void start_first_m(Sched* s);
 void stop_all_ms(Sched* s);
 
+// --- checkdead.cc ---------------------------------------------------------
+
+// The scheduler's counts say no fiber can ever run again (see run.h,
+// "Deadlock detection"): every M idle, nothing runnable or pinned, no timer,
+// no netpoll waiter, main not returned. Called by stopm with the M already
+// on the idle list.
+bool dead_by_counts_locked(Sched* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock);
+// After dead_by_counts_locked said yes (under lock, at idle generation
+// `gen`): checks the process's threads without the lock, then the counts
+// again; reports the deadlock if all agree. Returns the deadline the idle M
+// should sleep until: 0 (none), or a recheck time while a foreign thread
+// may still wake a fiber.
+std::int64_t checkdead(Sched* s, M* m, std::uint64_t gen);
+// How many fibers wait on the netpoller (io_waiters(), which net/ counts;
+// 0 without net/): the one place deadlock detection consults it.
+int netpoll_waiting();
+
 // --- find_work.cc ----------------------------------------------------------
 
 // find_runnable returns the next fiber for this M, blocking until there is
@@ -171,6 +188,9 @@ void remove_thread_signal_stack(M* m);
 // Throw std::invalid_argument naming `what`.
 std::size_t validate_stack_size(std::size_t bytes, const char* what);
 Options resolve_options(const Options& in);
+// GORO_DEBUG and GORO_SIGQUIT; throws std::invalid_argument naming the
+// variable for a malformed value.
+DebugOptions resolve_debug_options();
 int available_cpus();
 
 // --- inline definitions ----------------------------------------------------

@@ -15,6 +15,7 @@
 
 #include "runtime/internal/dcheck.h"
 #include "runtime/internal/raw_msg.h"
+#include "third_party/valgrind/valgrind.h"
 
 namespace goro::runtime_internal {
 namespace {
@@ -192,6 +193,15 @@ StackAllocator::~StackAllocator() {
             [](const Stack& a, const Stack& b) { return a.lo < b.lo; });
   for (const Chunk& c : chunks_) {
     unregister_chunk(c.base);  // REG: before the memory goes
+    // Valgrind: every slot's registration goes, except the kept stacks'
+    // (they stay mapped; an abandoned blocking() call may still run there).
+    const std::size_t n = c.valgrind_ids.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      char* lo = c.base + i * (c.bytes / n) + kGuardSize;
+      bool kept = false;
+      for (const Stack& k : kept_) kept = kept || k.lo == lo;
+      if (!kept) VALGRIND_STACK_DEREGISTER(c.valgrind_ids[i]);
+    }
     char* from = c.base;
     char* const end = c.base + c.bytes;
     for (const Stack& k : kept_) {
@@ -250,8 +260,18 @@ void StackAllocator::grow_locked(std::size_t size, FreeList& list) {
   // A huge page would commit 2 MiB for a fiber that touches 4 KiB.
   madvise(p, bytes, MADV_NOHUGEPAGE);
   char* base = static_cast<char*>(p);
-  chunks_.push_back({base, bytes});
+  chunks_.push_back({base, bytes, {}});
   register_chunk(base, bytes, slot);
+  // Tell Valgrind (when it runs us: a client request is a few no-op
+  // instructions otherwise) that every slot is a stack, so that a switch
+  // is not taken for a wild stack-pointer change.
+  if (RUNNING_ON_VALGRIND) {
+    for (std::size_t i = 0; i < n; ++i) {
+      char* lo = base + i * slot + kGuardSize;
+      chunks_.back().valgrind_ids.push_back(
+          VALGRIND_STACK_REGISTER(lo, lo + size));
+    }
+  }
   // Hand out low addresses first: push in reverse so pop_back takes them.
   for (std::size_t i = n; i-- > 0;) {
     char* guard = base + i * slot;

@@ -193,6 +193,9 @@ class StackAllocator {
   struct Chunk {
     char* base;
     std::size_t bytes;
+    // Valgrind's id of each stack in the chunk (VALGRIND_STACK_REGISTER),
+    // by slot; empty outside Valgrind.
+    std::vector<unsigned> valgrind_ids;
   };
   std::vector<Chunk> chunks_;
   std::vector<Stack> kept_;  // see keep_mapped

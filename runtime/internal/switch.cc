@@ -20,6 +20,8 @@
 // exception state are told about each switch here (before_switch,
 // finish_switch).
 
+#include <sched.h>
+
 #include "runtime/internal/context_x86_64.h"
 #include "runtime/internal/locks.h"
 #include "runtime/internal/run_queues.h"
@@ -53,9 +55,24 @@ inline void before_switch(M* m, Fiber* from, Fiber* to, bool from_dying) {
 #endif
 }
 
+// A dump is reading f's stack (diag/dump.cc): wait until it is done.
+__attribute__((noinline, cold)) void wait_dump_pin(Fiber* f) {
+  while (f->dump_pin.load(std::memory_order_acquire)) sched_yield();
+}
+
 // The fiber `f` takes the M (kRunnable -> kRunning) on p.
 inline void* enter_fiber(M* m, P* p, Fiber* f, bool inherit) {
   transition(f, FiberState::kRunnable, FiberState::kRunning);
+  // Dump pinning, the cheap side of an asymmetric Dekker (the dumper pins,
+  // then issues membarrier(), then reads the state): the state store above
+  // and this load are only kept in program order by the compiler; the
+  // dumper's membarrier supplies the fence. One predictable branch while no
+  // dump runs.
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (__builtin_expect(g_dump_pins.load(std::memory_order_relaxed) != 0, 0) &&
+      f->dump_pin.load(std::memory_order_relaxed)) {
+    wait_dump_pin(f);
+  }
   m->set_curg(f);
   if (!inherit) new_slice(p);
   p->context_switches.add();

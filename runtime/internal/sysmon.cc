@@ -194,6 +194,7 @@ void sysmon_netpoll(Sched* s, std::int64_t now) {
 
 void sysmon_main(Sysmon* sm) {
   pthread_setname_np(pthread_self(), "goro-sysmon");
+  own_thread_register_for_life();  // deadlock detection: not a foreign thread
   prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
   Sched* s = sm->s;
   sm->watch.resize(s->ps.size());
@@ -209,6 +210,7 @@ void sysmon_main(Sysmon* sm) {
   std::int64_t next_scavenge = mono_now_ns() + kScavengePeriod;
   while (!sm->stop.load(std::memory_order_acquire)) {
     const std::int64_t now = mono_now_ns();
+    g_coarse_now_ns.store(now, std::memory_order_relaxed);  // for dumps
     if (now >= next_scavenge) {
       s->stacks.scavenge(kScavengeBatch);
       next_scavenge = now + kScavengePeriod;

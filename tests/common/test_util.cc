@@ -135,6 +135,9 @@ std::string ReportLocked(Dog& d) {
 }
 
 void WatchLoop() {
+  // The watchdog never touches a fiber: do not let it defer deadlock
+  // detection (run.h) in the tests it watches.
+  goro::this_thread_never_wakes_fibers();
   Dog& d = dog();
   std::unique_lock<std::mutex> l(d.mu);
   for (;;) {

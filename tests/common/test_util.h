@@ -232,10 +232,12 @@ class CleanGoroEnv {
         b_("GORO_STACK_SIZE", std::nullopt),
         c_("GORO_TIMESLICE", std::nullopt),
         d_("GORO_ASYNCPREEMPT", std::nullopt),
-        e_("GORO_PREEMPT_MIGRATE", std::nullopt) {}
+        e_("GORO_PREEMPT_MIGRATE", std::nullopt),
+        f_("GORO_DEBUG", std::nullopt),
+        g_("GORO_SIGQUIT", std::nullopt) {}
 
  private:
-  ScopedEnv a_, b_, c_, d_, e_;
+  ScopedEnv a_, b_, c_, d_, e_, f_, g_;
 };
 
 // Polls `pred` (on a plain thread: sleeps; callers inside fibers use

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "goro.h"
 #include "gtest/gtest.h"
@@ -24,7 +25,12 @@ using Clock = std::chrono::steady_clock;
 
 TEST(Watchdog, FailsAHungTestFastNamingIt) {
   if (std::getenv("GORO_WATCHDOG_CHILD") != nullptr) {
-    // The child: a fiber parks forever on a channel nobody sends on.
+    // The child: a fiber parks forever on a channel nobody sends on. A plain
+    // thread stays alive (it could send, as far as the runtime knows), so
+    // deadlock detection (runtime/run.h) cannot end the hang: only the
+    // watchdog can.
+    std::thread([] { std::this_thread::sleep_for(std::chrono::hours(1)); })
+        .detach();
     goro::run(goro_test::Procs(1), [] {
       goro::Chan<int> never(0);
       goro_test::WatchdogNote("receiving from a channel nobody sends on");

@@ -1,0 +1,34 @@
+// Copyright goro authors.
+//
+// diag/'s internal entry points (the public one is diag/dump.h).
+
+#ifndef GORO_DIAG_INTERNAL_DIAG_H_
+#define GORO_DIAG_INTERNAL_DIAG_H_
+
+#include <string>
+
+#include "runtime/internal/scheduler.h"
+
+namespace goro::diag_internal {
+
+// The dump of every fiber (dump.h's format). self_ctx/self: the calling
+// fiber and a libunwind context taken in it (both null when the caller is
+// not a fiber). Any thread with a full-size stack; serialised internally.
+std::string dump_string(const void* self_ctx,
+                        const runtime_internal::Fiber* self);
+
+// SIGQUIT (sigquit.cc): install the handler and start the thread it hands
+// off to, unless GORO_SIGQUIT=0 or the program has its own SIGQUIT
+// disposition; undo it at the runtime's end.
+void sigquit_start(runtime_internal::Sched* s);
+void sigquit_stop(runtime_internal::Sched* s);
+
+// GORO_DEBUG=schedtrace (schedtrace.cc): the thread printing Go's SCHED
+// lines; the one line, for tests and the thread.
+void schedtrace_start(runtime_internal::Sched* s);
+void schedtrace_stop(runtime_internal::Sched* s);
+std::string schedtrace_text(runtime_internal::Sched* s, bool detail);
+
+}  // namespace goro::diag_internal
+
+#endif  // GORO_DIAG_INTERNAL_DIAG_H_

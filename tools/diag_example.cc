@@ -1,0 +1,97 @@
+// Copyright goro authors.
+//
+// diag_example: a small program for goro's diagnostics (docs/diagnostics.md
+// shows its output; tests/diag runs it).
+//
+//   diag_example deadlock   every fiber ends up parked: the deadlock report,
+//                           exit status 2
+//   diag_example hang       fibers park and the program waits forever (until
+//                           SIGQUIT, or gdb); prints "ready" when they are
+//   diag_example dump       prints goro::dump_fibers from main and exits
+//   diag_example busy       3 s of work and sleeps, for GORO_DEBUG=schedtrace
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "goro.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// noinline: each shows as its own frame in the dumps.
+__attribute__((noinline)) void consume(goro::Chan<int> jobs) {
+  while (auto j = jobs.recv()) std::printf("job %d\n", *j);
+}
+
+__attribute__((noinline)) void guarded_update(goro::Mutex* mu, int* v) {
+  std::lock_guard<goro::Mutex> l(*mu);
+  ++*v;
+}
+
+__attribute__((noinline)) void nap() {
+  goro::sleep_for(1h);
+  std::printf("napped\n");  // not a tail call: nap stays on the stack
+}
+
+void start_fibers(goro::Chan<int> jobs, goro::Mutex* mu, int* v) {
+  goro::go({.name = "consumer"}, [jobs] { consume(jobs); });
+  goro::go({.name = "updater"}, [mu, v] { guarded_update(mu, v); });
+}
+
+int run_mode(const std::string& mode) {
+  if (mode == "busy") {
+    goro::WaitGroup wg;
+    for (int i = 0; i < 4; ++i) {
+      wg.add(1);
+      goro::go([&wg] {
+        const auto end = std::chrono::steady_clock::now() + 3s;
+        volatile std::uint64_t n = 0;
+        for (int round = 1; std::chrono::steady_clock::now() < end; ++round) {
+          for (int k = 0; k < 100000; ++k) n = n + 1;
+          if (round % 50 == 0) goro::sleep_for(1ms);
+        }
+        wg.done();
+      });
+    }
+    wg.wait();
+    return 0;
+  }
+  goro::Chan<int> jobs(0);
+  goro::Mutex mu;
+  int v = 0;
+  mu.lock();
+  start_fibers(jobs, &mu, &v);
+  if (mode != "deadlock") goro::go({.name = "napper"}, [] { nap(); });
+  goro::sleep_for(50ms);  // they all park
+  if (mode == "dump") {
+    goro::dump_fibers(std::cout);
+    return 0;
+  }
+  if (mode == "hang") {
+    std::printf("ready\n");
+    std::fflush(stdout);
+    goro::Chan<int> never(0);
+    (void)never.recv();  // the napper's timer keeps this from being a deadlock
+    return 0;
+  }
+  // deadlock: with no timer left, nothing can ever run again.
+  goro::Chan<int> never(0);
+  (void)never.recv();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode != "deadlock" && mode != "hang" && mode != "dump" &&
+      mode != "busy") {
+    std::fprintf(stderr, "usage: diag_example deadlock|hang|dump|busy\n");
+    return 1;
+  }
+  return goro::run([&] { return run_mode(mode); });
+}
