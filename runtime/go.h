@@ -35,6 +35,7 @@
 #ifndef GORO_RUNTIME_GO_H_
 #define GORO_RUNTIME_GO_H_
 
+#include <cstdint>
 #include <functional>
 #include <new>
 #include <source_location>
@@ -46,11 +47,43 @@
 
 namespace goro {
 
+namespace runtime_internal {
+#if defined(__cpp_lib_source_location)
+using CallSite = std::source_location;
+#else
+// Clang 14 with libstdc++ 12 has no std::source_location: the same three
+// facts from the builtins both compilers have (in a default argument they
+// name the call site, as std::source_location::current() does).
+class CallSite {
+ public:
+  static constexpr CallSite current(
+      const char* function = __builtin_FUNCTION(),
+      const char* file = __builtin_FILE(),
+      std::uint_least32_t line = __builtin_LINE()) noexcept {
+    CallSite c;
+    c.function_ = function;
+    c.file_ = file;
+    c.line_ = line;
+    return c;
+  }
+  constexpr const char* function_name() const noexcept { return function_; }
+  constexpr const char* file_name() const noexcept { return file_; }
+  constexpr std::uint_least32_t line() const noexcept { return line_; }
+
+ private:
+  const char* function_ = "";
+  const char* file_ = "";
+  std::uint_least32_t line_ = 0;
+};
+#endif
+}  // namespace runtime_internal
+
 // `where` is the caller's position, recorded for the "created by" line of
 // fiber dumps (goro::dump_fibers); leave it defaulted.
 template <typename F>
-void go(const SpawnOptions& options, F&& fn,
-        std::source_location where = std::source_location::current()) {
+void go(
+    const SpawnOptions& options, F&& fn,
+    runtime_internal::CallSite where = runtime_internal::CallSite::current()) {
   using Fn = std::decay_t<F>;
   static_assert(std::is_invocable_v<Fn&>,
                 "goro::go: the callable must take no arguments");
@@ -70,7 +103,8 @@ void go(const SpawnOptions& options, F&& fn,
 }
 
 template <typename F>
-void go(F&& fn, std::source_location where = std::source_location::current()) {
+void go(F&& fn, runtime_internal::CallSite where =
+                    runtime_internal::CallSite::current()) {
   static const SpawnOptions kDefault;
   go(kDefault, std::forward<F>(fn), where);
 }
