@@ -14,12 +14,11 @@
 //     ('R'), signal it (when the P is not a spare; fibers on a spare are
 //     preempted only cooperatively); asleep in the kernel ('S', 'D') at two
 //     checks in a row, lend the P's spare so its other fibers keep running
-//     (signalling would only
-//     break the call with EINTR). Neither happens while nothing else waits
-//     for a CPU (PView::others_wait). A fiber once seen asleep in the kernel is
-//     signalled only after it has been seen on a CPU at two checks in a row:
-//     between two raw blocking calls it is 'R' only briefly, and a signal
-//     sent then lands in the next call as EINTR.
+//     (signalling would only break the call with EINTR). Neither happens
+//     while nothing else waits for a CPU (PView::others_wait). A fiber once
+//     seen asleep in the kernel is signalled only after it has been seen on
+//     a CPU at two checks in a row: between two raw blocking calls it is 'R'
+//     only briefly, and a signal sent then lands in the next call as EINTR.
 //   * A lent spare goes back once its P's stuck M runs again.
 //   * Work stranded on a busy P (ready() does not wake an M for a fiber it
 //     puts in runnext: it usually runs at once) while another P idles and

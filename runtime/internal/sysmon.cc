@@ -108,11 +108,10 @@ std::int64_t retake(Sysmon* sm, std::int64_t now, std::int64_t prev,
       (s->npidle.load(std::memory_order_relaxed) > 0 ||
        s->nspare_idle.load(std::memory_order_relaxed) > 0) &&
       s->nmspinning.load(std::memory_order_relaxed) == 0;
-  // Work any P could take: the global queue, and timers (whose fibers
-  // need a P when they fire) due before a slice passes.
-  // While run is ending, every M must come back to stop (a spinner too).
-  // Fibers waiting on the network count too: an event may be ready that
-  // only a poll -- which a switch makes (yield_impl) -- would reveal.
+  // Waiting work that any P may have to run (PView::others_wait): the
+  // global queue; fibers in network waits, whose events only a poll -- which
+  // a switch makes (yield_impl) -- reveals; the end of run, for which every
+  // M must come back to stop (a spinner too); timers due within a slice.
   const bool global_work = s->gq_size.load(std::memory_order_relaxed) > 0 ||
                            s->stopping.load(std::memory_order_relaxed) ||
                            io_waiters() > 0;
