@@ -112,7 +112,8 @@ std::string schedtrace_text(Sched* s, bool detail) {
       if (st == FiberState::kWaiting) {
         what += std::string("(") +
                 runtime_internal::wait_reason_name(
-                    f->wait_reason.load(std::memory_order_relaxed)) + ")";
+                    f->wait_reason.load(std::memory_order_relaxed)) +
+                ")";
       }
       std::snprintf(buf, sizeof(buf), "  G%llu: status=%s\n",
                     static_cast<unsigned long long>(

@@ -206,7 +206,8 @@ DebugOptions resolve_debug_options() {
       } else {
         bad("GORO_DEBUG", all,
             "a comma-separated list of schedtrace=MS and scheddetail=0|1 "
-            "(unknown setting \"" + key + "\")");
+            "(unknown setting \"" +
+                key + "\")");
       }
     }
   }

@@ -72,7 +72,7 @@ void park(bool (*commit)(void*), void* arg, WaitReason reason) {
   }
   self->wait_reason.store(reason, std::memory_order_relaxed);
   self->wait_since.store(g_coarse_now_ns.load(std::memory_order_relaxed),
-                        std::memory_order_relaxed);
+                         std::memory_order_relaxed);
   m->after = M::After::kPark;
   m->after_fiber = self;
   m->after_commit = commit;
@@ -275,8 +275,8 @@ bool blocking_enter() {
   p->set_m(nullptr);
   m->p = nullptr;
   m->blocking_p = p;
-  m->curg()->wait_since.store(
-      g_coarse_now_ns.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  m->curg()->wait_since.store(g_coarse_now_ns.load(std::memory_order_relaxed),
+                              std::memory_order_relaxed);
   handoffp(s, p);
   {
     // Under the lock that stop_all_ms sets `stopping` with: either it sees

@@ -250,7 +250,7 @@ class Sched {
   ~Sched();
 
   const Options opts;
-  DebugOptions debug;  // set by run_main before any thread starts
+  DebugOptions debug;         // set by run_main before any thread starts
   std::int64_t start_ns = 0;  // CLOCK_MONOTONIC at run's start; likewise
   const int nprocs;
   // nprocs Ps, then nprocs spares (see P::is_spare).

@@ -29,8 +29,9 @@ TEST(Watchdog, FailsAHungTestFastNamingIt) {
     // thread stays alive (it could send, as far as the runtime knows), so
     // deadlock detection (runtime/run.h) cannot end the hang: only the
     // watchdog can.
-    std::thread([] { std::this_thread::sleep_for(std::chrono::hours(1)); })
-        .detach();
+    std::thread([] {
+      std::this_thread::sleep_for(std::chrono::hours(1));
+    }).detach();
     goro::run(goro_test::Procs(1), [] {
       goro::Chan<int> never(0);
       goro_test::WatchdogNote("receiving from a channel nobody sends on");

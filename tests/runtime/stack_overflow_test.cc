@@ -239,29 +239,32 @@ TEST_F(StackOverflowDeathTest, OverwrittenCanaryIsReportedAtTheNextSwitch) {
       {
         goro_test::CleanGoroEnv env;
         if (!EmulateKernelWithoutStackGuards()) {
-          std::fprintf(stderr, "seccomp unavailable: cannot emulate a kernel "
-                               "without stack guards\n");
+          std::fprintf(stderr,
+                       "seccomp unavailable: cannot emulate a kernel "
+                       "without stack guards\n");
           std::_Exit(3);
         }
         goro::run([] {
           goro::WaitGroup wg;
           wg.add(1);
-          goro::go(goro::SpawnOptions{.stack_size = 64 * 1024,
-                                      .name = "canary"},
-                   [&] {
-                     const goro::runtime_internal::Stack& st =
-                         goro::runtime_internal::current_m()->curg()->stack;
-                     if (st.guard != goro::runtime_internal::GuardKind::kCanary) {
-                       std::fprintf(stderr, "not a canary stack: the "
-                                            "fallback was not taken\n");
-                       std::_Exit(3);
-                     }
-                     *reinterpret_cast<volatile std::uint64_t*>(st.lo) = 0;
-                     goro::yield();  // a switch: the check
-                     std::fprintf(stderr, "the switch did not check the "
-                                          "canary\n");
-                     wg.done();
-                   });
+          goro::go(
+              goro::SpawnOptions{.stack_size = 64 * 1024, .name = "canary"},
+              [&] {
+                const goro::runtime_internal::Stack& st =
+                    goro::runtime_internal::current_m()->curg()->stack;
+                if (st.guard != goro::runtime_internal::GuardKind::kCanary) {
+                  std::fprintf(stderr,
+                               "not a canary stack: the "
+                               "fallback was not taken\n");
+                  std::_Exit(3);
+                }
+                *reinterpret_cast<volatile std::uint64_t*>(st.lo) = 0;
+                goro::yield();  // a switch: the check
+                std::fprintf(stderr,
+                             "the switch did not check the "
+                             "canary\n");
+                wg.done();
+              });
           wg.wait();
         });
       },

@@ -203,8 +203,7 @@ TEST_P(MutexTest, LockedByOneFiberUnlockedByAnotherThenTakenByAThird) {
       got = true;
       mu.unlock();
     });
-    goro_test::AwaitInFiber([&] { return waiting.load(); },
-                            "C to call lock()");
+    goro_test::AwaitInFiber([&] { return waiting.load(); }, "C to call lock()");
     for (int i = 0; i < 10; ++i) goro::yield();
     EXPECT_FALSE(got.load()) << "C took a Mutex that was held";
     g.go([&] { mu.unlock(); });  // B', not the locker
