@@ -31,6 +31,7 @@
 #include <cstdint>
 
 #include "runtime/internal/fiber.h"
+#include "runtime/internal/stack.h"
 
 namespace goro::preempt_internal {
 
@@ -69,16 +70,10 @@ bool hijack_pending(runtime_internal::Fiber* f, std::uintptr_t sp);
 // area. The walk itself (a ucontext, libunwind's cursor and its DWARF
 // machinery: 3.2 KiB measured for plain frames, more for frames whose CFI
 // uses DWARF expressions) runs on the M's scheduler stack
-// (goro_call_on_stack); this is only the frames that get it there.
-// Unwind.WalkFitsInItsStackAllowance measures the whole use below the
-// interrupted sp (XSAVE area of 11,008 bytes included): 11,679 bytes at -O2,
-// 16,615 at -O0 (--config=dbg), where every frame is bigger.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || \
-    !defined(__OPTIMIZE__)
-inline constexpr std::uint64_t kWalkStackNeed = 4096;
-#else
-inline constexpr std::uint64_t kWalkStackNeed = 512;
-#endif
+// (goro_call_on_stack); this is only the frames that get it there. The
+// runtime counts it in preempt_stack_need() and min_stack_size().
+inline constexpr std::uint64_t kWalkStackNeed =
+    runtime_internal::kPreemptWalkEntry;
 
 // Counters for benchmarks and tests (relaxed; summed over all threads).
 struct WalkStats {

@@ -196,9 +196,9 @@ void count_refusal(Refusal r) {
 }
 
 std::uint64_t preempt_stack_need() {
-  // stack.h counts the save area and the yield's frames (kPreemptFrames,
-  // measured below async_switch); the walk's entry frames come on top.
-  return runtime_internal::preempt_stack_need() + kWalkStackNeed;
+  // stack.h counts the save area, the yield's frames (kPreemptFrames,
+  // measured below async_switch) and the walk's entry (kPreemptWalkEntry).
+  return runtime_internal::preempt_stack_need();
 }
 
 void install_signal_handler() {

@@ -31,6 +31,7 @@
 // stopm, so the deadlock is reported once the last foreign thread exits.
 
 #include <dirent.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -59,13 +60,18 @@ std::vector<pid_t>* g_own_tids = nullptr;  // guarded by g_own_mu; leaked
 
 pid_t gettid_now() { return static_cast<pid_t>(syscall(SYS_gettid)); }
 
-struct LifeRegistration {
-  bool registered = false;
-  ~LifeRegistration() {
-    if (registered) own_thread_unregister();
-  }
-};
-thread_local LifeRegistration tls_life;
+// Threads registered until they exit. A pthread key's destructor, not a
+// thread_local object's: that one costs an allocation per thread
+// (__cxa_thread_atexit), which LeakSanitizer reports in a fork()ed child
+// (a death test) whose parent had such a thread.
+pthread_key_t life_key() {
+  static const pthread_key_t key = [] {
+    pthread_key_t k;
+    pthread_key_create(&k, [](void*) { own_thread_unregister(); });
+    return k;
+  }();
+  return key;
+}
 
 #if defined(__SANITIZE_THREAD__)
 // ThreadSanitizer's runtime starts a background thread of its own (clone,
@@ -111,9 +117,10 @@ void own_thread_unregister() {
 }
 
 void own_thread_register_for_life() {
-  if (tls_life.registered) return;
+  const pthread_key_t key = life_key();
+  if (pthread_getspecific(key) != nullptr) return;
   own_thread_register();
-  tls_life.registered = true;
+  pthread_setspecific(key, reinterpret_cast<void*>(1));
 }
 
 bool foreign_thread_alive() {

@@ -124,8 +124,10 @@ const XsaveLayout& xsave_layout() { return g_xsave; }
 
 std::size_t preempt_stack_need() {
   // red zone, return address, 16 pushes (flags + 15 registers), alignment of
-  // the XSAVE area to 64, the area, the frames the trampoline calls.
-  return 128 + 8 + 16 * 8 + 63 + g_xsave.size + kPreemptFrames;
+  // the XSAVE area to 64, the area, the frames the trampoline calls, and
+  // those that take the walk to the scheduler stack.
+  return 128 + 8 + 16 * 8 + 63 + g_xsave.size + kPreemptFrames +
+         kPreemptWalkEntry;
 }
 
 std::size_t min_stack_size() {

@@ -65,10 +65,12 @@ const XsaveLayout& xsave_layout();
 
 // Bytes an asynchronous preemption writes below the interrupted rsp: the
 // 128-byte red zone, the pushed return address, 16 saved registers, up to 63
-// bytes of alignment, the XSAVE area, and kPreemptFrames for the frames the
+// bytes of alignment, the XSAVE area, kPreemptFrames for the frames the
 // trampoline calls (goro_async_preempt_yield down to the context switch, and
-// back up through finish_switch on resume). The SIGURG handler refuses
-// (refused_stack) when less is free.
+// back up through finish_switch on resume), and kPreemptWalkEntry for the
+// frames that take the safe-point walk to the scheduler stack. The SIGURG
+// handler refuses (refused_stack) when less is free; min_stack_size() leaves
+// room for it, so that every fiber can be preempted.
 std::size_t preempt_stack_need();
 
 // kPreemptFrames: the most the debug check below measured (preempt_test,
@@ -85,6 +87,18 @@ inline constexpr std::size_t kPreemptFrames = 8192;
 inline constexpr std::size_t kPreemptFrames = 3072;
 #else
 inline constexpr std::size_t kPreemptFrames = 768;
+#endif
+
+// The frames that take preempt/'s libunwind walk from the trampoline to the
+// M's scheduler stack (the walk itself runs there: preempt_walk.h).
+// Unwind.WalkFitsInItsStackAllowance measures the whole use below the
+// interrupted sp (an XSAVE area of 11,008 bytes included): 11,679 bytes at
+// -O2, 16,615 at -O0 (--config=dbg), where every frame is bigger.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || \
+    !defined(__OPTIMIZE__)
+inline constexpr std::size_t kPreemptWalkEntry = 4096;
+#else
+inline constexpr std::size_t kPreemptWalkEntry = 512;
 #endif
 
 // Debug-build (GORO_DCHECK_IS_ON) high-water check of kPreemptFrames, called
