@@ -118,10 +118,11 @@ TEST_P(ChanTest, ConstHandlesSendReceiveCloseAndRange) {
 TEST_P(ChanTest, TryRecvStatusTellsEmptyFromClosedAndDrained) {
   run([] {
     for (int cap : {0, 2}) {
-      SCOPED_TRACE(cap);
+      // Not SCOPED_TRACE: gtest keeps its trace stack per thread, and this
+      // fiber parks and may resume on another one.
       goro::Chan<int> ch(cap);
       goro::RecvAttempt<int> r = ch.try_recv_status();
-      EXPECT_EQ(r.status, goro::RecvStatus::kEmpty);
+      EXPECT_EQ(r.status, goro::RecvStatus::kEmpty) << "cap " << cap;
       EXPECT_TRUE(r.empty());
       EXPECT_FALSE(r.value.has_value());
       goro_test::FiberGroup g;
@@ -134,7 +135,7 @@ TEST_P(ChanTest, TryRecvStatusTellsEmptyFromClosedAndDrained) {
             return !r.empty();
           },
           "the sender's value");
-      EXPECT_EQ(r.status, goro::RecvStatus::kReceived);
+      EXPECT_EQ(r.status, goro::RecvStatus::kReceived) << "cap " << cap;
       EXPECT_TRUE(r.received());
       EXPECT_EQ(r.value, 7);
       g.wait();
@@ -149,7 +150,8 @@ TEST_P(ChanTest, TryRecvStatusTellsEmptyFromClosedAndDrained) {
       }
       for (int i = 0; i < 2; ++i) {  // closed and drained, for good
         r = ch.try_recv_status();
-        EXPECT_EQ(r.status, goro::RecvStatus::kClosed) << "attempt " << i;
+        EXPECT_EQ(r.status, goro::RecvStatus::kClosed)
+            << "cap " << cap << ", attempt " << i;
         EXPECT_TRUE(r.closed());
         EXPECT_FALSE(r.value.has_value());
       }
