@@ -63,6 +63,15 @@ using net_detail::Socket;
 
 namespace {
 
+// The deadline setters of Listener, Conn and PacketConn: `t` for the read
+// and/or write direction (time_point{} clears it).
+absl::Status set_deadlines(Socket* s, Deadline t, bool read, bool write) {
+  Op op(s);
+  if (absl::Status st = op.start("set deadline"); !st.ok()) return st;
+  pi::set_deadline(s->pd, to_ns(t), read, write);
+  return absl::OkStatus();
+}
+
 Addr sock_name(int fd, bool peer) {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
@@ -329,10 +338,7 @@ absl::Status Listener::close() {
 }
 
 absl::Status Listener::set_deadline(Deadline t) {
-  Op op(s_.get());
-  if (absl::Status st = op.start("set deadline"); !st.ok()) return st;
-  pi::set_deadline(s_->pd, to_ns(t), true, true);
-  return absl::OkStatus();
+  return set_deadlines(s_.get(), t, /*read=*/true, /*write=*/true);
 }
 
 // --- Conn -------------------------------------------------------------------
@@ -431,24 +437,15 @@ absl::Status Conn::close_write() {
 }
 
 absl::Status Conn::set_deadline(Deadline t) {
-  Op op(s_.get());
-  if (absl::Status st = op.start("set deadline"); !st.ok()) return st;
-  pi::set_deadline(s_->pd, to_ns(t), true, true);
-  return absl::OkStatus();
+  return set_deadlines(s_.get(), t, /*read=*/true, /*write=*/true);
 }
 
 absl::Status Conn::set_read_deadline(Deadline t) {
-  Op op(s_.get());
-  if (absl::Status st = op.start("set deadline"); !st.ok()) return st;
-  pi::set_deadline(s_->pd, to_ns(t), true, false);
-  return absl::OkStatus();
+  return set_deadlines(s_.get(), t, /*read=*/true, /*write=*/false);
 }
 
 absl::Status Conn::set_write_deadline(Deadline t) {
-  Op op(s_.get());
-  if (absl::Status st = op.start("set deadline"); !st.ok()) return st;
-  pi::set_deadline(s_->pd, to_ns(t), false, true);
-  return absl::OkStatus();
+  return set_deadlines(s_.get(), t, /*read=*/false, /*write=*/true);
 }
 
 std::string Conn::local_addr() const {
@@ -587,24 +584,15 @@ absl::Status PacketConn::close() {
 }
 
 absl::Status PacketConn::set_deadline(Deadline t) {
-  Op op(s_.get());
-  if (absl::Status st = op.start("set deadline"); !st.ok()) return st;
-  pi::set_deadline(s_->pd, to_ns(t), true, true);
-  return absl::OkStatus();
+  return set_deadlines(s_.get(), t, /*read=*/true, /*write=*/true);
 }
 
 absl::Status PacketConn::set_read_deadline(Deadline t) {
-  Op op(s_.get());
-  if (absl::Status st = op.start("set deadline"); !st.ok()) return st;
-  pi::set_deadline(s_->pd, to_ns(t), true, false);
-  return absl::OkStatus();
+  return set_deadlines(s_.get(), t, /*read=*/true, /*write=*/false);
 }
 
 absl::Status PacketConn::set_write_deadline(Deadline t) {
-  Op op(s_.get());
-  if (absl::Status st = op.start("set deadline"); !st.ok()) return st;
-  pi::set_deadline(s_->pd, to_ns(t), false, true);
-  return absl::OkStatus();
+  return set_deadlines(s_.get(), t, /*read=*/false, /*write=*/true);
 }
 
 absl::StatusOr<Addr> Addr::parse(std::string_view host_port) {
