@@ -48,7 +48,18 @@ void global_put(Sched* s, Fiber* f) {
   std::atomic_thread_fence(std::memory_order_seq_cst);  // see idle.cc
 }
 
-void preempt_check() { MHold hold; }
+// In goro_text, so that the M read first is still the fiber's when its curg
+// is read. The MHold is taken only when a yield is due: the common case is
+// a call, a thread-local load and two plain loads.
+GORO_TEXT void preempt_check() {
+  M* m = current_m();
+  if (m == nullptr) return;
+  Fiber* f = m->curg();
+  if (f == nullptr || !f->preempt_requested.load(std::memory_order_relaxed)) {
+    return;
+  }
+  MHold hold;  // its release yields, unless a lock or blocking() forbids it
+}
 
 bool spin_may_help() {
   MHold hold;

@@ -133,9 +133,11 @@ bool spin_may_help();
 
 // preempt_check is a cooperative preemption point: if sysmon asked the
 // current fiber to yield (its time slice is over), it yields here. Cheap (a
-// call and two loads) when nothing is pending; no-op off fibers and while
-// preemption is disabled. sync/ calls it in its blocking operations' fast
-// paths.
+// call and three loads) when nothing is pending; no-op off fibers, inside
+// blocking(), under a runtime lock and in a NoPreempt region. Every channel
+// send and receive and every select start with it (Go's function prologue
+// check), so that loops of operations that never park are preempted where
+// asynchronous preemption is off.
 void preempt_check();
 
 // I/O waiters (net/): fibers parked on a socket, counted so that the

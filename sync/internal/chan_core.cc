@@ -68,6 +68,7 @@
 #include <new>
 
 #include "runtime/internal/locks.h"
+#include "runtime/internal/park.h"
 
 namespace goro::sync_internal {
 
@@ -223,7 +224,13 @@ ChanCore::Try ChanCore::try_recv_locked(void* dst, WakeList& wl) {
   }
 }
 
+// send and recv start at a cooperative preemption point, as Go's chansend
+// and chanrecv do at their prologue: a loop of operations that never park
+// (a closed channel, try_recv on an empty one, a producer the consumer keeps
+// up with) must still give up its P when its slice is over, where
+// asynchronous preemption is off (Options::async_preempt, TSan builds).
 bool ChanCore::send(void* src, bool block) {
+  runtime_internal::preempt_check();
   if (!block && !closed_.load(std::memory_order_relaxed) && full_relaxed()) {
     return false;
   }
@@ -348,6 +355,7 @@ bool ChanCore::send_slow(void* src, bool block) {
 }
 
 ChanCore::Recv ChanCore::recv(void* dst, bool block) {
+  runtime_internal::preempt_check();  // see send
   if (!block && sendq_empty_relaxed() && (cap_ == 0 || ring_.empty_relaxed()) &&
       !closed_.load(std::memory_order_acquire)) {
     return Recv::kWouldBlock;

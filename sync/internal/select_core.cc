@@ -112,6 +112,7 @@ void unlink_all(SelectCase* cases, const CaseIndex* lockorder, Waiter* waiters,
 
 SelectResult SelectCore::run(SelectCase* cases, CaseIndex* order,
                              Waiter* waiters, int n, bool block) {
+  runtime_internal::preempt_check();  // as ChanCore::send (chan_core.cc)
   CaseIndex* pollorder = order;
   CaseIndex* lockorder = order + n;
   int norder = 0;

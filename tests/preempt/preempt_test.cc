@@ -636,6 +636,71 @@ TEST(PreemptOff, AsyncPreemptFalseNeverSwitchesOutACallFreeSpinner) {
   EXPECT_GT(r.st.preempt_requests, 0u);
 }
 
+// --- Cooperative points in channel operations ---------------------------
+//
+// docs/preemption.md: with async_preempt = false (and always under TSan),
+// a fiber is switched out at its next channel operation or select once its
+// slice is over, as Go's calls are at their prologue. One P, 1 ms slice: a
+// fiber loops over an operation that never parks while the main fiber
+// sleeps 1 ms; the main fiber must get the P back and end the loop long
+// before its 2 s deadline. Without the cooperative point the loop ran to the
+// deadline (and the TSan-only select_test hang: two selectors looping over
+// a closed channel kept both Ps from the fiber that would close the rest).
+
+void LoopUntilMainRuns(const char* what, const std::function<void()>& op) {
+  SCOPED_TRACE(what);
+  goro::Options o = OneProc(1ms);
+  o.async_preempt = false;
+  bool main_ran_during_loop = false;
+  goro::Stats st;
+  goro::run(o, [&] {
+    std::atomic<bool> stop{false};
+    goro::WaitGroup wg;
+    wg.add(1);
+    goro::go([&] {
+      const auto deadline = std::chrono::steady_clock::now() + 2s;
+      while (!stop.load(std::memory_order_relaxed) &&
+             std::chrono::steady_clock::now() < deadline) {
+        op();
+      }
+      main_ran_during_loop = stop.load();
+      wg.done();
+    });
+    goro::sleep_for(1ms);  // the loop has the only P until it yields
+    stop = true;
+    wg.wait();
+    st = goro::stats();
+  });
+  EXPECT_TRUE(main_ran_during_loop)
+      << what << ": not switched out at a channel operation in 2 s";
+  EXPECT_GT(st.preemptions_cooperative, 0u);
+  EXPECT_EQ(st.preemptions_async, 0u);
+}
+
+TEST(PreemptOff, ChannelOperationsAreCooperativePoints) {
+  goro::Chan<int> closed(1);
+  closed.close();
+  goro::Chan<int> empty(1), unbuffered(0);
+  goro::Chan<int> buffered(4);
+  LoopUntilMainRuns("select on a closed channel", [&] {
+    goro::select(goro::recv_case(closed, [](std::optional<int>) {}),
+                 goro::recv_case(empty, [](std::optional<int>) {}));
+  });
+  LoopUntilMainRuns("recv on a closed channel", [&] { (void)closed.recv(); });
+  LoopUntilMainRuns("try_recv on an empty channel",
+                    [&] { (void)empty.try_recv(); });
+  LoopUntilMainRuns("try_send on an unbuffered channel",
+                    [&] { (void)unbuffered.try_send(1); });
+  LoopUntilMainRuns("send then recv on a buffered channel", [&] {
+    buffered.send(1);
+    (void)buffered.recv();
+  });
+  LoopUntilMainRuns("select with a default", [&] {
+    goro::select(goro::recv_case(empty, [](std::optional<int>) {}),
+                 goro::default_case([] {}));
+  });
+}
+
 // --- C++ exception state --------------------------------------------------
 //
 // docs/preemption.md: C++ exception state (libstdc++'s per-thread list of
