@@ -68,13 +68,19 @@ void pidle_put_locked(Sched* s, P* p) {
       .fetch_add(1, std::memory_order_seq_cst);
 }
 
+// A regular P leaving the idle list wakes sysmon from its idle sleep (the
+// seq_cst decrement, then sysmon_wake's load: see Sched::sysmon_sleeping).
 P* pidle_get_locked(Sched* s) {
   P* p = s->idle_p;
   if (p == nullptr) return nullptr;
   s->idle_p = p->idle_next;
   p->idle_next = nullptr;
-  (p->is_spare ? s->nspare_idle : s->npidle)
-      .fetch_sub(1, std::memory_order_seq_cst);
+  if (p->is_spare) {
+    s->nspare_idle.fetch_sub(1, std::memory_order_seq_cst);
+  } else {
+    s->npidle.fetch_sub(1, std::memory_order_seq_cst);
+    sysmon_wake(s);
+  }
   return p;
 }
 
@@ -83,8 +89,12 @@ bool pidle_remove_locked(Sched* s, P* want) {
     if (*pp == want) {
       *pp = want->idle_next;
       want->idle_next = nullptr;
-      (want->is_spare ? s->nspare_idle : s->npidle)
-          .fetch_sub(1, std::memory_order_seq_cst);
+      if (want->is_spare) {
+        s->nspare_idle.fetch_sub(1, std::memory_order_seq_cst);
+      } else {
+        s->npidle.fetch_sub(1, std::memory_order_seq_cst);
+        sysmon_wake(s);  // as in pidle_get_locked
+      }
       return true;
     }
   }
@@ -166,7 +176,6 @@ void startm(Sched* s, P* p, bool spinning) {
       return;
     }
   }
-  sysmon_wake(s);
   if (M* m = midle_pop_locked(s)) {
     m->next_p = p;
     m->next_spinning = spinning;
@@ -194,6 +203,10 @@ void wakep(Sched* s) {
   // work, and nobody else would wake an M for it.
   if (s->npidle.load(std::memory_order_seq_cst) == 0 &&
       s->nspare_idle.load(std::memory_order_seq_cst) == 0) {
+    // Every P busy: the work waits for a preemption, which a calm sysmon
+    // would not see coming (sysmon.cc). Our caller's fence orders this load
+    // after the work's publication.
+    sysmon_wake(s);
     return;
   }
   int zero = 0;
@@ -432,6 +445,7 @@ void stop_all_ms(Sched* s) {
   {
     MutexLock l(&s->lock);
     s->stopping.store(true, std::memory_order_release);
+    sysmon_wake(s);  // spinners must be preempted so that their Ms stop
     while (M* m = midle_pop_locked(s)) {
       m->next_p = nullptr;
       m->note.wake();

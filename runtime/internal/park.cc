@@ -133,6 +133,11 @@ void ready(Fiber* f) {
     if (!m->p->runq.empty()) {
       std::atomic_thread_fence(std::memory_order_seq_cst);  // see runq_put
       wakep(s);
+    } else if (s->sysmon_sleeping.load(std::memory_order_relaxed)) {
+      // A calm sysmon (sysmon.cc) must know, in case the caller keeps
+      // running. Relaxed, so no fence on the hand-off path: a kick lost in
+      // the store-buffer window waits for sysmon's bounded calm sleep.
+      sysmon_wake(s);
     }
     return;
   }
@@ -168,6 +173,7 @@ void netpoll_inject(Sched* s, M* m, Fiber** fs, int n) {
     while (starts-- > 0 && s->npidle.load(std::memory_order_seq_cst) > 0) {
       startm(s, nullptr, false);
     }
+    sysmon_wake(s);  // every P busy: the fibers wait for a preemption
   }
   for (int i = spread; i < n; ++i) runq_put(m->p, fs[i], false);
 }
@@ -350,7 +356,12 @@ void timer_start(Timer* t) {
     t->epoch = sched()->epoch;
     // A new earliest timer of this P: the M blocked in netpoll (if any)
     // may sleep past it (see find_work.cc "The netpoller").
-    if (m->p->timers.add(t)) netpoll_wake_for(sched(), t->when);
+    if (m->p->timers.add(t)) {
+      Sched* s = sched();
+      netpoll_wake_for(s, t->when);
+      // A calm sysmon sleeps until the earliest timer it knew of (sysmon.cc).
+      if (s->sysmon_sleeping.load(std::memory_order_relaxed)) sysmon_wake(s);
+    }
     return;
   }
   // Off a P: hold the runtime (see ready). No runtime: the timer never
@@ -363,8 +374,10 @@ void timer_start(Timer* t) {
   }
   t->epoch = s->epoch;
   if (s->ps[0]->timers.add(t)) {
-    // An idle M may be sleeping until a later deadline: wake one to re-plan.
+    // An idle M may be sleeping until a later deadline: wake one to re-plan;
+    // a calm sysmon too.
     wake_idle_m_for_timer(s);
+    sysmon_wake(s);
   }
 }
 

@@ -92,6 +92,10 @@ class PWatch {
                         const RetakePolicy& pol, const PView& v,
                         absl::FunctionRef<char()> thread_state) {
     RetakeActions a;
+    calm_ = !v.running ||
+            (v.has_fiber && !v.others_wait && !v.spare_lent && !v.is_spare &&
+             v.seq == seq_ && v.switches == switches_);
+    switches_ = v.switches;
     if (!v.running || v.seq != seq_) {
       seq_ = v.running ? v.seq : kNone;
       // The switch happened since the previous round: assume the middle of
@@ -162,6 +166,14 @@ class PWatch {
   // when a signal was already in flight: it asks again next round).
   void signal_sent(std::int64_t now) { last_signal_ = now; }
 
+  // calm: after observe, whether sysmon has nothing to do about this P until
+  // its fiber's slice ends (slice_end) unless new work arrives: the P is
+  // idle, or the fiber it runs has not switched since the previous round
+  // and nothing waits for the P (so no stranded work is being timed either)
+  // and no spare is involved. New work wakes a sysmon that sleeps on calm
+  // Ps (sysmon_wake): it need not look again before then.
+  bool calm() const { return calm_; }
+
   // When the fiber seen running will have run a whole slice (INT64_MAX if
   // none is running or it already has): sysmon's next wake-up.
   std::int64_t slice_end(const RetakePolicy& pol, const PView& v,
@@ -180,6 +192,8 @@ class PWatch {
   bool running_once_ = false;           // then seen running at one check
   std::int64_t waiting_since_ = 0;      // runnable work seen stranded since
   std::uint64_t waiting_switches_ = 0;  // P::context_switches then
+  std::uint64_t switches_ = 0;          // P::context_switches last round
+  bool calm_ = false;                   // see calm()
 };
 
 }  // namespace goro::runtime_internal

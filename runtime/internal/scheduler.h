@@ -314,9 +314,17 @@ class Sched {
 
   // The monitor thread (sysmon.cc); set by run_main while the Ms run.
   Sysmon* sysmon = nullptr;
+  // sysmon sleeps until new work wakes it (sysmon_wake), not only until a
+  // deadline: every P idle, or every running fiber alone on its P with
+  // nothing waiting. Stored by sysmon (seq_cst, before it re-checks the
+  // queues), cleared by whoever wakes it; read by wakep after its seq_cst
+  // fence (the submitter's half of idle.cc's protocol), so no queued work
+  // can miss it. Read-mostly: off the lines the hot counters dirty.
+  alignas(64) std::atomic<bool> sysmon_sleeping{false};
 
-  // Signalled when the main fiber has returned.
-  Note main_done;
+  // Signalled when the main fiber has returned. (Aligned: sysmon_sleeping
+  // keeps its line to itself.)
+  alignas(64) Note main_done;
 
   // --- The netpoller (find_work.cc "The netpoller") ---
   // CLOCK_MONOTONIC time of the last blocking poll's end or of sysmon's

@@ -171,7 +171,9 @@ void netpoll_inject(Sched* s, M* m, Fiber** fs, int n);
 
 void sysmon_start(Sched* s);
 void sysmon_stop(Sched* s);
-// Wakes sysmon from its deep sleep (a P became busy).
+// Wakes sysmon if it sleeps until new work (Sched::sysmon_sleeping): a P
+// became busy, or work was queued that waits for a CPU. One seq_cst load
+// when it does not sleep.
 void sysmon_wake(Sched* s);
 
 // --- signals.cc ------------------------------------------------------------

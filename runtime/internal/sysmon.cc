@@ -9,13 +9,24 @@
 // (StackAllocator::scavenge), and while a P is busy it polls the network
 // if nobody has for 10 ms (sysmon_netpoll).
 //
-// Period: while any P is busy, time_slice / 10 clamped to
-// [kMinPeriod, kMaxBusyPeriod], so a fiber is noticed within a tenth of a
-// slice after it ends, and it wakes exactly at the earliest slice end if
-// that comes first. When all Ps are idle the period doubles up to
-// kMaxIdlePeriod, and after kIdleRoundsBeforeSleep idle rounds sysmon sleeps
-// until a P becomes busy (startm calls sysmon_wake), so an idle runtime burns
-// no CPU.
+// When it wakes. While any P is busy and something waits for a CPU, every
+// period: time_slice / 10 clamped to [kMinPeriod, kMaxBusyPeriod], so a
+// fiber is noticed within a tenth of a slice after it ends (and exactly at
+// the earliest slice end if that comes first). sysmon sleeps longer, until
+// new work wakes it (Sched::sysmon_sleeping, sysmon_wake), in two states:
+//   * idle: every P idle for kIdleRoundsBeforeSleep rounds (the period
+//     doubling up to kMaxIdlePeriod meanwhile). A P leaving the idle list
+//     wakes it; otherwise it wakes only to scavenge stacks, once a second.
+//   * calm: for two rounds in a row every busy P ran the same fiber with
+//     nothing waiting for it (PWatch::calm: two spinners on two Ps, say).
+//     Nothing needs sysmon until a slice ends, a timer comes within a slice,
+//     or work is queued; it sleeps until the first of those it knows of,
+//     and wakep (all Ps busy), ready() into runnext, a new earliest timer
+//     and the end of run wake it for the rest. kMaxCalmSleep bounds the
+//     sleep: a kick made without a fence (ready, timers) can be missed in
+//     a store-buffer window, and sysmon polls the network meanwhile.
+// So a runtime that is idle, or busy with nothing waiting, costs nearly no
+// CPU in sysmon (issue 8's targets: <= 0.1 % idle, <= 0.2 % calm).
 //
 // sysmon reads other threads' fields without their locks (P::m, M::curg,
 // the run queues): all are atomics, the objects live until the runtime
@@ -46,9 +57,11 @@ namespace {
 constexpr std::int64_t kMinPeriod = 20'000;          // 20 us, as Go
 constexpr std::int64_t kMaxBusyPeriod = 1'000'000;   // 1 ms
 constexpr std::int64_t kMaxIdlePeriod = 10'000'000;  // 10 ms, as Go
-constexpr int kIdleRoundsBeforeSleep = 50;
-// The deep sleep's safety tick: a missed sysmon_wake costs at most this.
-constexpr std::int64_t kDeepSleepTick = 100'000'000;     // 100 ms
+// Idle rounds (1, 2, 4 ms) before the idle sleep: a runtime that idles
+// between short bursts does not make each burst pay a futex wake.
+constexpr int kIdleRoundsBeforeSleep = 3;
+// The longest calm sleep (see the top): Go's longest sysmon delay.
+constexpr std::int64_t kMaxCalmSleep = 10'000'000;       // 10 ms
 constexpr std::int64_t kScavengePeriod = 1'000'000'000;  // 1 s
 // sysmon polls the network when nobody has for this long (Go: 10 ms).
 constexpr std::int64_t kNetpollPeriod = 10'000'000;
@@ -74,8 +87,7 @@ struct Sysmon {
   Sched* s = nullptr;
   std::thread thread;
   std::atomic<bool> stop{false};
-  std::atomic<bool> sleeping{false};  // deep sleep: wake on busy
-  Note note;
+  Note note;  // sysmon sleeps on it; sysmon_wake and sysmon_stop wake it
   std::vector<PWatch> watch;
   std::vector<int> stat_fds;  // /proc/self/task/TID/stat per M id
 };
@@ -113,8 +125,10 @@ char thread_state(Sysmon* sm, const M* m) {
 
 // One round over every P. Returns the earliest time at which a fiber seen
 // running will have run a whole slice (INT64_MAX if none).
+// *calm: every P is PWatch::calm.
 std::int64_t retake(Sysmon* sm, std::int64_t now, std::int64_t prev,
-                    const RetakePolicy& pol) {
+                    const RetakePolicy& pol, bool* calm) {
+  *calm = true;
   Sched* s = sm->s;
   const int n = static_cast<int>(s->ps.size());
   const bool others_idle =
@@ -160,6 +174,7 @@ std::int64_t retake(Sysmon* sm, std::int64_t now, std::int64_t prev,
       return m != nullptr ? thread_state(sm, m) : '?';
     });
     next_deadline = std::min(next_deadline, w.slice_end(pol, v, now));
+    *calm = *calm && w.calm();
 
     if (a.retire_spare) {
       SpareState on = SpareState::kOn;
@@ -204,6 +219,41 @@ void sysmon_netpoll(Sched* s, std::int64_t now) {
   netpoll_inject(s, nullptr, fs, n);
 }
 
+// Whether any work waits that a calm sleep would leave unattended: the
+// re-check after Sched::sysmon_sleeping is published (the sleeper's half of
+// the protocol with wakep; see its comment in scheduler.h).
+bool work_waits(Sched* s) {
+  if (s->gq_size.load(std::memory_order_relaxed) > 0 ||
+      s->stopping.load(std::memory_order_relaxed) || io_waiters() > 0) {
+    return true;
+  }
+  for (const auto& p : s->ps) {
+    if (!p->runq.empty() ||
+        p->runnext.load(std::memory_order_relaxed) != nullptr) {
+      return true;
+    }
+    M* m = p->m();
+    if (m != nullptr && m->has_pinned.load(std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Sleeps until `until` or sysmon_wake, unless `still_ok()`, evaluated after
+// sysmon_sleeping is published, says the reason to sleep is gone.
+template <typename Pred>
+void sleep_until_woken(Sysmon* sm, std::int64_t until, Pred still_ok) {
+  Sched* s = sm->s;
+  sm->note.clear();
+  s->sysmon_sleeping.store(true, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (still_ok() && !sm->stop.load(std::memory_order_acquire)) {
+    sm->note.sleep(until);
+  }
+  s->sysmon_sleeping.store(false, std::memory_order_relaxed);
+}
+
 void sysmon_main(Sysmon* sm) {
   pthread_setname_np(pthread_self(), "goro-sysmon");
   own_thread_register_for_life();  // deadlock detection: not a foreign thread
@@ -217,8 +267,8 @@ void sysmon_main(Sysmon* sm) {
   const std::int64_t busy_period =
       std::clamp<std::int64_t>(pol.slice / 10, kMinPeriod, kMaxBusyPeriod);
   std::int64_t period = busy_period;
-  int idle_rounds = 0;
-  std::int64_t prev_round = 0, next_deadline = INT64_MAX;
+  int idle_rounds = 0, calm_rounds = 0;
+  std::int64_t prev_round = 0;
   std::int64_t next_scavenge = mono_now_ns() + kScavengePeriod;
   while (!sm->stop.load(std::memory_order_acquire)) {
     const std::int64_t now = mono_now_ns();
@@ -228,34 +278,44 @@ void sysmon_main(Sysmon* sm) {
       next_scavenge = now + kScavengePeriod;
     }
     const bool idle = s->npidle.load(std::memory_order_relaxed) == s->nprocs;
+    std::int64_t wake;
     if (idle) {
+      calm_rounds = 0;
       period = std::min<std::int64_t>(period * 2, kMaxIdlePeriod);
       if (++idle_rounds > kIdleRoundsBeforeSleep) {
-        // Deep sleep until a P becomes busy (or the safety tick).
-        sm->note.clear();
-        sm->sleeping.store(true, std::memory_order_seq_cst);
-        if (s->npidle.load(std::memory_order_seq_cst) == s->nprocs &&
-            !sm->stop.load(std::memory_order_acquire)) {
-          sm->note.sleep(mono_now_ns() + kDeepSleepTick);
-        }
-        sm->sleeping.store(false, std::memory_order_relaxed);
-        idle_rounds = 0;
-        period = busy_period;
+        // Until a P leaves the idle list (pidle_get_locked wakes us). Still
+        // idle after a scavenge: straight back to sleep.
+        sleep_until_woken(sm, next_scavenge, [s] {
+          return s->npidle.load(std::memory_order_seq_cst) == s->nprocs;
+        });
         continue;
       }
+      wake = now + period;
     } else {
       idle_rounds = 0;
       period = busy_period;
       pol.period = period;
-      next_deadline = retake(sm, now, prev_round, pol);
+      bool calm = false;
+      const std::int64_t next_deadline = retake(sm, now, prev_round, pol, &calm);
       prev_round = now;
       sysmon_netpoll(s, now);
+      calm_rounds = calm ? calm_rounds + 1 : 0;
+      // Wake at the next period, or exactly when a fiber's slice ends if
+      // that comes first, so that overruns are not rounded up to a period.
+      wake = std::min(now + period, next_deadline);
+      if (calm_rounds >= 2) {
+        std::int64_t until =
+            std::min({next_deadline, next_scavenge, now + kMaxCalmSleep});
+        // A timer due within a slice makes a running fiber's P wanted.
+        const std::int64_t t = earliest_timer(s);
+        if (t != 0) until = std::min(until, t - pol.slice);
+        if (until > wake) {
+          sleep_until_woken(sm, until, [s] { return !work_waits(s); });
+          continue;
+        }
+      }
     }
     sm->note.clear();
-    // Wake at the next period, or exactly when a fiber's slice ends if that
-    // comes first, so that overruns are not rounded up to a whole period.
-    std::int64_t wake = mono_now_ns() + period;
-    if (!idle && next_deadline < wake) wake = next_deadline;
     sm->note.sleep(wake);
   }
   for (int fd : sm->stat_fds) {
@@ -283,11 +343,13 @@ void sysmon_stop(Sched* s) {
 }
 
 void sysmon_wake(Sched* s) {
-  Sysmon* sm = s->sysmon;
-  if (sm != nullptr && sm->sleeping.load(std::memory_order_relaxed)) {
-    sm->sleeping.store(false, std::memory_order_relaxed);
-    sm->note.wake();
+  // seq_cst: the waker's half of the protocol (scheduler.h): its work is
+  // published, then this load; sysmon stores the flag, then re-checks.
+  if (!s->sysmon_sleeping.load(std::memory_order_seq_cst) ||
+      !s->sysmon_sleeping.exchange(false, std::memory_order_seq_cst)) {
+    return;
   }
+  if (Sysmon* sm = s->sysmon) sm->note.wake();
 }
 
 }  // namespace goro::runtime_internal

@@ -882,6 +882,70 @@ TEST(PreemptTiming, SpinnerIsSwitchedOutSoonAfterItsSliceEnds) {
   EXPECT_TRUE(goro_test::QuantileBelow(late, 0.5, 5ms));
 }
 
+// docs/preemption.md, "What sysmon costs": with two spinners on two Ps and
+// nothing waiting, sysmon sleeps until work arrives (calm) instead of waking
+// every period -- so the code that queues work must wake it. Work queued by
+// a spinner, with `go` (wakep: every P busy) and by a channel hand-off into
+// runnext (ready, no wakep), must start within a few slices of 200 us, not
+// at the end of sysmon's bounded calm sleep (10 ms): p50 < 1.5 ms. At load
+// 5 measured p50 12-46 us (one run of 12: 1.1 ms); with the wake-up of
+// either path removed, p50 2.4-4.8 ms. The tail (p90 up to 5 ms, max tens
+// of ms) is the loaded machine's: the period-based sysmon before had the
+// same. The spinner clears its own preempt flag with a yield first, so
+// that it does not hand the P over at the cooperative point of `go` itself.
+void QueueFromASpinner(bool by_channel, goro_test::Samples* lat) {
+  goro::Options o;
+  o.procs = 2;
+  o.time_slice = 200us;
+  goro::run(o, [&] {
+    std::atomic<bool> stop{false};
+    goro::Chan<std::chrono::steady_clock::time_point> handoff(0);
+    goro::WaitGroup wg;
+    wg.add(by_channel ? 3 : 2);
+    goro::go([&] {  // the second spinner keeps the other P busy
+      spin_until(stop);
+      wg.done();
+    });
+    goro::go([&] {
+      for (int i = 0; i < 60; ++i) {
+        spin_in_text(8ms, stop);  // sysmon sees both Ps calm meanwhile
+        goro::yield();
+        const auto t0 = std::chrono::steady_clock::now();
+        if (by_channel) {
+          if (!handoff.try_send(t0)) ADD_FAILURE() << "receiver not parked";
+        } else {
+          goro::go([t0, lat] {
+            lat->Add(std::chrono::steady_clock::now() - t0);
+          });
+        }
+      }
+      stop = true;
+      wg.done();
+    });
+    if (by_channel) {
+      goro::go([&] {  // main parks below; this one receives
+        for (int i = 0; i < 60; ++i) {
+          auto t0 = handoff.recv();
+          if (t0) lat->Add(std::chrono::steady_clock::now() - *t0);
+        }
+        wg.done();
+      });
+    }
+    wg.wait();
+  });
+}
+
+TEST(PreemptTiming, WorkQueuedBesideCalmSpinnersStartsWithinSlices) {
+  GORO_SKIP_TIMING_UNDER_SANITIZERS();
+  goro_test::Samples by_go("go() from a spinner, 200 us slice, 2 procs");
+  QueueFromASpinner(false, &by_go);
+  EXPECT_TRUE(goro_test::QuantileBelow(by_go, 0.5, 1500us));
+  goro_test::Samples by_chan(
+      "hand-off from a spinner to a parked receiver, 200 us slice, 2 procs");
+  QueueFromASpinner(true, &by_chan);
+  EXPECT_TRUE(goro_test::QuantileBelow(by_chan, 0.5, 1500us));
+}
+
 std::uintptr_t thread_pointer() {
   std::uintptr_t tp;
   __asm__ volatile("movq %%fs:0, %0" : "=r"(tp));

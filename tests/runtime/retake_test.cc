@@ -240,5 +240,59 @@ TEST_F(RetakeTest, ARunnextOnAPThatKeepsSwitchingWakesNobody) {
   EXPECT_TRUE(round(5).wake_m);
 }
 
+// calm (sysmon may sleep until work arrives): a P that runs the same fiber
+// as at the previous round, with nothing waiting, or an idle P. The first
+// round has nothing to compare with.
+TEST_F(RetakeTest, CalmOnlyWhenTheSameFiberRunsWithNothingWaiting) {
+  view_.others_wait = false;
+  round(0);
+  EXPECT_FALSE(watch_.calm()) << "first round: nothing seen before";
+  round(1);
+  EXPECT_TRUE(watch_.calm());
+  round(15);  // overrun: still calm, the flag alone is set
+  EXPECT_TRUE(watch_.calm());
+
+  view_.switches = 1;  // a switch since (a hand-off chain, same seq)
+  round(16);
+  EXPECT_FALSE(watch_.calm());
+  round(17);
+  EXPECT_TRUE(watch_.calm());
+
+  view_.seq = 8;  // a new fiber
+  round(18);
+  EXPECT_FALSE(watch_.calm());
+  round(19);
+  EXPECT_TRUE(watch_.calm());
+
+  view_.others_wait = true;
+  round(20);
+  EXPECT_FALSE(watch_.calm()) << "work waits for the P";
+  view_.others_wait = false;
+  round(21);
+  EXPECT_TRUE(watch_.calm());
+
+  view_.spare_lent = true;
+  round(22);
+  EXPECT_FALSE(watch_.calm()) << "a lent spare is watched every period";
+  view_.spare_lent = false;
+
+  view_.has_fiber = false;  // its M looks for work
+  round(23);
+  EXPECT_FALSE(watch_.calm());
+
+  view_.running = false;
+  round(24);
+  EXPECT_TRUE(watch_.calm()) << "an idle P";
+}
+
+TEST_F(RetakeTest, ASpareIsNeverCalm) {
+  view_.others_wait = false;
+  view_.is_spare = true;
+  for (int t = 0; t < 3; ++t) {
+    round(t);
+    EXPECT_FALSE(watch_.calm()) << "at " << t << " ms";
+  }
+}
+
 }  // namespace
 }  // namespace goro::runtime_internal
