@@ -122,6 +122,8 @@ void AddQueries(std::vector<std::string>* argv) {
   fiber_bt("g_locker_id");
   section("sleeper bt");
   fiber_bt("g_sleeper_id");
+  section("receiver registers");
+  ex("check-fiber-registers g_receiver_id");
   section("fiber all bt");
   ex("fiber all bt");
   section("end");
@@ -141,6 +143,7 @@ const Session& GetSession() {
     if (gdb.empty()) return s;
     const std::string helper = Runfile("tests/diag/gdb_helper");
     const std::string script = Runfile("tools/goro-gdb.py");
+    const std::string check = Runfile("tests/diag/gdb_check_registers.py");
     const std::string core = TempDir() + "/gdb_helper.core";
     std::remove(core.c_str());
     goro_test::CleanGoroEnv env;
@@ -154,7 +157,8 @@ const Session& GetSession() {
       live.push_back(c);
     }
     live.insert(live.end(), {"-ex", "source " + script, "-ex",
-                             "break GdbReady", "-ex", "run"});
+                             "source " + check, "-ex", "break GdbReady", "-ex",
+                             "run"});
     AddQueries(&live);
     live.insert(live.end(), {"-ex", "goro-gcore " + core, "-ex", "kill",
                              helper});
@@ -162,7 +166,8 @@ const Session& GetSession() {
     s->live = Run(live, &status);
     std::vector<std::string> post = {"/usr/bin/timeout", "120", gdb,
                                      "-batch", "-nx", "-q", helper, core};
-    post.insert(post.end(), {"-ex", "set width 0", "-ex", "source " + script});
+    post.insert(post.end(), {"-ex", "set width 0", "-ex", "source " + script,
+                             "-ex", "source " + check});
     AddQueries(&post);
     s->core = Run(post, &status);
     std::remove(core.c_str());
@@ -262,6 +267,17 @@ TEST_P(GdbTest, FiberBtShowsWhereEachParkedFiberWaits) {
         << c.section << " did not reach the bottom of the stack:\n"
         << bt;
   }
+}
+
+// Exactly the registers the switch saved: frame #1 in the fiber's context
+// has the SwitchFrame's return address, callee-saved registers and the
+// stack pointer above it (gdb_check_registers.py decodes the frame with its
+// own copy of the layout). The backtraces above do not need every one of
+// them to come out right: with frame pointers, gdb finds frame #1's CFA
+// from rbp alone.
+TEST_P(GdbTest, FiberContextHasTheSavedRegisters) {
+  const std::string& out = Out();
+  EXPECT_EQ(Section(out, "receiver registers"), "registers: ok\n") << out;
 }
 
 // A fiber switched out by asynchronous preemption unwinds through
