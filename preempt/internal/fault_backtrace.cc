@@ -155,8 +155,8 @@ void fault_backtrace(const Fiber* f, const void* ucontext, int fd) {
     }
   }
   if (n > kHeadFrames) {
-    const int first = n - kTailFrames > kHeadFrames ? n - kTailFrames
-                                                    : kHeadFrames;
+    const int first =
+        n - kTailFrames > kHeadFrames ? n - kTailFrames : kHeadFrames;
     if (first > kHeadFrames) {
       RawMsg()
           .str("\t... ")

@@ -56,8 +56,7 @@ __attribute__((noinline)) void Nap() {
 // Call-free: only asynchronous preemption switches it out.
 __attribute__((noinline)) void SpinForever(std::atomic<std::uint64_t>* n) {
   while (!g_stop.load(std::memory_order_relaxed)) {
-    n->store(n->load(std::memory_order_relaxed) + 1,
-             std::memory_order_relaxed);
+    n->store(n->load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 }
 

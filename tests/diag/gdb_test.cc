@@ -72,11 +72,11 @@ std::string Run(const std::vector<std::string>& argv, int* status) {
   posix_spawn_file_actions_addclose(&fa, fds[0]);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  for (const std::string& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   pid_t pid = 0;
-  const int rc =
-      posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
+  const int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   ::close(fds[1]);
   std::string out;
@@ -150,22 +150,22 @@ const Session& GetSession() {
     // -nx: no ~/.gdbinit; the timeout keeps a stuck gdb from hanging the
     // test until Bazel's.
     std::vector<std::string> live = {"/usr/bin/timeout", "120", gdb,
-                                     "-batch", "-nx", "-q"};
-    for (const char* c : {"set pagination off", "set confirm off",
-                          "set width 0"}) {
+                                     "-batch",           "-nx", "-q"};
+    for (const char* c :
+         {"set pagination off", "set confirm off", "set width 0"}) {
       live.push_back("-ex");
       live.push_back(c);
     }
-    live.insert(live.end(), {"-ex", "source " + script, "-ex",
-                             "source " + check, "-ex", "break GdbReady", "-ex",
-                             "run"});
+    live.insert(live.end(),
+                {"-ex", "source " + script, "-ex", "source " + check, "-ex",
+                 "break GdbReady", "-ex", "run"});
     AddQueries(&live);
-    live.insert(live.end(), {"-ex", "goro-gcore " + core, "-ex", "kill",
-                             helper});
+    live.insert(live.end(),
+                {"-ex", "goro-gcore " + core, "-ex", "kill", helper});
     int status = 0;
     s->live = Run(live, &status);
-    std::vector<std::string> post = {"/usr/bin/timeout", "120", gdb,
-                                     "-batch", "-nx", "-q", helper, core};
+    std::vector<std::string> post = {
+        "/usr/bin/timeout", "120", gdb, "-batch", "-nx", "-q", helper, core};
     post.insert(post.end(), {"-ex", "set width 0", "-ex", "source " + script,
                              "-ex", "source " + check});
     AddQueries(&post);
@@ -182,8 +182,8 @@ std::string Section(const std::string& out, const std::string& name) {
   if (b == std::string::npos) return "";
   const std::size_t start = b + marker.size();
   const std::size_t e = out.find("==== ", start);
-  return out.substr(start, e == std::string::npos ? std::string::npos
-                                                  : e - start);
+  return out.substr(start,
+                    e == std::string::npos ? std::string::npos : e - start);
 }
 
 bool Has(const std::string& text, const std::string& re) {
@@ -246,8 +246,8 @@ TEST_P(GdbTest, FiberBtShowsWhereEachParkedFiberWaits) {
   const std::string& out = Out();
   struct Case {
     const char* section;
-    const char* wait;   // a goro frame the fiber waits in
-    const char* func;   // the helper's function
+    const char* wait;  // a goro frame the fiber waits in
+    const char* func;  // the helper's function
   } cases[] = {
       {"receiver bt", "goro::Chan<int>::recv", "WaitForJob"},
       {"locker bt", "goro::Mutex::lock", "TakeTheLock"},
@@ -299,9 +299,9 @@ TEST_P(GdbTest, PreemptedFiberUnwindsThroughTheTrampoline) {
   const std::string bt = m[1];
   // gdb shows the trampoline, whose CFI says it is a signal frame, as
   // "<signal handler called>" at its source.
-  const std::size_t tramp =
-      bt.find("<signal handler called> () at "
-              "preempt/internal/async_preempt_x86_64.S");
+  const std::size_t tramp = bt.find(
+      "<signal handler called> () at "
+      "preempt/internal/async_preempt_x86_64.S");
   const std::size_t spin = bt.find("SpinForever");
   const std::size_t bottom = bt.find("goro_context_trampoline");
   ASSERT_NE(tramp, std::string::npos) << bt;

@@ -380,14 +380,14 @@ TEST_F(RunDeathTest, UncaughtExceptionPrintsTheFramesThatThrew) {
 // A terminate that is not a fiber's uncaught exception (a plain thread's)
 // goes to the handler that was there before run.
 TEST_F(RunDeathTest, PlainThreadsTerminateIsNotReportedAsAFibers) {
-  EXPECT_DEATH(goro::run([] {
-                 goro::blocking([] {
-                   std::thread([] { throw std::runtime_error("plain"); })
-                       .join();
-                 });
-               }),
-               "terminate called after throwing an instance of "
-               "'std::runtime_error'\n  what\\(\\):  plain");
+  EXPECT_DEATH(
+      goro::run([] {
+        goro::blocking([] {
+          std::thread([] { throw std::runtime_error("plain"); }).join();
+        });
+      }),
+      "terminate called after throwing an instance of "
+      "'std::runtime_error'\n  what\\(\\):  plain");
 }
 
 TEST_F(RunDeathTest, UncaughtNonStdExceptionAborts) {

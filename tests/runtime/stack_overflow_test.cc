@@ -193,8 +193,8 @@ TEST(StackOverflowBacktrace, OverflowReportEndsWithTheFramesThatRecursed) {
   std::vector<int> index;
   std::vector<std::string> addrs;
   int objects = 0;
-  for (std::sregex_iterator it(out.begin(), out.end(), line_re), end;
-       it != end; ++it) {
+  for (std::sregex_iterator it(out.begin(), out.end(), line_re), end; it != end;
+       ++it) {
     if ((*it)[2].matched) {
       EXPECT_EQ((*it)[2].str(), std::string(self)) << out;
       ++objects;
