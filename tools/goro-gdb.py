@@ -167,7 +167,7 @@ class Fiber(object):
         try:
             cf = f["created_function"]
             if int(cf) != 0:
-                self.created_function = cf.string(length=200)
+                self.created_function = cf.string("utf-8", "replace")
         except gdb.error:
             pass
         self.thread = None  # the gdb thread running it, if on one
@@ -607,14 +607,39 @@ def _copy_range(core, segs, lo, hi):
     return copied
 
 
+# goro-gcore refuses (without -f) when the readable mappings add up to more
+# than this: gdb writes every byte of them, untouched or not (a kernel core
+# dump leaves holes), so a sanitizer's shadow memory (terabytes under
+# AddressSanitizer) or a million fibers' stack reservations would fill the
+# disk.
+_GCORE_LIMIT = 64 << 30
+
+
+def _readable_mapped_bytes():
+    total = 0
+    out = gdb.execute("info proc mappings", to_string=True)
+    for line in out.splitlines():
+        f = line.split()
+        # Start End Size Offset Perms [objfile]
+        if len(f) >= 5 and f[0].startswith("0x") and f[4].startswith("r"):
+            total += int(f[2], 16)
+    return total
+
+
 class GoroGcore(gdb.Command):
-    """Write a core file that keeps every fiber's stack: goro-gcore [FILE]
+    """Write a core file that keeps every fiber's stack: goro-gcore [-f] [FILE]
 
 gdb's own gcore (generate-core-file) stops copying a memory mapping at its
 first unreadable page, and goro's fiber stacks share mappings with their
 guard pages: in its core, the fiber stacks after the first guard read as
 zeros. goro-gcore runs generate-core-file, then copies each live fiber's
-stack from the process into the core file. FILE defaults to core.PID."""
+stack from the process into the core file. FILE defaults to core.PID.
+
+gdb writes every readable byte, so goro-gcore refuses when the process maps
+more than 64 GiB readable (an AddressSanitizer build's shadow memory, or a
+very large number of fiber stacks): -f writes it anyway. A kernel core dump
+(ulimit -c unlimited, then SIGABRT) skips untouched pages and keeps the
+fiber stacks too."""
 
     def __init__(self):
         super(GoroGcore, self).__init__("goro-gcore", gdb.COMMAND_FILES,
@@ -624,7 +649,17 @@ stack from the process into the core file. FILE defaults to core.PID."""
         inf = gdb.selected_inferior()
         if inf.pid == 0:
             raise gdb.GdbError("goro-gcore: no live process")
-        path = arg.strip() or "core.%d" % inf.pid
+        args = arg.split()
+        force = "-f" in args
+        args = [a for a in args if a != "-f"]
+        path = args[0] if args else "core.%d" % inf.pid
+        mapped = _readable_mapped_bytes()
+        if mapped > _GCORE_LIMIT and not force:
+            raise gdb.GdbError(
+                "goro-gcore: the process maps %d GiB readable, and gdb would "
+                "write all of it (an AddressSanitizer build's shadow memory?); "
+                "use a kernel core dump, or goro-gcore -f to write it anyway"
+                % (mapped >> 30))
         gdb.execute("generate-core-file %s" % path, from_tty)
         s = _sched()
         if s is None:
