@@ -2,11 +2,13 @@
 #
 #   (gdb) source tools/goro-gdb.py
 #   (gdb) info fibers
-#     Id  Name        State            Function
-#   *  1  "main"      running          run_mode (tools/diag_example.cc:78)
-#      2  "consumer"  chan receive     (anonymous namespace)::consume (...)
+#     Id  Name        State         Function
+#   *  1  "main"      running       run_mode (tools/diag_example.cc:115)
+#      2  "consumer"  chan receive  (anonymous namespace)::consume (...)
 #   (gdb) fiber 2 bt          # any gdb command, in fiber 2's context
 #   (gdb) fiber 2 info locals
+#   (gdb) fiber all bt        # every fiber's
+#   (gdb) goro-gcore FILE     # a core file that keeps the fiber stacks
 #
 # `info fibers` prints one line per live fiber: `*` when it is on a thread
 # now, its id, its name if it has one, its state (the wait reason of a
@@ -43,11 +45,6 @@ import struct
 
 import gdb
 import gdb.unwinder
-
-try:
-    from gdb.FrameDecorator import FrameDecorator  # noqa: F401 (frame filters)
-except ImportError:  # pragma: no cover
-    FrameDecorator = None
 
 _NS = "goro::runtime_internal::"
 

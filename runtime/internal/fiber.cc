@@ -10,6 +10,18 @@
 // Fiber objects are never freed while the runtime runs (as Go keeps its Gs):
 // they move between per-P free lists and a global one under Sched::free_lock,
 // in batches, so that spawning costs one lock round trip per batch.
+//
+// Uncaught exceptions. fiber_main has no catch. An exception that no frame
+// of the fiber catches finds no handler in the unwinder's search phase --
+// the fiber's stack ends at goro_context_trampoline, whose CFI marks the
+// bottom (return address undefined) -- so the C++ runtime calls
+// std::terminate from __cxa_throw without unwinding anything: the frames
+// that threw are still on the stack. The terminate handler installed while
+// a runtime runs (fiber_terminate) prints goro's message and, through
+// Hooks::fiber_backtrace (diag/), that fiber's frames, then aborts. A catch
+// in fiber_main would unwind the stack to itself first and lose them. (A
+// noexcept function on the way terminates the same way, with the stack
+// unwound up to it, as in any C++ program.)
 
 #include <algorithm>
 #include <atomic>
