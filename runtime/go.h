@@ -20,7 +20,7 @@
 // vm.max_map_count exhausted); exceptions from copying `fn` propagate. In
 // every error case no fiber is created and nothing is queued. An exception
 // escaping `fn` prints "goro: uncaught exception in fiber N: <what>" and
-// aborts.
+// the fiber's frames from the throw (docs/diagnostics.md), and aborts.
 //
 // Cost: no system call and no allocation in the common case (stacks and fiber
 // objects are recycled per P). The stack is reserved here, as address space:

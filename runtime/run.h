@@ -54,8 +54,10 @@
 //     status 2 (Options::on_deadlock == kExit, the default), or makes run
 //     throw goro::DeadlockError (kThrow).
 //   * An exception escaping `main` (or any fiber) prints
-//     "goro: uncaught exception in fiber N: <what>" and aborts the process, as
-//     a panic ends a Go program.
+//     "goro: uncaught exception in fiber N: <what>" and that fiber's frames
+//     from the throw, and aborts the process, as a panic ends a Go program.
+//     (run installs a std::terminate handler for this while it runs; other
+//     threads' terminations go to the handler installed before.)
 //
 // Cost: starts Options::procs threads plus sysmon; tens of microseconds.
 // Ending it costs the stacks kept for parked fibers (above): a program that

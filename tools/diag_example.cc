@@ -9,11 +9,16 @@
 //                           SIGQUIT, or gdb); prints "ready" when they are
 //   diag_example dump       prints goro::dump_fibers from main and exits
 //   diag_example busy       3 s of work and sleeps, for GORO_DEBUG=schedtrace
+//   diag_example throw      a fiber's exception nobody catches: the message
+//                           with its backtrace, then abort
+//   diag_example overflow   a fiber's runaway recursion: the stack overflow
+//                           report with its raw backtrace, then abort
 
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <stdexcept>
 #include <string>
 
 #include "goro.h"
@@ -37,12 +42,44 @@ __attribute__((noinline)) void nap() {
   std::printf("napped\n");  // not a tail call: nap stays on the stack
 }
 
+__attribute__((noinline)) void parse_config(const std::string& text) {
+  if (text.empty()) throw std::invalid_argument("empty configuration");
+  std::printf("parsed %zu bytes\n", text.size());
+}
+
+__attribute__((noinline)) void load_config() {
+  parse_config("");
+  std::printf("loaded\n");  // not a tail call: load_config stays a frame
+}
+
+volatile int g_sink;
+
+__attribute__((noinline)) int walk_tree(int depth) {
+  volatile char node[256];
+  node[0] = static_cast<char>(depth);
+  return walk_tree(depth + 1) + node[0];  // no base case
+}
+
 void start_fibers(goro::Chan<int> jobs, goro::Mutex* mu, int* v) {
   goro::go({.name = "consumer"}, [jobs] { consume(jobs); });
   goro::go({.name = "updater"}, [mu, v] { guarded_update(mu, v); });
 }
 
 int run_mode(const std::string& mode) {
+  if (mode == "throw" || mode == "overflow") {
+    goro::WaitGroup wg;
+    wg.add(1);
+    goro::go({.name = mode == "throw" ? "loader" : "walker"}, [&] {
+      if (mode == "throw") {
+        load_config();
+      } else {
+        g_sink = walk_tree(0);
+      }
+      wg.done();
+    });
+    wg.wait();
+    return 0;
+  }
   if (mode == "busy") {
     goro::WaitGroup wg;
     for (int i = 0; i < 4; ++i) {
@@ -89,8 +126,9 @@ int run_mode(const std::string& mode) {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode != "deadlock" && mode != "hang" && mode != "dump" &&
-      mode != "busy") {
-    std::fprintf(stderr, "usage: diag_example deadlock|hang|dump|busy\n");
+      mode != "busy" && mode != "throw" && mode != "overflow") {
+    std::fprintf(
+        stderr, "usage: diag_example deadlock|hang|dump|busy|throw|overflow\n");
     return 1;
   }
   return goro::run([&] { return run_mode(mode); });

@@ -6,9 +6,10 @@ set -euo pipefail
 
 # cmake and pkg-config: the non-Bazel build that CI checks
 # (examples/build_both_ways.sh); valgrind and libdw1: the memcheck pass and
-# the fiber dumps' file:line.
+# the fiber dumps' file:line; gdb: tests/diag:gdb_test runs tools/goro-gdb.py
+# in it.
 packages=(bazel-bootstrap libunwind-dev libabsl-dev libgtest-dev libbenchmark-dev python3 clang
-  cmake pkg-config valgrind libdw1)
+  cmake pkg-config valgrind libdw1 gdb)
 
 installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]

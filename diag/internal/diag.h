@@ -17,6 +17,18 @@ namespace goro::diag_internal {
 std::string dump_string(const void* self_ctx,
                         const runtime_internal::Fiber* self);
 
+// One fiber's block of the dump, from a libunwind context taken on that
+// fiber (which must stay put meanwhile), with the frames of the C++
+// runtime's throw and terminate machinery left out at the top: the
+// backtrace of an uncaught exception. Any thread with a full-size stack.
+std::string backtrace_string(const void* ctx,
+                             const runtime_internal::Fiber* self);
+
+// Hooks::fiber_backtrace: backtrace_string of the calling fiber, taken on
+// a helper thread while the fiber's thread waits. On a fiber's thread
+// (from std::terminate); "" elsewhere.
+std::string fiber_backtrace();
+
 // SIGQUIT (sigquit.cc): install the handler and start the thread it hands
 // off to, unless GORO_SIGQUIT=0 or the program has its own SIGQUIT
 // disposition; undo it at the runtime's end.

@@ -20,6 +20,11 @@
 //
 // Only raw program counters are taken while a fiber is pinned (libunwind
 // over its saved registers: microseconds); names and lines come afterwards.
+//
+// The uncaught-exception message (runtime/internal/fiber.cc) uses the same
+// walk and format for the one failing fiber (fiber_backtrace): the fiber's
+// frames are intact when std::terminate runs, and the fiber's thread waits
+// in it while a helper thread walks and symbolizes them.
 
 #define UNW_LOCAL_ONLY
 #include "diag/dump.h"
@@ -221,7 +226,24 @@ std::string state_text(const FiberInfo& in) {
   return st;
 }
 
-void print_fiber(const FiberInfo& in, Symbolizer* sym, std::string* out) {
+// The C++ runtime's function that starts an uncaught exception's search
+// (or that calls std::terminate for a noexcept function): on a stack taken
+// in std::terminate, the frames above it are the terminate machinery
+// (some without a symbol), the frames below it the program's.
+bool throw_entry(const Frame& f) {
+  for (const char* fn :
+       {"__cxa_throw", "__cxa_rethrow", "std::rethrow_exception",
+        "__cxa_call_terminate", "_Unwind_RaiseException",
+        "_Unwind_Resume_or_Rethrow"}) {
+    if (f.function == fn) return true;
+  }
+  return false;
+}
+
+// thrown: the fiber's own stack taken in std::terminate (the throw and
+// terminate machinery at the top left out too).
+void print_fiber(const FiberInfo& in, Symbolizer* sym, std::string* out,
+                 bool thrown = false) {
   *out += "fiber " + std::to_string(in.id);
   if (!in.name.empty()) *out += " \"" + in.name + "\"";
   *out += " [" + state_text(in) + "]:\n";
@@ -232,6 +254,11 @@ void print_fiber(const FiberInfo& in, Symbolizer* sym, std::string* out) {
     }
   }
   std::size_t b = 0, e = frames.size();
+  if (thrown) {
+    for (std::size_t i = 0; i < std::min<std::size_t>(e, 16); ++i) {
+      if (throw_entry(frames[i])) b = i + 1;
+    }
+  }
   while (b < e && runtime_frame(frames[b])) ++b;
   while (e > b && runtime_frame(frames[e - 1])) --e;
   char off[32];
@@ -262,7 +289,37 @@ void print_fiber(const FiberInfo& in, Symbolizer* sym, std::string* out) {
   *out += "\n";
 }
 
+// The symbolizer, kept for the process's life (the debug info is read once).
+// Caller holds g_dump_mu, like every use.
+Symbolizer* shared_symbolizer() {
+  static Symbolizer* sym = new Symbolizer;
+  static bool fresh = true;
+  if (!fresh) sym->refresh();
+  fresh = false;
+  return sym;
+}
+
 }  // namespace
+
+std::string backtrace_string(const void* self_ctx, const Fiber* self) {
+  std::lock_guard<std::mutex> dump_lock(g_dump_mu);
+  FiberInfo in;
+  in.f = const_cast<Fiber*>(self);
+  in.id = self->id;
+  in.where = Where::kSelf;
+  in.state = FiberState::kRunning;
+  copy_parked(in.f, &in);
+  in.reason = runtime_internal::WaitReason::kNone;
+  unw_cursor_t c;
+  unw_context_t ctx;
+  std::memcpy(&ctx, self_ctx, sizeof(ctx));
+  if (unw_init_local(&c, &ctx) == 0) {
+    walk(&c, 0, 0, false, &in.frames, nullptr);
+  }
+  std::string out;
+  print_fiber(in, shared_symbolizer(), &out, /*thrown=*/true);
+  return out;
+}
 
 std::string dump_string(const void* self_ctx, const Fiber* self) {
   std::lock_guard<std::mutex> dump_lock(g_dump_mu);
@@ -351,15 +408,25 @@ std::string dump_string(const void* self_ctx, const Fiber* self) {
               infos.end());
   std::sort(infos.begin(), infos.end(),
             [](const FiberInfo& a, const FiberInfo& b) { return a.id < b.id; });
-  // Kept for the process's life: the debug info is read once (under
-  // g_dump_mu, like every use).
-  static Symbolizer* sym = new Symbolizer;
-  static bool fresh = true;
-  if (!fresh) sym->refresh();
-  fresh = false;
+  Symbolizer* sym = shared_symbolizer();
   std::string out;
   for (const FiberInfo& in : infos) print_fiber(in, sym, &out);
   return out;
+}
+
+__attribute__((noinline)) std::string fiber_backtrace() {
+  unw_context_t ctx;
+  unw_getcontext(&ctx);
+  runtime_internal::M* m = runtime_internal::current_m();
+  const Fiber* self = m != nullptr ? m->curg() : nullptr;
+  if (self == nullptr) return "";
+  // On a helper thread: libdw recurses, and the fiber's stack may be small
+  // (or nearly used up). This thread waits here, so the frames the helper
+  // reads hold still.
+  std::string text;
+  std::thread t([&] { text = backtrace_string(&ctx, self); });
+  t.join();
+  return text;
 }
 
 }  // namespace goro::diag_internal

@@ -25,6 +25,7 @@ struct Register {
     runtime_internal::g_hooks.dump_fibers = [] {
       return dump_string(nullptr, nullptr);
     };
+    runtime_internal::g_hooks.fiber_backtrace = fiber_backtrace;
     runtime_internal::g_hooks.on_run = on_run;
     runtime_internal::g_hooks.on_run_end = on_run_end;
   }

@@ -25,7 +25,11 @@
 // exactly as they were.
 //
 // Both have CFI, so unwinders (gdb, libunwind stack dumps of a parked fiber,
-// C++ exceptions through a hijacked return) see through them.
+// C++ exceptions through a hijacked return) see through them. It gives a
+// rule for every general register saved (rflags and the extended state
+// excepted), so a debugger shows the interrupted frame's registers; the
+// caller-saved ones matter to no unwinder beyond that (an exception's
+// landing pad gets rax and rdx from the personality routine).
 
 #define GORO_HIJACK_TABLE_ADDR 0x3c6f72000000
 #define GORO_HIJACK_MUL 0x9e3779b97f4a7c15
@@ -36,28 +40,37 @@
   .cfi_adjust_cfa_offset 8
   pushq %rax
   .cfi_adjust_cfa_offset 8
+  .cfi_rel_offset %rax, 0
   pushq %rbx
   .cfi_adjust_cfa_offset 8
   .cfi_rel_offset %rbx, 0
   pushq %rcx
   .cfi_adjust_cfa_offset 8
+  .cfi_rel_offset %rcx, 0
   pushq %rdx
   .cfi_adjust_cfa_offset 8
+  .cfi_rel_offset %rdx, 0
   pushq %rsi
   .cfi_adjust_cfa_offset 8
+  .cfi_rel_offset %rsi, 0
   pushq %rdi
   .cfi_adjust_cfa_offset 8
+  .cfi_rel_offset %rdi, 0
   pushq %rbp
   .cfi_adjust_cfa_offset 8
   .cfi_rel_offset %rbp, 0
   pushq %r8
   .cfi_adjust_cfa_offset 8
+  .cfi_rel_offset %r8, 0
   pushq %r9
   .cfi_adjust_cfa_offset 8
+  .cfi_rel_offset %r9, 0
   pushq %r10
   .cfi_adjust_cfa_offset 8
+  .cfi_rel_offset %r10, 0
   pushq %r11
   .cfi_adjust_cfa_offset 8
+  .cfi_rel_offset %r11, 0
   pushq %r12
   .cfi_adjust_cfa_offset 8
   .cfi_rel_offset %r12, 0
@@ -112,28 +125,37 @@
   .cfi_restore %r12
   popq %r11
   .cfi_adjust_cfa_offset -8
+  .cfi_restore %r11
   popq %r10
   .cfi_adjust_cfa_offset -8
+  .cfi_restore %r10
   popq %r9
   .cfi_adjust_cfa_offset -8
+  .cfi_restore %r9
   popq %r8
   .cfi_adjust_cfa_offset -8
+  .cfi_restore %r8
   popq %rbp
   .cfi_adjust_cfa_offset -8
   .cfi_restore %rbp
   popq %rdi
   .cfi_adjust_cfa_offset -8
+  .cfi_restore %rdi
   popq %rsi
   .cfi_adjust_cfa_offset -8
+  .cfi_restore %rsi
   popq %rdx
   .cfi_adjust_cfa_offset -8
+  .cfi_restore %rdx
   popq %rcx
   .cfi_adjust_cfa_offset -8
+  .cfi_restore %rcx
   popq %rbx
   .cfi_adjust_cfa_offset -8
   .cfi_restore %rbx
   popq %rax
   .cfi_adjust_cfa_offset -8
+  .cfi_restore %rax
   popfq
   .cfi_adjust_cfa_offset -8
   ret $128

@@ -19,6 +19,7 @@
 #include <libunwind.h>
 #include <link.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -39,6 +40,11 @@ struct CodeSegment {
   CodeKind kind = CodeKind::kUnknown;
   bool has_table = false;  // dyn_info describes a usable binary-search table
   unw_dyn_info_t dyn_info{};
+  // The object's load bias (dl_iterate_phdr's dlpi_addr) and file, copied
+  // (a fault report reads them after the object may have been unloaded):
+  // pc - base is the address in the file that addr2line takes.
+  std::uintptr_t base = 0;
+  char object[kCodeObjectNameMax] = {};
 };
 
 namespace {
@@ -133,6 +139,14 @@ int collect(dl_phdr_info* info, std::size_t, void* arg) {
   }
   const CodeKind kind =
       denied_name(info->dlpi_name) ? CodeKind::kDenied : CodeKind::kAllowed;
+  // The program itself has no name here: its file is /proc/self/exe's.
+  char exe[kCodeObjectNameMax] = {};
+  const char* object = info->dlpi_name;
+  if (object == nullptr || object[0] == '\0') {
+    const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) exe[n] = '\0';
+    object = exe;
+  }
   for (int i = 0; i < info->dlpi_phnum && m->n < kMaxSegments; ++i) {
     const ElfW(Phdr)& ph = info->dlpi_phdr[i];
     if (ph.p_type != PT_LOAD || (ph.p_flags & PF_X) == 0) continue;
@@ -141,6 +155,9 @@ int collect(dl_phdr_info* info, std::size_t, void* arg) {
     s.hi = s.lo + ph.p_memsz;
     s.kind = kind;
     s.has_table = describe_table(hdr, &s);
+    s.base = info->dlpi_addr;
+    strncpy(s.object, object, sizeof(s.object) - 1);
+    s.object[sizeof(s.object) - 1] = '\0';
   }
   return 0;
 }
@@ -192,11 +209,9 @@ void code_map_refresh() {
   }
 }
 
-CodeKind code_kind(std::uintptr_t pc, const CodeSegment** seg) {
-  if (seg != nullptr) *seg = nullptr;
-  if (runtime_internal::pc_in_goro_text(pc)) return CodeKind::kGoro;
+const CodeSegment* code_segment(std::uintptr_t pc) {
   const Map* m = g_map.load(std::memory_order_acquire);
-  if (m == nullptr) return CodeKind::kUnknown;
+  if (m == nullptr) return nullptr;
   // The last segment starting at or below pc.
   int lo = 0, hi = m->n;
   while (lo < hi) {
@@ -207,12 +222,23 @@ CodeKind code_kind(std::uintptr_t pc, const CodeSegment** seg) {
       hi = mid;
     }
   }
-  if (lo == 0) return CodeKind::kUnknown;
+  if (lo == 0) return nullptr;
   const CodeSegment& s = m->seg[lo - 1];
-  if (pc >= s.hi) return CodeKind::kUnknown;
-  if (seg != nullptr) *seg = &s;
-  return s.kind;
+  return pc < s.hi ? &s : nullptr;
 }
+
+CodeKind code_kind(std::uintptr_t pc, const CodeSegment** seg) {
+  if (seg != nullptr) *seg = nullptr;
+  if (runtime_internal::pc_in_goro_text(pc)) return CodeKind::kGoro;
+  const CodeSegment* s = code_segment(pc);
+  if (s == nullptr) return CodeKind::kUnknown;
+  if (seg != nullptr) *seg = s;
+  return s->kind;
+}
+
+const char* code_segment_object(const CodeSegment* seg) { return seg->object; }
+
+std::uintptr_t code_segment_base(const CodeSegment* seg) { return seg->base; }
 
 bool code_has_unwind_info(const CodeSegment* seg, std::uintptr_t ip) {
   if (seg == nullptr || !seg->has_table) return false;

@@ -18,7 +18,9 @@
 // address for which code_has_unwind_info() found an FDE in that table, so
 // libunwind never falls back to dl_iterate_phdr (which takes the loader lock).
 //
-// Not for use by anything but the preemption code in preempt/internal/.
+// Not for use by anything but the preemption code in preempt/internal/ (and
+// its stack-overflow backtrace, fault_backtrace.cc, which needs the same
+// lock-free unwinding).
 
 #ifndef GORO_PREEMPT_INTERNAL_CODE_MAP_H_
 #define GORO_PREEMPT_INTERNAL_CODE_MAP_H_
@@ -36,6 +38,9 @@ enum class CodeKind : std::uint8_t {
 
 struct CodeSegment;
 
+// Longest object file name a segment keeps (longer ones are cut).
+inline constexpr int kCodeObjectNameMax = 256;
+
 // (Re)builds the map from dl_iterate_phdr and registers the unwind tables
 // with libunwind. Not async-signal-safe: called when a runtime starts, before
 // sysmon can send a signal, and never while a walk may run. Cheap when no
@@ -45,6 +50,16 @@ void code_map_refresh();
 // What kind of code `pc` is in; *seg (if not null) gets its segment, or null.
 // Async-signal-safe: a binary search over a fixed array, no lock.
 CodeKind code_kind(std::uintptr_t pc, const CodeSegment** seg = nullptr);
+
+// The executable segment holding `pc` (goro_text included), or null.
+// Async-signal-safe, like code_kind.
+const CodeSegment* code_segment(std::uintptr_t pc);
+
+// The segment's object file (the program's own path for the program) and
+// load bias: pc - base is the address addr2line takes for that file.
+// Async-signal-safe.
+const char* code_segment_object(const CodeSegment* seg);
+std::uintptr_t code_segment_base(const CodeSegment* seg);
 
 // True if the segment's .eh_frame_hdr has an FDE covering `ip`. Uses
 // libunwind's table search without unwind info (no allocation, no lock).

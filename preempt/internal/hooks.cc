@@ -18,6 +18,7 @@ void on_start(runtime_internal::Sched*) { install_signal_handler(); }
 struct Register {
   Register() {
     runtime_internal::g_hooks.on_start = on_start;
+    runtime_internal::g_hooks.fault_backtrace = fault_backtrace;
 #if !defined(__SANITIZE_THREAD__)
     // ThreadSanitizer defers asynchronous signals to its own safe points, so
     // SIGURG preemption cannot work under it: sysmon then preempts only

@@ -27,6 +27,13 @@ void install_signal_handler();
 // already in flight to it (then returns false).
 bool preempt_m(runtime_internal::M* m);
 
+// Hooks::fault_backtrace: the return addresses of fiber f's stack from a
+// fault's signal context (a ucontext_t), written to fd, for the stack
+// overflow report. Async-signal-safe in the sense fault_backtrace.cc
+// explains (libunwind over registered tables only).
+void fault_backtrace(const runtime_internal::Fiber* f, const void* ucontext,
+                     int fd);
+
 // Counts a refusal in the running runtime's Sched::refused. Async-signal-safe.
 void count_refusal(runtime_internal::Refusal r);
 

@@ -10,13 +10,28 @@
 // Fiber objects are never freed while the runtime runs (as Go keeps its Gs):
 // they move between per-P free lists and a global one under Sched::free_lock,
 // in batches, so that spawning costs one lock round trip per batch.
+//
+// Uncaught exceptions. fiber_main has no catch. An exception that no frame
+// of the fiber catches finds no handler in the unwinder's search phase --
+// the fiber's stack ends at goro_context_trampoline, whose CFI marks the
+// bottom (return address undefined) -- so the C++ runtime calls
+// std::terminate from __cxa_throw without unwinding anything: the frames
+// that threw are still on the stack. The terminate handler installed while
+// a runtime runs (fiber_terminate) prints goro's message and, through
+// Hooks::fiber_backtrace (diag/), that fiber's frames, then aborts. A catch
+// in fiber_main would unwind the stack to itself first and lose them. (A
+// noexcept function on the way terminates the same way, with the stack
+// unwound up to it, as in any C++ program.)
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <new>
 #include <stdexcept>
+#include <string>
 
 #include "runtime/internal/api.h"
 #include "runtime/internal/context_x86_64.h"
@@ -69,22 +84,48 @@ Fiber* take_free_fiber(Sched* s, P* p) {
   return f;
 }
 
-[[noreturn]] void uncaught(const Fiber* f, const char* what) {
+// The terminate handler run_main replaced (see "Uncaught exceptions");
+// called for a std::terminate that is not a fiber's uncaught exception.
+std::atomic<std::terminate_handler> g_prev_terminate{nullptr};
+
+[[noreturn]] void fiber_terminate() {
+  // Not current_fiber(): inside goro::blocking() the fiber is still the
+  // M's curg, and its exception is just as uncaught.
+  M* m = current_m();
+  const Fiber* f = m != nullptr ? m->curg() : nullptr;
+  const std::exception_ptr ep = std::current_exception();
+  if (f == nullptr || ep == nullptr) {
+    // A plain thread's, or std::terminate() called directly: what would
+    // have happened without goro.
+    if (std::terminate_handler prev = g_prev_terminate.load()) prev();
+    std::abort();
+  }
+  const char* what = "(not a std::exception)";
+  try {
+    std::rethrow_exception(ep);
+  } catch (const std::exception& e) {
+    what = e.what();  // lives as long as ep
+  } catch (...) {
+  }
   std::fprintf(stderr, "goro: uncaught exception in fiber %llu: %s\n",
                static_cast<unsigned long long>(f->id), what);
+  std::fflush(stderr);
+  if (g_hooks.fiber_backtrace != nullptr) {
+    try {
+      const std::string bt = g_hooks.fiber_backtrace();
+      std::fprintf(stderr, "\n%s", bt.c_str());
+    } catch (...) {
+      // Out of memory, or no thread to be had: the message stands alone.
+    }
+  }
   std::fflush(stderr);
   std::abort();
 }
 
 [[noreturn]] void fiber_main(Fiber* f) {
   release_after_switch(finish_switch());  // the count the switcher held
-  try {
-    f->invoke(f->closure);
-  } catch (const std::exception& e) {
-    uncaught(f, e.what());
-  } catch (...) {
-    uncaught(f, "(not a std::exception)");
-  }
+  // No catch: see "Uncaught exceptions" at the top.
+  f->invoke(f->closure);
   f->destroy(f->closure);
   if (f->closure_on_heap) {
     ::operator delete(f->closure, std::align_val_t(f->closure_align));
@@ -100,6 +141,18 @@ Fiber* take_free_fiber(Sched* s, P* p) {
 }
 
 }  // namespace
+
+void install_terminate_handler() {
+  const std::terminate_handler prev = std::set_terminate(fiber_terminate);
+  if (prev != fiber_terminate) g_prev_terminate.store(prev);
+}
+
+void remove_terminate_handler() {
+  // Only if nobody replaced it meanwhile (the program's own stays).
+  if (std::get_terminate() == fiber_terminate) {
+    std::set_terminate(g_prev_terminate.load());
+  }
+}
 
 Fiber* fiber_new(const SpawnOptions* o) {
   MHold hold;

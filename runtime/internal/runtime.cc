@@ -192,6 +192,10 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   const Options opts = resolve_options(options);
   const DebugOptions debug = resolve_debug_options();
   install_overflow_handler();
+  install_terminate_handler();
+  struct RemoveTerminate {
+    ~RemoveTerminate() { remove_terminate_handler(); }
+  } remove_terminate;
   auto s = std::make_unique<Sched>(opts, opts.procs);
   s->debug = debug;
   s->start_ns = mono_now_ns();

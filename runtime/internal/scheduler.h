@@ -470,6 +470,19 @@ struct Hooks {
   void (*on_run)(Sched* s) = nullptr;
   void (*on_run_end)(Sched* s) = nullptr;
   void (*on_stop)(Sched* s) = nullptr;
+  // For diag/: the calling fiber's stack as one block of the dump's format
+  // (the throw and terminate machinery left out), for the uncaught-
+  // exception message (fiber.cc). Called from std::terminate on the thread
+  // of the fiber whose exception found no handler, its frames intact;
+  // allocates and starts a thread. Null: the message has no backtrace.
+  std::string (*fiber_backtrace)() = nullptr;
+  // For preempt/: writes to fd the return addresses of fiber f's stack
+  // from a fault's signal context (a ucontext_t), for the stack overflow
+  // report (signals.cc). Runs in the SIGSEGV handler on the alternate
+  // signal stack: no allocation, no lock the faulting code may hold (see
+  // preempt/internal/fault_backtrace.cc). Null: the report has none.
+  void (*fault_backtrace)(const Fiber* f, const void* ucontext,
+                          int fd) = nullptr;
 };
 extern Hooks g_hooks;
 

@@ -176,6 +176,16 @@ void sysmon_stop(Sched* s);
 // when it does not sleep.
 void sysmon_wake(Sched* s);
 
+// --- fiber.cc --------------------------------------------------------------
+
+// The std::terminate handler that reports a fiber's uncaught exception with
+// its backtrace ("Uncaught exceptions" in fiber.cc). run_main installs it
+// when a runtime starts and removes it when the runtime ends (unless the
+// program replaced it meanwhile); it calls the handler it replaced for a
+// terminate that is not a fiber's uncaught exception.
+void install_terminate_handler();
+void remove_terminate_handler();
+
 // --- signals.cc ------------------------------------------------------------
 
 // Stack overflow reporting: the SIGSEGV handler, the per-M alternate signal

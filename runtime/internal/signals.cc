@@ -8,13 +8,16 @@
 //      jumped past the guard region and then faulted): an overflow of that
 //      fiber. It prints
 //        goro: fiber N (name) overflowed its S-byte stack (...)
-//      and how to raise the size, then aborts;
+//      and how to raise the size, and the fiber's frames as raw addresses
+//      (Hooks::fault_backtrace, from preempt/), then aborts;
 //   2. in the guard region of any other stack of any live StackAllocator
 //      (find_guard): a stray access into a guard; reported with the stack it
 //      guards, then aborts;
 //   3. anything else goes to the handler installed before goro's (or the
 //      default action).
-// Everything here is async-signal-safe: write(2), no allocation, no locks.
+// Everything here is async-signal-safe: write(2), no allocation, no locks
+// (the backtrace's libunwind walk takes libunwind's own locks, which the
+// faulting thread cannot hold: see preempt/internal/fault_backtrace.cc).
 
 #include <signal.h>
 #include <sys/mman.h>
@@ -73,7 +76,11 @@ void append_remedy(RawMsg& m, const Fiber* f) {
 
 enum class How { kGuard, kJumped, kCanary };
 
-[[noreturn]] void overflow_abort(const Fiber* f, How how, std::uintptr_t addr) {
+// ctx: the fault's signal context (null for the canary, found at a
+// switch): the report then ends with the fiber's frames, as raw addresses
+// (Hooks::fault_backtrace; why raw: preempt/internal/fault_backtrace.cc).
+[[noreturn]] void overflow_abort(const Fiber* f, How how, std::uintptr_t addr,
+                                 const void* ctx) {
   RawMsg m;
   append_fiber(m.str("goro: "), f).str(" overflowed its ").u64(f->stack.size);
   m.str("-byte stack");
@@ -100,6 +107,9 @@ enum class How { kGuard, kJumped, kCanary };
   }
   append_remedy(m, f);
   m.write_to(STDERR_FILENO);
+  if (ctx != nullptr && g_hooks.fault_backtrace != nullptr) {
+    g_hooks.fault_backtrace(f, ctx, STDERR_FILENO);
+  }
   die();
 }
 
@@ -152,7 +162,7 @@ void fault_handler(int sig, siginfo_t* info, void* ctx) {
   const auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
   if (f != nullptr && !f->stack.empty()) {
     if (f->stack.guard_contains(info->si_addr)) {
-      overflow_abort(f, How::kGuard, addr);
+      overflow_abort(f, How::kGuard, addr, ctx);
     }
     const auto sp = static_cast<std::uintptr_t>(
         static_cast<ucontext_t*>(ctx)->uc_mcontext.gregs[REG_RSP]);
@@ -165,7 +175,7 @@ void fault_handler(int sig, siginfo_t* info, void* ctx) {
     const bool on_alt = alt != 0 && sp >= alt && sp < alt + kAltStackSize;
     if (!on_alt && sp < lo && sp + (std::uintptr_t{1} << 30) > lo &&
         addr < lo && addr + kNearSp >= sp && addr < sp + kNearSp) {
-      overflow_abort(f, How::kJumped, addr);
+      overflow_abort(f, How::kJumped, addr, ctx);
     }
   }
   Stack guarded;
@@ -176,7 +186,7 @@ void fault_handler(int sig, siginfo_t* info, void* ctx) {
 }  // namespace
 
 void report_stack_overflow(const Fiber* f) {
-  overflow_abort(f, How::kCanary, 0);
+  overflow_abort(f, How::kCanary, 0, nullptr);
 }
 
 void dcheck_failed(const char* cond, const char* file, int line) {

@@ -4,10 +4,17 @@
 // program whose fibers can never run again is reported -- message, dump of
 // every fiber, exit 2, or DeadlockError with OnDeadlock::kThrow -- and a
 // program that only sleeps, waits on a timer, is busy in blocking(), or
-// waits for a plain thread that will wake it, never is.
+// waits for a plain thread that will wake it, or waits on the netpoller,
+// never is.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <thread>
 
@@ -178,6 +185,51 @@ TEST(DeadlockTest, ReportedOnceThePlainThreadExitsWithoutSending) {
   ASSERT_TRUE(exited.load());
   // Liveness: the recheck comes every 100 ms; 5 s means it never came.
   EXPECT_LT(report_time - exit_time, 5s);
+}
+
+// Connects a plain TCP socket to "127.0.0.1:PORT" and closes it: no goro
+// call, only the kernel can tell the runtime.
+bool PosixConnect(const std::string& addr) {
+  const std::size_t colon = addr.rfind(':');
+  if (colon == std::string::npos) return false;
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port =
+      htons(static_cast<std::uint16_t>(std::stoi(addr.substr(colon + 1))));
+  if (inet_pton(AF_INET, addr.substr(0, colon).c_str(), &sa.sin_addr) != 1) {
+    return false;
+  }
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const bool ok =
+      ::connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof(sa)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// Never reported: a fiber waiting on the netpoller (rule 4 of
+// runtime/internal/checkdead.cc). The only fiber blocks in accept; 300 ms
+// later a thread connects with plain POSIX calls. That thread declared
+// this_thread_never_wakes_fibers() -- true: it makes no goro call -- so
+// the plain-thread rule does not hold the verdict off; only the I/O wait
+// does, and only the kernel's readiness event wakes the fiber.
+TEST(DeadlockTest, FiberWaitingOnTheNetpollerIsNeverReported) {
+  goro_test::CleanGoroEnv env;
+  bool accepted = false, connected = false;
+  EXPECT_NO_THROW(goro::run(Throwing(), [&] {
+    auto ln = goro::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln.ok()) << ln.status();
+    std::thread t([addr = ln->addr(), &connected] {
+      goro::this_thread_never_wakes_fibers();
+      std::this_thread::sleep_for(300ms);
+      connected = PosixConnect(addr);
+    });
+    auto c = ln->accept();
+    accepted = c.ok();
+    goro::blocking([&] { t.join(); });
+  }));
+  EXPECT_TRUE(connected);
+  EXPECT_TRUE(accepted);
 }
 
 }  // namespace

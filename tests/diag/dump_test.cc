@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -18,6 +19,7 @@
 
 #include "goro.h"
 #include "gtest/gtest.h"
+#include "runtime/internal/scheduler.h"
 #include "tests/common/test_util.h"
 
 namespace {
@@ -234,6 +236,65 @@ TEST(DumpTest, DumpsDuringPingPongOnlyReadPinnedStacks) {
     }
   }
   EXPECT_GT(parked_seen, 0);
+}
+
+// The minutes in the header (diag/dump.h): "[chan receive, 2 minutes]"
+// once a fiber has waited that long, nothing under a minute, "1 minute" in
+// the singular. park() dates the wait with sysmon's coarse clock
+// (Fiber::wait_since); the test checks that date, then moves it back by
+// whole minutes instead of waiting for them, and takes real dumps.
+goro::runtime_internal::Fiber* FindFiber(const std::string& name) {
+  using goro::runtime_internal::g_sched;
+  goro::runtime_internal::Sched* s = g_sched.load();
+  goro::runtime_internal::MutexLock l(&s->free_lock);
+  for (auto* f = s->all_fibers; f != nullptr; f = f->all_next) {
+    if (f->state.load() == goro::runtime_internal::FiberState::kWaiting &&
+        f->name == name) {
+      return f;
+    }
+  }
+  return nullptr;
+}
+
+TEST(DumpTest, LongWaitsShowTheMinutes) {
+  goro_test::CleanGoroEnv env;
+  std::string header[4];
+  std::int64_t parked_at = 0, now = 0;
+  goro::run(goro_test::Procs(2), [&] {
+    WithParkedFibers([&] {
+      goro::runtime_internal::Fiber* waiter = FindFiber("waiter");
+      ASSERT_NE(waiter, nullptr);
+      parked_at = waiter->wait_since.load();
+      now = goro::runtime_internal::g_coarse_now_ns.load();
+      constexpr std::int64_t kMinute = 60'000'000'000;
+      const std::int64_t back[4] = {0, kMinute + kMinute / 2, 2 * kMinute,
+                                    61 * kMinute};
+      for (int i = 0; i < 4; ++i) {
+        waiter->wait_since.store(parked_at - back[i]);
+        const std::string dump = Dump();
+        std::smatch m;
+        if (std::regex_search(dump, m,
+                              std::regex("fiber [0-9]+ \"waiter\" [^\n]*"))) {
+          header[i] = m[0];
+        }
+      }
+      waiter->wait_since.store(parked_at);
+    });
+  });
+  // Dated at the park, by a clock that runs (sysmon's), within the 30 ms
+  // the fibers have been parked plus sysmon's longest sleep (100 ms).
+  EXPECT_NE(parked_at, 0);
+  EXPECT_LE(parked_at, now);
+  EXPECT_LT(now - parked_at, 2'000'000'000);
+  EXPECT_TRUE(std::regex_match(
+      header[0], std::regex("fiber [0-9]+ \"waiter\" \\[chan receive\\]:")))
+      << header[0];
+  EXPECT_NE(header[1].find("[chan receive, 1 minute]:"), std::string::npos)
+      << header[1];
+  EXPECT_NE(header[2].find("[chan receive, 2 minutes]:"), std::string::npos)
+      << header[2];
+  EXPECT_NE(header[3].find("[chan receive, 61 minutes]:"), std::string::npos)
+      << header[3];
 }
 
 class SigquitDeathTest : public testing::Test {

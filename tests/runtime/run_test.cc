@@ -300,7 +300,8 @@ TEST(RunTest, BadOptionsThrowAndLeaveNoRuntimeBehind) {
 }
 
 // ---------------------------------------------------------------------------
-// Uncaught exceptions abort with a message naming the fiber.
+// Uncaught exceptions abort with a message naming the fiber, and its
+// backtrace.
 
 class RunDeathTest : public testing::Test {
  protected:
@@ -325,6 +326,68 @@ TEST_F(RunDeathTest, UncaughtExceptionInSpawnedFiberAborts) {
                  wg.wait();  // never returns
                }),
                "goro: uncaught exception in fiber [0-9]+: boom");
+}
+
+// The message carries the failing fiber's backtrace (issue 11): the
+// exception finds no handler, so std::terminate runs with the frames that
+// threw still on the stack. kThrowLine is the throw's line. (A throw on
+// an unlikely path goes to GCC's .cold section, for which GCC 12 writes no
+// line: that frame then shows "?:0", as addr2line does.)
+constexpr int kThrowLine = __LINE__ + 2;
+[[noreturn]] __attribute__((noinline)) void ThrowBoom() {
+  throw std::runtime_error("boom");
+}
+
+__attribute__((noinline)) void CallThrowBoom() { ThrowBoom(); }
+
+TEST_F(RunDeathTest, UncaughtExceptionPrintsTheFramesThatThrew) {
+  const std::string frames =
+      "goro: uncaught exception in fiber [0-9]+: boom\n\n"
+      "fiber [0-9]+ \"thrower\" \\[running\\]:\n"
+      "\\(anonymous namespace\\)::ThrowBoom\\(\\.\\.\\.\\)\n"
+      "\ttests/runtime/run_test.cc:" +
+      std::to_string(kThrowLine) +
+      " \\+0x[0-9a-f]+\n"
+      "\\(anonymous namespace\\)::CallThrowBoom\\(\\.\\.\\.\\)\n"
+      "\ttests/runtime/run_test.cc:[0-9]+ \\+0x[0-9a-f]+\n"
+      "(.|\n)*created by ";
+  EXPECT_DEATH(goro::run([] {
+                 goro::WaitGroup wg;
+                 wg.add(1);
+                 goro::go({.name = "thrower"}, [] {
+                   goro::yield();
+                   CallThrowBoom();
+                 });
+                 wg.wait();  // never returns
+               }),
+               frames);
+  // Also from inside goro::blocking() (the fiber is off its P there), and
+  // on the main fiber.
+  EXPECT_DEATH(goro::run([] {
+                 goro::go({.name = "thrower"},
+                          [] { goro::blocking([] { CallThrowBoom(); }); });
+                 goro::sleep_for(std::chrono::hours(1));
+               }),
+               "goro: uncaught exception in fiber [0-9]+: boom\n\n"
+               "fiber [0-9]+ \"thrower\" \\[running\\]:\n"
+               "\\(anonymous namespace\\)::ThrowBoom");
+  EXPECT_DEATH(goro::run([] { CallThrowBoom(); }),
+               "goro: uncaught exception in fiber [0-9]+: boom\n\n"
+               "fiber [0-9]+ \"main\" \\[running\\]:\n"
+               "\\(anonymous namespace\\)::ThrowBoom");
+}
+
+// A terminate that is not a fiber's uncaught exception (a plain thread's)
+// goes to the handler that was there before run.
+TEST_F(RunDeathTest, PlainThreadsTerminateIsNotReportedAsAFibers) {
+  EXPECT_DEATH(
+      goro::run([] {
+        goro::blocking([] {
+          std::thread([] { throw std::runtime_error("plain"); }).join();
+        });
+      }),
+      "terminate called after throwing an instance of "
+      "'std::runtime_error'\n  what\\(\\):  plain");
 }
 
 TEST_F(RunDeathTest, UncaughtNonStdExceptionAborts) {

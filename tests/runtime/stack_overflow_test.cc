@@ -19,6 +19,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -61,10 +62,14 @@ void RunOnFiber(std::size_t stack, F fn) {
   });
 }
 
-// The message names the fiber and says how to raise the size.
+// The message names the fiber, says how to raise the size, and ends with
+// the fiber's frames as raw addresses (the frames themselves are checked by
+// OverflowReportEndsWithTheFramesThatRecursed).
 constexpr char kOverflow64K[] =
     "goro: fiber [0-9]+ \\(big-frame\\) overflowed its 65536-byte stack"
-    "(.|\n)*SpawnOptions::stack_size(.|\n)*GORO_STACK_SIZE";
+    "(.|\n)*SpawnOptions::stack_size(.|\n)*GORO_STACK_SIZE"
+    "(.|\n)*goro: fiber [0-9]+'s stack, innermost frame first"
+    "(.|\n)*\tin [^\n]+:\n\t#0 0x[0-9a-f]+\n\t#1 ";
 
 __attribute__((noinline)) int LocalArray69K() {
   volatile char a[69 * 1024];
@@ -99,6 +104,133 @@ TEST_F(StackOverflowDeathTest, Memset200KBIsReported) {
 TEST_F(StackOverflowDeathTest, Alloca100000IsReported) {
   EXPECT_DEATH(RunOnFiber(64 * 1024, [] { g_sink = Alloca100000(); }),
                kOverflow64K);
+}
+
+// Runs this test binary again with `filter` and the environment variable
+// `child_env` set (the child does what the test does when it sees it) and
+// returns everything it printed. Bazel's result files belong to this
+// process: the child must not write them.
+std::string RunChild(const char* filter, const char* child_env) {
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return "readlink failed";
+  self[n] = '\0';
+  const std::string cmd =
+      "env -u XML_OUTPUT_FILE -u GTEST_OUTPUT -u TEST_PREMATURE_EXIT_FILE "
+      "-u TEST_SHARD_STATUS_FILE " +
+      std::string(child_env) + "=1 " + self + " --gtest_filter=" + filter +
+      " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return "popen failed";
+  std::string out;
+  char buf[4096];
+  while (std::size_t got = std::fread(buf, 1, sizeof(buf), p)) {
+    out.append(buf, got);
+  }
+  ::pclose(p);
+  return out;
+}
+
+// Function names for addresses of `object` (addr2line -Cfe: one function
+// name per address, the outermost of an inlined chain left out).
+std::vector<std::string> Addr2Line(const std::string& object,
+                                   const std::vector<std::string>& addrs) {
+  std::string cmd = "addr2line -Cfe " + object;
+  for (const std::string& a : addrs) cmd += " " + a;
+  std::vector<std::string> names;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return names;
+  char line[8192];
+  for (int i = 0; std::fgets(line, sizeof(line), p) != nullptr; ++i) {
+    if (i % 2 == 0) names.emplace_back(line, std::strcspn(line, "\n"));
+  }
+  ::pclose(p);
+  return names;
+}
+
+volatile int g_depth;
+
+// About 600 bytes a frame: a 64 KiB stack holds ~100 of them.
+__attribute__((noinline)) int Recurse(int n) {
+  volatile char pad[512];
+  pad[0] = static_cast<char>(n);
+  g_depth = n;
+  return Recurse(n + 1) + pad[0];  // not a tail call
+}
+
+__attribute__((noinline)) void StartRecursion() { g_sink = Recurse(0); }
+
+// The overflow report ends with the fiber's frames (issue 11): the
+// recursing function first, then -- after the elided middle -- the frames
+// that started the recursion, down to the fiber's entry. Raw addresses in
+// the report; addr2line turns them into the functions checked here.
+TEST(StackOverflowBacktrace, OverflowReportEndsWithTheFramesThatRecursed) {
+  if (std::getenv("GORO_OVERFLOW_CHILD") != nullptr) {
+    RunOnFiber(64 * 1024, [] { StartRecursion(); });
+    std::fprintf(stderr, "the recursion did not overflow\n");
+    std::exit(3);
+  }
+  const std::string out = RunChild(
+      "StackOverflowBacktrace.OverflowReportEndsWithTheFramesThatRecursed",
+      "GORO_OVERFLOW_CHILD");
+  ASSERT_TRUE(std::regex_search(
+      out, std::regex("goro: fiber [0-9]+ \\(big-frame\\) overflowed its "
+                      "65536-byte stack")))
+      << out;
+  ASSERT_TRUE(std::regex_search(
+      out, std::regex("\ngoro: fiber [0-9]+'s stack, innermost frame "
+                      "first, as addresses in the object file")))
+      << out;
+  EXPECT_TRUE(std::regex_search(
+      out, std::regex("\n\t\\.\\.\\. [0-9]+ frames elided \\.\\.\\.\n")))
+      << out;
+  // "\tin OBJECT:" lines, then "\t#N 0xADDR" lines: all in this program.
+  char self[4096];
+  const ssize_t len = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  ASSERT_GT(len, 0);
+  self[len] = '\0';
+  const std::regex line_re("\t(in ([^\n]+):|#([0-9]+) (0x[0-9a-f]+))\n");
+  std::vector<int> index;
+  std::vector<std::string> addrs;
+  int objects = 0;
+  for (std::sregex_iterator it(out.begin(), out.end(), line_re), end; it != end;
+       ++it) {
+    if ((*it)[2].matched) {
+      EXPECT_EQ((*it)[2].str(), std::string(self)) << out;
+      ++objects;
+    } else {
+      index.push_back(std::stoi((*it)[3]));
+      addrs.push_back((*it)[4]);
+    }
+  }
+  EXPECT_EQ(objects, 2) << "named before the first and the last frames\n"
+                        << out;
+  ASSERT_GE(addrs.size(), 40u) << out;  // 32 first, 16 last
+  const std::vector<std::string> names = Addr2Line(self, addrs);
+  ASSERT_EQ(names.size(), addrs.size()) << out;
+  std::string listing;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    listing += "#" + std::to_string(index[i]) + " " + names[i] + "\n";
+  }
+  // The innermost frames: the recursion itself.
+  for (std::size_t i = 0; i < 32; ++i) {
+    EXPECT_NE(names[i].find("Recurse(int)"), std::string::npos)
+        << "frame " << index[i] << "\n"
+        << listing;
+  }
+  // The outermost: where it started, then the fiber's entry.
+  const auto start =
+      std::find_if(names.begin() + 32, names.end(), [](const std::string& n) {
+        return n.find("StartRecursion()") != std::string::npos;
+      });
+  EXPECT_NE(start, names.end()) << listing;
+  EXPECT_NE(names.back().find("goro_context_trampoline"), std::string::npos)
+      << listing;
+  // Consecutive numbers within each part, the tail after a gap.
+  EXPECT_EQ(index[31], 31) << listing;
+  EXPECT_GT(index[32], 32) << listing;
+  EXPECT_EQ(index.back(), index[32] + static_cast<int>(index.size()) - 33)
+      << listing;
 }
 
 // A parked neighbour whose stack sits right below the overflowing fiber's
