@@ -164,8 +164,8 @@ struct IdleCounts {
 void observe_idle_ms(void (*check)(const IdleCounts&)) {
   goro::run(goro_test::Procs(4), [&] {
     const int ms = start_ms(4);
-    ASSERT_GE(m_threads().size(), 3u) << "needs idle Ms to watch (" << ms
-                                      << " ran the warm-up)";
+    ASSERT_GE(m_threads().size(), 3u)
+        << "needs idle Ms to watch (" << ms << " ran the warm-up)";
     goro::Timer far(60s);  // the earliest timer: the poller's deadline
     goro_test::FiberGroup readers;
     std::vector<Listener> lns(4);
@@ -211,8 +211,8 @@ void observe_idle_ms(void (*check)(const IdleCounts&)) {
         n.epoll_has_timeout += in_epoll == 1 && timed_epoll == 1;
         n.no_timed_futex += timed_futex == 0;
         if ((in_epoll != 1 || timed_futex != 0) && n.first_bad.empty()) {
-          n.first_bad = "sample " + std::to_string(i) + ", tid:syscall" +
-                        what + " (232/281/441: epoll, 202: futex)";
+          n.first_bad = "sample " + std::to_string(i) + ", tid:syscall" + what +
+                        " (232/281/441: epoll, 202: futex)";
         }
         std::this_thread::sleep_for(2ms);
       }

@@ -34,10 +34,10 @@ namespace impl = goro::net::impl;
 constexpr auto kMaxHold = 5s;
 std::mutex g_mu;
 std::condition_variable g_cv;
-bool g_open = false;           // guarded by g_mu
-int g_in_flight = 0;           // guarded by g_mu
-int g_max_in_flight = 0;       // guarded by g_mu
-int g_calls = 0;               // guarded by g_mu
+bool g_open = false;               // guarded by g_mu
+int g_in_flight = 0;               // guarded by g_mu
+int g_max_in_flight = 0;           // guarded by g_mu
+int g_calls = 0;                   // guarded by g_mu
 std::vector<std::string> g_hosts;  // guarded by g_mu
 
 int slow_getaddrinfo(const char* host, const char* service,
