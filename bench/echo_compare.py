@@ -82,6 +82,11 @@ def one(kind, conns, args):
     return r
 
 
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--conns", default="64,1,1000")
@@ -94,18 +99,40 @@ def main():
     args = ap.parse_args()
     if not args.no_build:
         build(args)
+    print(f"load average at start: {loadavg()}")
     print("| conns | program | rt/s (median) | rt per CPU-s | p50 us | p99 us | runs (rt/s) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
+    ratios = []
     for conns in [int(c) for c in args.conns.split(",")]:
-        res = {k: [] for k in ("goro", "go", "c")}
-        for _ in range(args.rounds):
-            for k in res:
+        kinds = ("goro", "go", "c")
+        res = {k: [] for k in kinds}
+        for rnd in range(args.rounds):
+            # Rotate the order each round, so that no program always runs
+            # right after the same one (or first, on a cooled machine).
+            for k in kinds[rnd % 3:] + kinds[:rnd % 3]:
                 res[k].append(one(k, conns, args))
         for k, rs in res.items():
             med = lambda key: statistics.median(r[key] for r in rs)
             runs = " ".join(f"{r['rt_per_s'] / 1000:.0f}K" for r in rs)
             print(f"| {conns} | {k} | {med('rt_per_s'):.0f} | {med('rt_per_cpu_s'):.0f} | "
                   f"{med('p50_us'):.0f} | {med('p99_us'):.0f} | {runs} |", flush=True)
+        # Ratios within each round (the three ran back to back, under about
+        # the same load), then their median: steadier than a ratio of medians.
+        row = [conns]
+        for other in ("go", "c"):
+            for key in ("rt_per_s", "rt_per_cpu_s", "p99_us"):
+                row.append(statistics.median(
+                    g[key] / o[key] if o[key] > 0 else 0
+                    for g, o in zip(res["goro"], res[other])))
+        ratios.append(row)
+    print(f"load average at end: {loadavg()}")
+    print()
+    print("Per-round ratios, goro / peer (median over rounds):")
+    print()
+    print("| conns | rt/s vs Go | rt per CPU-s vs Go | p99 vs Go | rt/s vs C | rt per CPU-s vs C | p99 vs C |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for row in ratios:
+        print(f"| {row[0]} | " + " | ".join(f"{v:.2f}" for v in row[1:]) + " |")
 
 
 if __name__ == "__main__":
