@@ -14,6 +14,7 @@ interleaved; the table shows medians.
 
   python3 bench/echo_idle_cpu.py                 # builds both servers
   python3 bench/echo_idle_cpu.py --no-build --rounds=5 --rate=1000
+  python3 bench/echo_idle_cpu.py --no-build --goro old=/tmp/a --goro new=/tmp/b
 """
 import argparse
 import os
@@ -59,9 +60,8 @@ def run_seconds(pid):
 
 
 def start(kind, args):
-    if kind == "goro":
-        cmd = [os.path.join(ROOT, "bazel-bin/tools/echo_server"),
-               "--listen=127.0.0.1:0", f"--procs={args.procs}"]
+    if kind != "go":
+        cmd = [args.goro_bins[kind], "--listen=127.0.0.1:0", f"--procs={args.procs}"]
     else:
         cmd = ["/tmp/goro-peer", "-bench=echo_server", f"-procs={args.procs}",
                "-echo_listen=127.0.0.1:0"]
@@ -120,14 +120,21 @@ def main():
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--go", default="/usr/lib/go-1.19/bin/go")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--goro", action="append", default=[], metavar="NAME=PATH",
+                    help="compare these echo_server binaries (default: "
+                         "goro=bazel-bin/tools/echo_server)")
     args = ap.parse_args()
+    args.goro_bins = dict(g.split("=", 1) for g in args.goro) or {
+        "goro": os.path.join(ROOT, "bazel-bin/tools/echo_server")}
     if not args.no_build:
         build(args)
     with open("/proc/loadavg") as f:
         print("load average at start:", " ".join(f.read().split()[:3]))
-    res = {"goro": [], "go": []}
+    kinds = list(args.goro_bins) + ["go"]
+    res = {k: [] for k in kinds}
     for rnd in range(args.rounds):
-        for k in (("goro", "go") if rnd % 2 == 0 else ("go", "goro")):
+        # Rotated each round, so that no server always runs first.
+        for k in kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]:
             res[k].append(one(k, args))
     with open("/proc/loadavg") as f:
         print("load average at end:", " ".join(f.read().split()[:3]))
