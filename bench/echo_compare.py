@@ -99,7 +99,7 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--goro", action="append", default=[], metavar="NAME=PATH",
                     help="echo_load binaries to compare (default: "
-                         "goro=bazel-bin/tools/echo_load); ratios use the first")
+                         "goro=bazel-bin/tools/echo_load); each gets its ratios")
     args = ap.parse_args()
     args.goro_bins = dict(g.split("=", 1) for g in args.goro) or {
         "goro": os.path.join(ROOT, "bazel-bin/tools/echo_load")}

@@ -16,8 +16,8 @@
 //     I/O -- also while an M is blocked in netpoll: harvesting events on a
 //     P that is running anyway beats waking that M for them. When nothing
 //     else is found, the M keeps polling for up to kPollSpinNs (50 us)
-//     before it gives up its P (netpoll_spin), or less, or not at all,
-//     when recent spins found nothing (Sched::poll_spin_ns).
+//     before it gives up its P (netpoll_spin) -- or less, or not at all,
+//     while the blocking polls that follow wait long (Sched::poll_spin_ns).
 //   * the idle path: an M that gave up its P and would sleep blocks in
 //     netpoll instead -- at most one M at a time (it CASes
 //     Sched::last_poll to 0) -- until the earliest timer of all Ps, with

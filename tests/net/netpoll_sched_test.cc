@@ -6,11 +6,12 @@
 //     (until the earliest timer) and the other idle Ms sleep with no
 //     deadline;
 //   * so one timer wakes one thread, not every idle one;
-//   * fibers the poller readies are spread over idle Ps, not queued on one.
+//   * fibers the poller readies are spread over idle Ps, not queued on one;
+//   * the poll spin shrinks away when events are far apart.
 // /proc/self/task/TID/syscall names the system call a blocked thread is in
 // and its arguments; /proc/self/task/TID/status counts the times a thread
-// went to sleep (voluntary_ctxt_switches). Ms are the threads named
-// "goro-mN" (runtime/internal/m.cc).
+// went to sleep (voluntary_ctxt_switches); .../schedstat its CPU time. Ms
+// are the threads named "goro-mN" (runtime/internal/m.cc).
 
 #include <dirent.h>
 #include <pthread.h>
@@ -402,7 +403,8 @@ TEST(NetpollThreads, ReadiedFibersAreSpreadOverIdlePs) {
 
 // find_work.cc netpoll_spin: a P that runs out of fibers polls the network
 // for up to 50 us before its thread sleeps, but less, and then not at
-// all, while spins find nothing (Sched::poll_spin_ns). Events 2 ms apart
+// all, while the blocking polls that follow wait 200 us or more
+// (Sched::poll_spin_ns). Events 2 ms apart
 // on one connection, two procs: each should cost the Ms a wake-up or two,
 // a read and a park -- 10-30 us of CPU here -- and no spin; a fixed 50 us
 // spin costs 60-150 us per event. Measured per event from the Ms' own CPU
