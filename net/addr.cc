@@ -202,6 +202,8 @@ bool family_ok(int want, int have) { return want == AF_UNSPEC || want == have; }
 constexpr int kMaxLookups = 64;
 std::atomic<int> g_lookups{0};
 
+std::atomic<GetaddrinfoFn> g_test_getaddrinfo{nullptr};
+
 struct Lookup {
   absl::Status status;
   std::vector<Addr> addrs;
@@ -214,7 +216,9 @@ Lookup getaddrinfo_lookup(const std::string& host, int port, int family,
   hints.ai_family = family;
   hints.ai_socktype = type;
   addrinfo* res = nullptr;
-  const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &res);
+  GetaddrinfoFn gai = g_test_getaddrinfo.load(std::memory_order_relaxed);
+  if (gai == nullptr) gai = ::getaddrinfo;
+  const int rc = gai(host.c_str(), nullptr, &hints, &res);
   if (rc != 0) {
     r.status =
         rc == EAI_NONAME || rc == EAI_NODATA

@@ -5,8 +5,7 @@
 // echoed byte checked. Prints round trips per second and the latency
 // quantiles of the round trips.
 //
-//   bazel run //tools:echo_load -- --addr=127.0.0.1:7000 --conns=64 \
-//       --size=64 --duration=5s
+//   bazel run //tools:echo_load -- --addr=127.0.0.1:7000 --conns=64 --size=64
 //   bazel run //tools:echo_load -- --serve --procs=2   # server in-process
 //
 // With --serve, a goro echo server (tools/echo.h) runs in the same process

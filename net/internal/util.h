@@ -7,6 +7,9 @@
 #ifndef GORO_NET_INTERNAL_UTIL_H_
 #define GORO_NET_INTERNAL_UTIL_H_
 
+#include <netdb.h>
+
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -82,6 +85,16 @@ absl::StatusOr<std::vector<Addr>> resolve(const Network& net,
                                           const Context* ctx,
                                           const std::string& what);
 absl::StatusOr<Addr> unix_addr(std::string_view what, std::string_view path);
+
+// For tests only: when set, name lookups call it instead of ::getaddrinfo,
+// so that a test can make a lookup slow, or count lookups in flight,
+// deterministically and without a DNS server (tests/net/resolve_test.cc:
+// the dial timeout covers resolution; at most 64 lookups at once). Whatever
+// it returns is freed with ::freeaddrinfo, so it must come from
+// ::getaddrinfo. Null in programs; one relaxed load per lookup.
+using GetaddrinfoFn = int (*)(const char* host, const char* service,
+                              const addrinfo* hints, addrinfo** res);
+extern std::atomic<GetaddrinfoFn> g_test_getaddrinfo;
 
 }  // namespace goro::net::impl
 

@@ -16,7 +16,8 @@
 //     I/O -- also while an M is blocked in netpoll: harvesting events on a
 //     P that is running anyway beats waking that M for them. When nothing
 //     else is found, the M keeps polling for up to kPollSpinNs (50 us)
-//     before it gives up its P (netpoll_spin).
+//     before it gives up its P (netpoll_spin) -- or less, or not at all,
+//     while the blocking polls that follow wait long (Sched::poll_spin_ns).
 //   * the idle path: an M that gave up its P and would sleep blocks in
 //     netpoll instead -- at most one M at a time (it CASes
 //     Sched::last_poll to 0) -- until the earliest timer of all Ps, with
@@ -137,11 +138,38 @@ Fiber* netpoll_nonblocking(Sched* s, M* m) {
 }
 
 // How long an M that found nothing else polls the network before it gives
-// up its P, while fibers wait for I/O (see find_runnable).
+// up its P, while fibers wait for I/O (see find_runnable): at most
+// kPollSpinNs, adapted to how soon the next event comes once a P has run
+// dry (Sched::poll_spin_ns), as the M that then blocks in epoll sees it.
+// On a busy server it comes within microseconds and a spin catches it
+// without a thread wake-up; when events are a millisecond or more apart
+// (100 messages a second on one connection) every spin is wasted -- it
+// cost 2-3x Go's CPU per message (bench/echo_idle_cpu.py) -- so the spin
+// shrinks to nothing, and grows back once an event ends a blocking poll
+// within what a full spin lasts.
 constexpr std::int64_t kPollSpinNs = 50'000;
+constexpr std::int64_t kPollSpinMinNs = 4'000;  // below this: no spin
+// A blocking poll that lasted this long: spinning would not have helped.
+constexpr std::int64_t kPollSpinUselessNs = 4 * kPollSpinNs;
+
+void poll_spin_grow(Sched* s) {
+  const std::int64_t v = s->poll_spin_ns.load(std::memory_order_relaxed);
+  if (v < kPollSpinNs) {
+    s->poll_spin_ns.store(
+        std::min(kPollSpinNs, std::max(kPollSpinMinNs, 2 * v)),
+        std::memory_order_relaxed);
+  }
+}
+
+void poll_spin_shrink(Sched* s) {
+  const std::int64_t v = s->poll_spin_ns.load(std::memory_order_relaxed) / 2;
+  s->poll_spin_ns.store(v < kPollSpinMinNs ? 0 : v, std::memory_order_relaxed);
+}
 
 Fiber* netpoll_spin(Sched* s, M* m, P* p, bool* inherit) {
   if (g_hooks.netpoll == nullptr || io_waiters() == 0) return nullptr;
+  const std::int64_t budget = s->poll_spin_ns.load(std::memory_order_relaxed);
+  if (budget == 0) return nullptr;
   s->npoll_spinning.fetch_add(1, std::memory_order_seq_cst);
   struct Done {
     Sched* s;
@@ -154,12 +182,12 @@ Fiber* netpoll_spin(Sched* s, M* m, P* p, bool* inherit) {
   std::int64_t gap = 2'000;
   for (;;) {
     const std::int64_t now = mono_now_ns();
-    if (s->stopping.load(std::memory_order_relaxed) ||
-        now - start > kPollSpinNs) {
+    if (s->stopping.load(std::memory_order_relaxed) || now - start > budget) {
       return nullptr;
     }
     if (now >= next_poll) {
       if (Fiber* f = netpoll_nonblocking(s, m)) {
+        poll_spin_grow(s);
         *inherit = false;
         return f;
       }
@@ -211,10 +239,16 @@ Polled netpoll_blocking(Sched* s, M* m, std::int64_t deadline) {
   }
   Fiber* fs[kNetpollBatch];
   int n = 0;
+  const std::int64_t blocked_at = mono_now_ns();
   if (!s->stopping.load(std::memory_order_acquire) &&
-      (deadline == 0 || deadline > mono_now_ns())) {
+      (deadline == 0 || deadline > blocked_at)) {
     n = g_hooks.netpoll(deadline == 0 ? -1 : deadline, fs, kNetpollBatch);
   }
+  // How long the runtime waited for the network: a spin would have caught
+  // an event this soon without a wake-up, and is wasted on gaps this long.
+  const std::int64_t blocked = mono_now_ns() - blocked_at;
+  if (n > 0 && blocked <= kPollSpinNs) poll_spin_grow(s);
+  if (blocked >= kPollSpinUselessNs) poll_spin_shrink(s);
   s->poll_until.store(0, std::memory_order_relaxed);
   s->last_poll.store(mono_now_ns(), std::memory_order_seq_cst);
   if (s->stopping.load(std::memory_order_acquire)) return Polled::kWithP;

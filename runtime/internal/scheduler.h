@@ -344,6 +344,11 @@ class Sched {
   // is, no M blocks in epoll: the kernel would wake it for every event the
   // spinner harvests anyway. Incremented/decremented by the spinner.
   std::atomic<int> npoll_spinning{0};
+  // How long the next poll spin may last, ns (find_work.cc, netpoll_spin):
+  // doubled (from 0: set to a minimum) by a spin that found an event or a
+  // blocking poll that an event ended within what a full spin lasts;
+  // halved by a blocking poll that lasted 4 full spins. Relaxed: a hint.
+  std::atomic<std::int64_t> poll_spin_ns{50'000};
 };
 
 // A coarse CLOCK_MONOTONIC in ns, updated by sysmon at each of its rounds

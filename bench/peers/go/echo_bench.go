@@ -8,8 +8,10 @@ package main
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -20,10 +22,52 @@ var (
 	flagEchoConns = flag.Int("echo_conns", 64, "echo: connections")
 	flagEchoSize  = flag.Int("echo_size", 64, "echo: bytes per request")
 	flagEchoDur   = flag.Duration("echo_duration", 5*time.Second, "echo: measuring time (after a 500 ms warm-up)")
+	flagEchoAddr  = flag.String("echo_listen", "127.0.0.1:0", "echo_server: address to listen on")
 )
 
 func init() {
-	benchmarks = append(benchmarks, benchmark{"echo", []int{2}, benchEcho})
+	benchmarks = append(benchmarks,
+		benchmark{"echo", []int{2}, benchEcho},
+		benchmark{"echo_server", []int{2}, echoServer})
+}
+
+// echoServer is not a benchmark but the peer of tools/echo_server: the echo
+// server of benchEcho alone, serving -echo_listen until killed, for
+// bench/echo_idle_cpu.py, which measures the CPU it burns at low load. It
+// prints its address on stdout.
+func echoServer(procs int) {
+	setProcs(procs)
+	ln, err := net.Listen("tcp", *flagEchoAddr)
+	if err != nil {
+		fail("echo_server: listen: %v", err)
+	}
+	fmt.Printf("listening on %s\n", ln.Addr())
+	os.Stdout.Sync()
+	serveEcho(ln)
+}
+
+// serveEcho runs one goroutine per connection, echoing until the peer
+// closes; it returns when the listener is closed.
+func serveEcho(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func(c net.Conn) {
+			buf := make([]byte, 16384)
+			for {
+				n, err := c.Read(buf)
+				if err != nil || n == 0 {
+					break
+				}
+				if _, err := c.Write(buf[:n]); err != nil {
+					break
+				}
+			}
+			c.Close()
+		}(c)
+	}
 }
 
 func benchEcho(procs int) {
@@ -32,27 +76,7 @@ func benchEcho(procs int) {
 	if err != nil {
 		fail("echo: listen: %v", err)
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func(c net.Conn) {
-				buf := make([]byte, 16384)
-				for {
-					n, err := c.Read(buf)
-					if err != nil || n == 0 {
-						break
-					}
-					if _, err := c.Write(buf[:n]); err != nil {
-						break
-					}
-				}
-				c.Close()
-			}(c)
-		}
-	}()
+	go serveEcho(ln)
 	conns := *flagEchoConns
 	size := *flagEchoSize
 	cs := make([]net.Conn, conns)
