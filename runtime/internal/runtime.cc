@@ -17,6 +17,7 @@
 #include "runtime/internal/sanitizers.h"
 #include "runtime/internal/scheduler_internal.h"
 #include "runtime/internal/stack.h"
+#include "runtime/internal/trace.h"
 #include "runtime/run.h"
 #include "runtime/stats.h"
 #include "runtime/this_fiber.h"
@@ -229,6 +230,7 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   f->destroy = [](void*) {};
   transition(f, FiberState::kFree, FiberState::kRunnable);
   s->created_off_p.fetch_add(1, std::memory_order_relaxed);
+  trace_create(nullptr, f, 0);  // GORO_TRACE started in on_create
   global_put(s.get(), f);
 
   if (g_hooks.on_start != nullptr) g_hooks.on_start(s.get());

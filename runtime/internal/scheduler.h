@@ -19,6 +19,8 @@
 //                        sleep, timers
 //   sysmon.cc, retake.h  the monitor thread and its per-P decisions
 //   runtime.cc           run(): start, stop and tear down one runtime; stats
+//   trace.*              execution-trace events into per-P rings (the
+//                        consumer and the JSON are diag/'s)
 //   stack.*, signals.cc  stacks, guard pages and overflow reports
 //   context_x86_64.*     the register switch
 // and the small pieces the files above build on: locks.h, mutex.h, futex.h
@@ -120,6 +122,11 @@ struct alignas(64) P {
   std::atomic<std::uint64_t> sched_seq{0};
 
   P* idle_next = nullptr;  // Sched's idle list; guarded by Sched::lock
+
+  // Set by the M holding this P while it writes an execution-trace event,
+  // so that stopping a trace can wait for writers to leave its rings
+  // (trace.h, T2).
+  std::atomic<bool> trace_busy{false};
 
   // Statistics (owner-written).
   OwnerCounter context_switches, steals, fibers_created, fibers_exited,
