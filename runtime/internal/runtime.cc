@@ -197,6 +197,7 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   s->debug = debug;
   s->start_ns = mono_now_ns();
   s->epoch = ++g_epochs;
+  if (g_hooks.on_create != nullptr) g_hooks.on_create(s.get());
   // Fibers a previous runtime abandoned in I/O waits count no more.
   io_waiters_add(-io_waiters());
   s->next_fiber_id.store(g_next_fiber_id.load(std::memory_order_relaxed),
