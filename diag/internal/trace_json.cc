@@ -318,7 +318,9 @@ void TraceJson::open_slice(int track, std::uint64_t g, std::int64_t ts,
   t.in = Mark{};
   FiberInfo& f = fibers_[g];
   if (f.pending.valid) {
-    if (f.pending.ts <= ts) {
+    // Strictly earlier: a viewer that meets the arrow's end before its
+    // start (equal times, sorted either way) drops the arrow.
+    if (f.pending.ts < ts) {
       t.in = f.pending;
     } else {
       hold_mark(f.pending, limit_);
