@@ -203,8 +203,18 @@ absl::StatusOr<trace::Result> stop_locked() {
   // Without membarrier a producer may still be about to write (its flag
   // store not yet visible): the rings are then left mapped, and the session
   // allocated, for the life of the process.
-  absl::StatusOr<trace::Result> r = a->writer->finish();
+  const absl::StatusOr<TraceCounts> c = a->writer->finish();
   a->writer.reset();
+  trace::Result res;
+  if (c.ok()) {
+    res.events = c->events;
+    res.dropped_buffer_full = c->dropped_buffer_full;
+    res.dropped_size_limit = c->dropped_size_limit;
+    res.dropped = res.dropped_buffer_full + res.dropped_size_limit;
+    res.bytes = c->bytes;
+  }
+  absl::StatusOr<trace::Result> r =
+      c.ok() ? absl::StatusOr<trace::Result>(res) : c.status();
   if (::close(a->fd) != 0 && r.ok()) {
     r = absl::ErrnoToStatus(errno, "goro::trace::stop: closing the trace");
   }

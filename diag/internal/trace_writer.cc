@@ -50,16 +50,15 @@ TraceWriter::~TraceWriter() {
 
 void TraceWriter::start() { thread_ = std::thread([this] { main(); }); }
 
-absl::StatusOr<trace::Result> TraceWriter::finish() {
+absl::StatusOr<TraceCounts> TraceWriter::finish() {
   stop_.store(true, std::memory_order_release);
   s_->wake.wake();
   thread_.join();
   if (!status_.ok()) return status_;
-  trace::Result r;
+  TraceCounts r;
   r.events = json_.events();
   r.dropped_buffer_full = dropped_buffer_full_;
   r.dropped_size_limit = json_.dropped_size_limit();
-  r.dropped = r.dropped_buffer_full + r.dropped_size_limit;
   r.bytes = json_.bytes();
   return r;
 }

@@ -29,11 +29,19 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "diag/internal/trace_json.h"
-#include "diag/trace.h"
 #include "runtime/internal/trace.h"
 
 namespace goro::diag_internal {
+
+// What a finished trace wrote (goro::trace::Result's counts).
+struct TraceCounts {
+  std::uint64_t events = 0;
+  std::uint64_t dropped_buffer_full = 0;
+  std::uint64_t dropped_size_limit = 0;
+  std::uint64_t bytes = 0;
+};
 
 class TraceWriter {
  public:
@@ -58,7 +66,7 @@ class TraceWriter {
   // Once no producer can write into the session any more (trace.h, T2):
   // drains everything, finishes the file, ends the thread. Returns the
   // counts, or the first write error.
-  absl::StatusOr<trace::Result> finish();
+  absl::StatusOr<TraceCounts> finish();
 
  private:
   void main();

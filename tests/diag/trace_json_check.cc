@@ -408,7 +408,9 @@ std::string CheckTrace(const std::string& text, TraceSummary* sum) {
       if (const Json* args = ev.get("args")) ++sum->end_reasons[Str(*args, "end")];
     } else if (dur == 0) {
       ++sum->marks;
-      ++sum->mark_names[name.substr(0, name.find(" G"))];
+      const std::string kind = name.substr(0, name.find(" G"));
+      ++sum->mark_names[kind];
+      if (True(ev, "flow_out")) ++sum->marks_with_arrow[kind];
     }
     if (const Json* id = ev.get("bind_id")) {
       if (!id->is_number()) {

@@ -54,6 +54,7 @@ struct TraceSummary {
   int counters = 0;
   std::map<std::string, int> end_reasons;  // args.end of fiber slices
   std::map<std::string, int> mark_names;   // "ready", "create", "steal", ...
+  std::map<std::string, int> marks_with_arrow;  // those that start an arrow
   std::vector<std::string> slice_names;
   std::map<int, std::string> track_names;  // tid -> thread_name
   double events = -1, dropped = -1, dropped_buffer_full = -1,
