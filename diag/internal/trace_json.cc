@@ -43,7 +43,7 @@ const char* stop_text(std::uint8_t why) {
     case TraceStop::kPreemptCoop:
       return "preempted (cooperative)";
     case TraceStop::kBlocked:
-      return "blocked";
+      return "blocked";  // ": <wait reason>" follows
     case TraceStop::kBlocking:
       return "blocking call";
     case TraceStop::kExit:
@@ -164,7 +164,7 @@ bool TraceJson::end_record(std::uint64_t limit) {
 void TraceJson::append_int(std::int64_t v) {
   char buf[24];
   auto r = std::to_chars(buf, buf + sizeof(buf), v);
-  out_.append(buf, r.ptr);
+  out_.append(buf, static_cast<std::size_t>(r.ptr - buf));
 }
 
 void TraceJson::append_us(std::int64_t ns) {
@@ -332,7 +332,7 @@ void TraceJson::open_slice(int track, std::uint64_t g, std::int64_t ts,
 }
 
 void TraceJson::close_slice(int track, std::int64_t end, std::string_view why,
-                            std::uint64_t limit) {
+                            std::uint64_t limit, const char* wait_reason) {
   Track& t = tracks_[static_cast<std::size_t>(track)];
   t.open = false;
   running_ = clamp0(running_ - 1);
@@ -351,7 +351,11 @@ void TraceJson::close_slice(int track, std::int64_t end, std::string_view why,
   out_ += ",\"args\":{\"fiber\":";
   append_int(static_cast<std::int64_t>(t.g));
   out_ += ",\"end\":\"";
-  append_escaped(why);
+  out_ += why;
+  if (wait_reason != nullptr) {
+    out_ += ": ";
+    out_ += wait_reason;
+  }
   out_ += '"';
   if (t.start_note != nullptr) {
     out_ += ",\"start\":\"";
@@ -483,13 +487,12 @@ void TraceJson::add(int source, const TraceEvent& e, std::int64_t ts) {
           open_slice(track, e.g, start, "before the trace (or not recorded)");
           --running_;  // counted in the snapshot, or never
         }
-        std::string why = stop_text(e.reason);
-        if (static_cast<TraceStop>(e.reason) == TraceStop::kBlocked) {
-          why += ": ";
-          why += runtime_internal::wait_reason_name(
-              static_cast<runtime_internal::WaitReason>(e.aux16));
-        }
-        close_slice(track, ts, why, limit_);
+        close_slice(track, ts, stop_text(e.reason), limit_,
+                    static_cast<TraceStop>(e.reason) == TraceStop::kBlocked
+                        ? runtime_internal::wait_reason_name(
+                              static_cast<runtime_internal::WaitReason>(
+                                  e.aux16))
+                        : nullptr);
       }
       switch (static_cast<TraceStop>(e.reason)) {
         case TraceStop::kYield:

@@ -118,8 +118,9 @@ class TraceJson {
   void name_track(int track);
   void open_slice(int track, std::uint64_t g, std::int64_t ts,
                   const char* note);
+  // why: the end's text; wait_reason (if not null) follows it after ": ".
   void close_slice(int track, std::int64_t end, std::string_view why,
-                   std::uint64_t limit);
+                   std::uint64_t limit, const char* wait_reason = nullptr);
   void put_mark(const Mark& m, std::uint64_t flow);
   void hold_mark(const Mark& m, std::uint64_t limit);
   void instant(int track, std::int64_t ts, std::string_view name,

@@ -82,7 +82,12 @@ void TraceWriter::main() {
   flush();
 }
 
-std::int64_t TraceWriter::to_ns(std::uint64_t tsc) const {
+std::int64_t TraceWriter::to_ns(std::uint64_t tsc) {
+  // Events come mostly in order: most fall in the segment of the last one.
+  if (tsc >= seg_lo_ && tsc < seg_hi_) {
+    return seg_ns_ + static_cast<std::int64_t>(
+                         static_cast<double>(tsc - seg_lo_) * seg_scale_);
+  }
   // The last pair at or before tsc; the segment from it to the next (the
   // first or last segment when tsc is outside them).
   auto it = std::upper_bound(
@@ -97,6 +102,12 @@ std::int64_t TraceWriter::to_ns(std::uint64_t tsc) const {
   const auto& b = calib_[i + 1];
   const double ns_per_tick = static_cast<double>(b.second - a.second) /
                              static_cast<double>(b.first - a.first);
+  if (tsc >= a.first && tsc < b.first) {
+    seg_lo_ = a.first;
+    seg_hi_ = b.first;
+    seg_ns_ = a.second;
+    seg_scale_ = ns_per_tick;
+  }
   const double d = static_cast<double>(static_cast<std::int64_t>(tsc - a.first));
   return a.second + static_cast<std::int64_t>(d * ns_per_tick);
 }
@@ -107,6 +118,8 @@ void TraceWriter::round(bool final) {
   if (now_tsc > calib_.back().first && now_ns > calib_.back().second) {
     calib_.emplace_back(now_tsc, now_ns);
   }
+  seg_lo_ = 1;  // the last segment may end later now: forget it
+  seg_hi_ = 0;
   // Copy out what each ring holds, freeing it for its producer.
   for (int i = 0; i <= s_->nrings; ++i) {
     TraceRing& r = i < s_->nrings ? s_->rings[i] : s_->offp;

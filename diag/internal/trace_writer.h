@@ -73,7 +73,7 @@ class TraceWriter {
   // One round; `final`: everything left, with no hold-back.
   void round(bool final);
   void flush();
-  std::int64_t to_ns(std::uint64_t tsc) const;
+  std::int64_t to_ns(std::uint64_t tsc);
 
   runtime_internal::TraceSession* const s_;
   const Config c_;
@@ -84,6 +84,10 @@ class TraceWriter {
   TraceJson json_;
   std::vector<std::deque<runtime_internal::TraceEvent>> staged_;  // by ring
   std::vector<std::pair<std::uint64_t, std::int64_t>> calib_;  // (tsc, ns)
+  // The segment to_ns used last (valid while calib_ is unchanged).
+  std::uint64_t seg_lo_ = 1, seg_hi_ = 0;  // empty
+  std::int64_t seg_ns_ = 0;
+  double seg_scale_ = 0;
   std::uint64_t dropped_buffer_full_ = 0;
   absl::Status status_;  // the first write error
 };
