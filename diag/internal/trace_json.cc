@@ -5,8 +5,8 @@
 // readied, yielded or preempted, or back from blocking() without a P, and
 // not yet started) and blocking (inside goro::blocking()), starting from
 // the kInit snapshot. They are written at most once per kCounterGap of trace
-// time -- the value at that moment -- so a context-switch storm does not
-// double the file.
+// time -- changes within it are folded into the last one, written at its
+// time -- so a context-switch storm does not double the file.
 
 #include "diag/internal/trace_json.h"
 
@@ -206,6 +206,12 @@ void TraceJson::append_escaped(std::string_view s) {
   }
 }
 
+std::string TraceJson::name_of(std::uint64_t g) const {
+  if (g == 0) return std::string();
+  auto it = fibers_.find(g);
+  return it != fibers_.end() ? it->second.name : std::string();
+}
+
 void TraceJson::append_fiber_name(std::uint64_t g) {
   out_ += 'G';
   append_int(static_cast<std::int64_t>(g));
@@ -266,7 +272,12 @@ void TraceJson::put_mark(const Mark& m, std::uint64_t flow) {
   if (m.kind != MarkKind::kBlockingDone) {
     out_ += m.kind == MarkKind::kCreate ? ",\"parent\":\"" : ",\"by\":\"";
     if (m.by != 0) {
-      append_fiber_name(m.by);
+      out_ += 'G';
+      append_int(static_cast<std::int64_t>(m.by));
+      if (!m.by_name.empty()) {
+        out_ += ' ';
+        append_escaped(m.by_name);
+      }
       if (m.kind == MarkKind::kReady &&
           m.src == static_cast<std::uint8_t>(TraceSource::kThread)) {
         out_ += " (in a blocking call)";
@@ -407,7 +418,10 @@ void TraceJson::counters_changed(std::int64_t ts) {
   if (last_counter_ == INT64_MIN || ts >= last_counter_ + kCounterGap) {
     write_counters(ts, limit_);
   } else {
+    // Written with the next event at least kCounterGap after the last
+    // write, at the time of this (latest) change, where it became true.
     counters_dirty_ = true;
+    dirty_ts_ = ts;
   }
 }
 
@@ -437,7 +451,7 @@ void TraceJson::add(int source, const TraceEvent& e, std::int64_t ts) {
   t.last = ts;
   if (!t.named) name_track(track);
   if (counters_dirty_ && ts >= last_counter_ + kCounterGap) {
-    write_counters(ts, limit_);
+    write_counters(dirty_ts_, limit_);
   }
   const bool timer_hint = t.timer_hint;
   t.timer_hint = false;
@@ -457,8 +471,8 @@ void TraceJson::add(int source, const TraceEvent& e, std::int64_t ts) {
       FiberInfo& f = fibers_[e.g];
       f.name.clear();  // a recycled id's old name (kName events follow)
       hold_mark(f.pending, limit_);
-      f.pending = Mark{true, MarkKind::kCreate, ts, track, e.g, e.arg, 0,
-                       false};
+      f.pending = Mark{true, MarkKind::kCreate, ts, track, e.g, e.arg,
+                       name_of(e.arg), 0, false};
       ++runnable_;
       counters_changed(ts);
       break;
@@ -513,11 +527,11 @@ void TraceJson::add(int source, const TraceEvent& e, std::int64_t ts) {
       break;
     }
     case TraceType::kReady: {
+      Mark m{true,  MarkKind::kReady, ts,       track, e.g,
+             e.arg, name_of(e.arg),   e.reason, false};
+      m.timer = timer_hint && e.reason == static_cast<std::uint8_t>(
+                                              TraceSource::kScheduler);
       FiberInfo& f = fibers_[e.g];
-      const Mark m{true,  MarkKind::kReady, ts,      track, e.g,
-                   e.arg, e.reason,         timer_hint &&
-                       e.reason == static_cast<std::uint8_t>(
-                                       TraceSource::kScheduler)};
       hold_mark(f.pending, limit_);
       f.pending.valid = false;
       if (f.last_start >= ts) {
@@ -547,8 +561,8 @@ void TraceJson::add(int source, const TraceEvent& e, std::int64_t ts) {
       } else {
         FiberInfo& f = fibers_[e.g];
         hold_mark(f.pending, limit_);
-        f.pending = Mark{true, MarkKind::kBlockingDone, ts, track, e.g, 0, 0,
-                         false};
+        f.pending = Mark{true, MarkKind::kBlockingDone, ts, track, e.g, 0, "",
+                         0, false};
         ++runnable_;
       }
       counters_changed(ts);
@@ -575,9 +589,7 @@ void TraceJson::finish(std::int64_t end_ns, std::uint64_t dropped_buffer_full) {
     hold_mark(f.pending, finish_limit_);
     f.pending.valid = false;
   }
-  if (counters_dirty_) {
-    write_counters(std::max(end_ns, last_counter_ + 1), finish_limit_);
-  }
+  if (counters_dirty_) write_counters(dirty_ts_, finish_limit_);
   out_ += "\n],\n\"otherData\":{\"version\":\"goro trace 1\",\"procs\":";
   append_int(c_.nprocs);
   out_ += ",\"events\":";

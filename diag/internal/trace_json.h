@@ -95,6 +95,7 @@ class TraceJson {
     int track = 0;
     std::uint64_t g = 0;
     std::uint64_t by = 0;  // readier / parent fiber, 0: none
+    std::string by_name;   // its name then (it may have exited since)
     std::uint8_t src = 0;  // TraceSource of a ready
     bool timer = false;    // a ready right after a timer fired there
   };
@@ -134,6 +135,7 @@ class TraceJson {
   void comma();
 
   void append_fiber_name(std::uint64_t g);
+  std::string name_of(std::uint64_t g) const;  // "" if unknown
   void append_us(std::int64_t ns);  // as microseconds, 3 decimals
   void append_ts(std::int64_t ns) { append_us(ns - c_.t0_ns); }
   void append_int(std::int64_t v);
@@ -158,7 +160,8 @@ class TraceJson {
 
   std::int64_t runnable_ = 0, running_ = 0, blocking_ = 0;
   std::int64_t last_counter_ = INT64_MIN;
-  bool counters_dirty_ = false;
+  bool counters_dirty_ = false;  // changed since written, last at dirty_ts_
+  std::int64_t dirty_ts_ = 0;
 };
 
 }  // namespace goro::diag_internal

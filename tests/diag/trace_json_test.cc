@@ -169,7 +169,9 @@ TEST(TraceJsonTest, EqualTimesOnATrackBecomeStrictlyIncreasing) {
       << text;
 }
 
-TEST(TraceJsonTest, CountersAreWrittenAtMostOncePerMicrosecond) {
+// Changes within a microsecond of the last write are folded into one
+// (written at the time of the latest): at most two writes per microsecond.
+TEST(TraceJsonTest, CountersAreCoalescedToAboutOnePerMicrosecond) {
   Feeder f;
   // 1000 switches 100 ns apart: 100 us of trace.
   for (int i = 0; i < 1000; ++i) {
@@ -182,7 +184,7 @@ TEST(TraceJsonTest, CountersAreWrittenAtMostOncePerMicrosecond) {
   TraceSummary s;
   EXPECT_EQ(CheckTrace(text, &s), "") << text.substr(0, 2000);
   EXPECT_GT(s.counters, 10);
-  EXPECT_LE(s.counters, 102);
+  EXPECT_LE(s.counters, 202);
 }
 
 TEST(TraceJsonTest, SizeLimitStopsTheFileAndCountsTheRest) {
