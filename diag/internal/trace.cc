@@ -172,8 +172,8 @@ absl::Status start_locked(Sched* s, const std::string& path,
 
   // release: the rings and the snapshot are visible to a producer that
   // loads the session (acquire).
-  runtime_internal::g_trace_session.store(session, std::memory_order_release);
-  runtime_internal::g_trace_on.store(true, std::memory_order_release);
+  runtime_internal::g_trace.session.store(session, std::memory_order_release);
+  runtime_internal::g_trace.on.store(true, std::memory_order_release);
 
   auto* a = new Active;
   a->sched = s;
@@ -193,8 +193,8 @@ absl::StatusOr<trace::Result> stop_locked() {
   g_active = nullptr;
   // T2 (runtime/internal/trace.h): unpublish, then wait until no producer
   // is inside a ring.
-  runtime_internal::g_trace_on.store(false, std::memory_order_relaxed);
-  runtime_internal::g_trace_session.store(nullptr, std::memory_order_seq_cst);
+  runtime_internal::g_trace.on.store(false, std::memory_order_relaxed);
+  runtime_internal::g_trace.session.store(nullptr, std::memory_order_seq_cst);
   const bool fenced = heavy_fence();
   for (const auto& p : a->sched->ps) {
     while (p->trace_busy.load(std::memory_order_acquire)) sched_yield();

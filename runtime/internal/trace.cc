@@ -17,8 +17,8 @@
 
 namespace goro::runtime_internal {
 
-std::atomic<bool> g_trace_on{false};
-std::atomic<TraceSession*> g_trace_session{nullptr};
+TraceGlobals g_trace;
+static_assert(sizeof(TraceGlobals) == 64);
 Mutex g_trace_offp_mu;
 
 namespace {
@@ -90,7 +90,7 @@ __attribute__((noinline)) void emit(M* m, TraceType type, std::uint8_t reason,
     // fence between the two; keep the compiler from swapping them.
     p->trace_busy.store(true, std::memory_order_relaxed);
     std::atomic_signal_fence(std::memory_order_seq_cst);
-    if (TraceSession* s = g_trace_session.load(std::memory_order_acquire)) {
+    if (TraceSession* s = g_trace.session.load(std::memory_order_acquire)) {
       put(s, &s->rings[p->id], type, reason, aux16, aux32, g, arg, named);
     }
     // release: the stopper's acquire load of the flag orders our ring
@@ -99,7 +99,7 @@ __attribute__((noinline)) void emit(M* m, TraceType type, std::uint8_t reason,
     return;
   }
   MutexLock l(&g_trace_offp_mu);
-  if (TraceSession* s = g_trace_session.load(std::memory_order_acquire)) {
+  if (TraceSession* s = g_trace.session.load(std::memory_order_acquire)) {
     put(s, &s->offp, type, reason, aux16, aux32, g, arg, named);
   }
 }

@@ -4,10 +4,10 @@
 // events into per-P ring buffers. The consumer half -- the writer thread, the
 // Chrome Trace Event JSON, the public API goro::trace::start/stop and
 // GORO_TRACE -- is diag/'s (diag/trace.h, diag/internal/trace*.cc); it owns
-// the TraceSession below and publishes it in g_trace_session.
+// the TraceSession below and publishes it in g_trace.session.
 //
 // Cost while no trace runs: every event site is one relaxed load of
-// g_trace_on and a branch marked [[unlikely]] (the inline wrappers at the end
+// g_trace.on and a branch marked [[unlikely]] (the inline wrappers at the end
 // of this file); the slow paths are out of line and cold.
 //
 // Who writes where. An event goes to the ring of the P that the emitting M
@@ -32,10 +32,10 @@
 // lock, no allocation, only stores, RDTSC and (when a ring passes half full)
 // one futex wake-up. Checked builds assert T1 at every write.
 //
-// Stopping (T2). diag/ clears g_trace_session, then issues
+// Stopping (T2). diag/ clears g_trace.session, then issues
 // membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) and waits until no P's
 // trace_busy flag is set; only then does it free the rings. A writer sets
-// its P's trace_busy, then loads g_trace_session (a compiler barrier in
+// its P's trace_busy, then loads g_trace.session (a compiler barrier in
 // between; the membarrier is the fence -- the asymmetric Dekker of
 // diag/internal/dump.cc), and clears the flag (release) when done. Either
 // the writer loads null, or the stopper sees the flag. Off-P writers hold
@@ -217,15 +217,21 @@ struct TraceSession {
   Note wake;
 };
 
-// True while a session is published (the one flag each event site reads).
-extern std::atomic<bool> g_trace_on;
-// The running session, or null. Written by diag/ (release when published);
-// read by producers with acquire.
-extern std::atomic<TraceSession*> g_trace_session;
+// What every event site reads, on a cache line of its own: nothing that is
+// written often may share it. Both are written only by diag/, at a trace's
+// start and stop.
+struct alignas(64) TraceGlobals {
+  // True while a session is published (the one flag each event site reads).
+  std::atomic<bool> on{false};
+  // The running session, or null (release when published; producers load
+  // it with acquire).
+  std::atomic<TraceSession*> session{nullptr};
+};
+extern TraceGlobals g_trace;
 // Serialises the off-P ring's producers (and the stopper, T2).
 extern Mutex g_trace_offp_mu;
 
-inline bool trace_on() { return g_trace_on.load(std::memory_order_relaxed); }
+inline bool trace_on() { return g_trace.on.load(std::memory_order_relaxed); }
 
 // The trace clock: RDTSC, ordered after the loads before it.
 inline std::uint64_t trace_now() {
