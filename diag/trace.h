@@ -38,13 +38,19 @@
 //   * Names are cut at 48 bytes.
 //
 // Cost. While no trace runs: one predictable branch per event site (a
-// relaxed load of a flag); the yield and ping-pong benchmarks do not move.
-// While one runs: about 4 events per context switch (stop, start, and the
-// ready that preceded it), each ~30-60 ns on the switching thread here (a
-// TSC read and a 32-byte store), plus ~100 bytes of JSON and its formatting
-// on the writer thread; `bench/trace_bench.cc` measures it (the figures are
-// in docs/diagnostics.md). Memory: Options::buffer_events x 32 bytes per P
-// (and as much again for its spare), committed as it is written.
+// relaxed load of a flag on a cache line of its own); the yield and
+// ping-pong benchmarks show no change above their noise. While one runs: 2
+// or 3 events per context switch (the stop, the start, and the ready that
+// led to it), each 15-35 ns on the switching thread on the development
+// machines (a TSC read and a 32-byte store), plus about 100 ns of the
+// writer thread's CPU and 70-120 bytes of JSON; the writer keeps up with
+// about 10 million events a second on a CPU of its own, and what it cannot
+// keep up with is dropped. `bench/trace_bench.cc` measures it; the figures
+// are in docs/diagnostics.md. Memory: Options::buffer_events x 32 bytes
+// per P (and as much again for its spare, and one more ring for threads
+// without a P), committed as it is written.
+//
+// Not async-signal-safe: start, stop and active take a lock and allocate.
 //
 // start, stop and active may be called from any fiber or thread while a
 // runtime runs (a fiber calling them is inside goro::blocking(), so its P
