@@ -469,7 +469,7 @@ void TraceJson::add(int source, const TraceEvent& e, std::int64_t ts) {
       break;
     case TraceType::kCreate: {
       FiberInfo& f = fibers_[e.g];
-      f.name.clear();  // a recycled id's old name (kName events follow)
+      f.name.clear();  // the kName events that follow set it
       hold_mark(f.pending, limit_);
       f.pending = Mark{true, MarkKind::kCreate, ts, track, e.g, e.arg,
                        name_of(e.arg), 0, false};

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <span>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -187,6 +188,51 @@ TEST(TraceTest, BlockingCallEndsTheSliceAndTheNextOneSaysWhy) {
   EXPECT_GT(sum.end_reasons["blocking call"], 0);
   EXPECT_NE(text.find("\"start\":\"after blocking call\""), std::string::npos);
   EXPECT_TRUE(HasSliceNamed(sum, " main"));
+  ::unlink(path.c_str());
+}
+
+// Fibers waiting for sockets are woken by network polls: the trace shows
+// the polls, the fibers they readied, and the IO waits that ended.
+TEST(TraceTest, NetworkWaitsShowNetpollWakeUps) {
+  goro_test::CleanGoroEnv env;
+  const std::string path = TempPath("trace_net");
+  goro::run(goro_test::Procs(2), [&] {
+    goro_test::FiberGroup g;
+    absl::StatusOr<goro::net::Listener> ln =
+        goro::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln.ok()) << ln.status();
+    ASSERT_TRUE(goro::trace::start(path).ok());
+    g.go([l = *ln]() mutable {
+      absl::StatusOr<goro::net::Conn> c = l.accept();
+      if (!c.ok()) return;
+      char buf[64];
+      for (;;) {
+        absl::StatusOr<std::size_t> n = c->read(buf);
+        if (!n.ok() || *n == 0) break;
+        if (!c->write({buf, *n}).ok()) break;
+      }
+      (void)c->close();
+    });
+    absl::StatusOr<goro::net::Conn> c = goro::net::dial("tcp", ln->addr());
+    ASSERT_TRUE(c.ok()) << c.status();
+    for (int i = 0; i < 50; ++i) {
+      const std::string msg = "ping " + std::to_string(i);
+      ASSERT_TRUE(c->write(msg).ok());
+      std::string got(msg.size(), '\0');
+      ASSERT_TRUE(
+          c->read_full(std::span<char>(got.data(), got.size())).ok());
+    }
+    (void)c->close();
+    g.wait();
+    (void)ln->close();
+    ASSERT_TRUE(goro::trace::stop().ok());
+  });
+  const std::string text = ReadFile(path);
+  TraceSummary sum;
+  EXPECT_EQ(CheckTrace(text, &sum), "");
+  EXPECT_GT(sum.end_reasons["blocked: IO wait"], 0);
+  EXPECT_GT(sum.mark_names["netpoll"], 0);
+  EXPECT_NE(text.find("\"by\":\"netpoll\""), std::string::npos);
   ::unlink(path.c_str());
 }
 
