@@ -402,6 +402,52 @@ TEST(TraceTest, PlainThreadMayStartAndStopATrace) {
   ::unlink(path.c_str());
 }
 
+// Stopping waits until no P and no thread is inside a buffer before it
+// unmaps them (runtime/internal/trace.h, T2): traces started and stopped
+// over and over while fibers switch on both Ps and a plain thread readies
+// fibers from outside. A write into an unmapped buffer would crash (and
+// ASan/TSan would say where); every file must be complete.
+TEST(TraceTest, StartAndStopWhileEverythingRunsLeaveNoWriterBehind) {
+  goro_test::CleanGoroEnv env;
+  const std::string path = TempPath("trace_cycles");
+  constexpr int kCycles = goro_test::Scaled(30, 10);
+  goro::run(goro_test::Procs(2), [&] {
+    std::atomic<bool> stop{false};
+    goro::Chan<int> from_thread(16);
+    goro_test::FiberGroup g;
+    for (int k = 0; k < 2; ++k) {
+      g.go([&] {
+        while (!stop.load()) goro::yield();
+      });
+    }
+    g.go([&] {
+      while (from_thread.recv()) {
+      }
+    });
+    std::thread t([&] {
+      for (int i = 0; !stop.load(); ++i) {
+        from_thread.send(i);  // readies the receiver from off P
+        goro::go([] {});       // and creates fibers from off P
+      }
+    });
+    for (int i = 0; i < kCycles; ++i) {
+      goro::trace::Options o;
+      o.buffer_events = 256;  // full often: drops on every path
+      ASSERT_TRUE(goro::trace::start(path, o).ok());
+      goro::sleep_for(1ms);
+      const absl::StatusOr<goro::trace::Result> r = goro::trace::stop();
+      ASSERT_TRUE(r.ok()) << r.status();
+      TraceSummary sum;
+      ASSERT_EQ(CheckTrace(ReadFile(path), &sum), "") << "cycle " << i;
+    }
+    stop = true;
+    t.join();
+    from_thread.close();
+    g.wait();
+  });
+  ::unlink(path.c_str());
+}
+
 TEST(TraceTest, GoroTraceTracesTheWholeRun) {
   goro_test::CleanGoroEnv env;
   const std::string path = TempPath("trace_env");
