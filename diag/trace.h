@@ -39,7 +39,8 @@
 //
 // Cost. While no trace runs: one predictable branch per event site (a
 // relaxed load of a flag on a cache line of its own); the yield and
-// ping-pong benchmarks show no change above their noise. While one runs: 2
+// ping-pong benchmarks show no change above their noise (the ping-pong's
+// best runs up to 3 ns, 2 %, slower). While one runs: 2
 // or 3 events per context switch (the stop, the start, and the ready that
 // led to it), each 15-35 ns on the switching thread on the development
 // machines (a TSC read and a 32-byte store), plus about 100 ns of the
@@ -53,8 +54,8 @@
 // Not async-signal-safe: start, stop and active take a lock and allocate.
 //
 // start, stop and active may be called from any fiber or thread while a
-// runtime runs (a fiber calling them is inside goro::blocking(), so its P
-// keeps running others); one trace at a time. When run's main returns, a
+// runtime runs (a fiber calling start or stop is inside goro::blocking()
+// meanwhile, so its P keeps running others); one trace at a time. When run's main returns, a
 // trace still running is stopped and its file finished.
 
 #ifndef GORO_DIAG_TRACE_H_
