@@ -24,6 +24,8 @@
 //   runtime/stats.h       goro::stats
 //   diag/dump.h           goro::dump_fibers (deadlock detection: run.h;
 //                         SIGQUIT, GORO_DEBUG: docs/diagnostics.md)
+//   diag/trace.h          goro::trace::start/stop, GORO_TRACE: an execution
+//                         trace for Perfetto and Chromium's trace viewer
 //   preempt/no_preempt.h  goro::NoPreempt
 //   sync/wait_group.h     goro::WaitGroup
 //   sync/chan.h           goro::Chan<T>, goro::ChanClosed
@@ -43,6 +45,7 @@
 #define GORO_GORO_H_
 
 #include "diag/dump.h"
+#include "diag/trace.h"
 #include "net/net.h"
 #include "preempt/no_preempt.h"
 #include "runtime/blocking.h"

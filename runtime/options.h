@@ -18,6 +18,9 @@
 //                          (Go's GODEBUG=schedtrace; docs/diagnostics.md)
 //   GORO_SIGQUIT=0|1       0: leave SIGQUIT alone (default 1: a SIGQUIT
 //                          dumps every fiber to stderr and exits with 2)
+//   GORO_TRACE=PATH        writes an execution trace of the whole run to
+//                          PATH (diag/trace.h); run throws if PATH is empty
+//                          or cannot be opened for writing
 //
 // A malformed or out-of-range value, in Options or in the environment, makes
 // goro::run throw std::invalid_argument naming the variable and the value; it

@@ -13,7 +13,13 @@
 //                           with its backtrace, then abort
 //   diag_example overflow   a fiber's runaway recursion: the stack overflow
 //                           report with its raw backtrace, then abort
+//   diag_example trace      ~20 ms of a small pipeline (channels, a Mutex,
+//                           sleep, blocking(), a spinner that is preempted),
+//                           for GORO_TRACE=file
 
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -65,6 +71,53 @@ void start_fibers(goro::Chan<int> jobs, goro::Mutex* mu, int* v) {
   goro::go({.name = "updater"}, [mu, v] { guarded_update(mu, v); });
 }
 
+// A pipeline worth looking at in a trace viewer: a producer feeds two
+// workers through a channel, they count results under a Mutex and send them
+// on; a logger sleeps, one call blocks the thread, and a spinner keeps a P
+// busy until it is preempted.
+void trace_mode() {
+  goro::Chan<int> jobs(0), results(4);
+  goro::Mutex mu;
+  int done = 0;
+  goro::WaitGroup wg;
+  std::atomic<bool> stop{false};
+  wg.add(6);
+  goro::go({.name = "producer"}, [&] {
+    for (int i = 0; i < 40; ++i) jobs.send(i);
+    jobs.close();
+    wg.done();
+  });
+  for (int w = 0; w < 2; ++w) {
+    goro::go({.name = "worker-" + std::to_string(w)}, [&] {
+      while (auto j = jobs.recv()) {
+        {
+          std::lock_guard<goro::Mutex> l(mu);
+          ++done;
+        }
+        results.send(*j * 2);
+      }
+      wg.done();
+    });
+  }
+  goro::go({.name = "collector"}, [&] {
+    for (int i = 0; i < 40; ++i) results.recv();
+    wg.done();
+  });
+  goro::go({.name = "logger"}, [&] {
+    for (int i = 0; i < 3; ++i) goro::sleep_for(2ms);
+    goro::blocking([] { ::usleep(3000); });  // a call that blocks the thread
+    wg.done();
+  });
+  goro::go({.name = "spinner"}, [&] {
+    volatile std::uint64_t n = 0;
+    while (!stop.load(std::memory_order_relaxed)) n = n + 1;
+    wg.done();
+  });
+  goro::sleep_for(20ms);
+  stop.store(true);
+  wg.wait();
+}
+
 int run_mode(const std::string& mode) {
   if (mode == "throw" || mode == "overflow") {
     goro::WaitGroup wg;
@@ -78,6 +131,10 @@ int run_mode(const std::string& mode) {
       wg.done();
     });
     wg.wait();
+    return 0;
+  }
+  if (mode == "trace") {
+    trace_mode();
     return 0;
   }
   if (mode == "busy") {
@@ -126,9 +183,11 @@ int run_mode(const std::string& mode) {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode != "deadlock" && mode != "hang" && mode != "dump" &&
-      mode != "busy" && mode != "throw" && mode != "overflow") {
-    std::fprintf(
-        stderr, "usage: diag_example deadlock|hang|dump|busy|throw|overflow\n");
+      mode != "busy" && mode != "throw" && mode != "overflow" &&
+      mode != "trace") {
+    std::fprintf(stderr,
+                 "usage: diag_example "
+                 "deadlock|hang|dump|busy|throw|overflow|trace\n");
     return 1;
   }
   return goro::run([&] { return run_mode(mode); });

@@ -29,6 +29,20 @@ std::string backtrace_string(const void* ctx,
 // (from std::terminate); "" elsewhere.
 std::string fiber_backtrace();
 
+// A full memory barrier on every running thread of the process
+// (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), dump.cc): the heavy side of
+// the asymmetric Dekker handshakes of the dump's pins and of stopping a
+// trace. False when membarrier is unavailable (an old kernel, a seccomp
+// filter): then no barrier was issued.
+bool heavy_fence();
+
+// The execution trace (trace.cc): GORO_TRACE starts a trace when a runtime
+// is created (throws std::invalid_argument naming GORO_TRACE when its file
+// cannot be opened); a trace still running when run's main returns is
+// stopped there.
+void trace_on_create(runtime_internal::Sched* s);
+void trace_on_run_end(runtime_internal::Sched* s);
+
 // SIGQUIT (sigquit.cc): install the handler and start the thread it hands
 // off to, unless GORO_SIGQUIT=0 or the program has its own SIGQUIT
 // disposition; undo it at the runtime's end.

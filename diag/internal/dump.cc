@@ -101,19 +101,6 @@ struct FiberInfo {
   std::vector<RawFrame> frames;
 };
 
-bool membarrier_registered() {
-  static const bool ok =
-      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0,
-              0) == 0;
-  return ok;
-}
-
-// A full memory barrier on every running thread of the process.
-bool heavy_fence() {
-  return membarrier_registered() &&
-         syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
-}
-
 // Walks from the cursor's frame outwards while the stack pointer stays in
 // [lo, hi] (no bounds when lo == 0).
 void walk(unw_cursor_t* c, std::uintptr_t lo, std::uintptr_t hi,
@@ -319,6 +306,14 @@ std::string backtrace_string(const void* self_ctx, const Fiber* self) {
   std::string out;
   print_fiber(in, shared_symbolizer(), &out, /*thrown=*/true);
   return out;
+}
+
+bool heavy_fence() {
+  static const bool registered =
+      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0,
+              0) == 0;
+  return registered &&
+         syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
 }
 
 std::string dump_string(const void* self_ctx, const Fiber* self) {

@@ -16,6 +16,7 @@ void on_run(runtime_internal::Sched* s) {
 }
 
 void on_run_end(runtime_internal::Sched* s) {
+  trace_on_run_end(s);
   schedtrace_stop(s);
   sigquit_stop(s);
 }
@@ -26,6 +27,7 @@ struct Register {
       return dump_string(nullptr, nullptr);
     };
     runtime_internal::g_hooks.fiber_backtrace = fiber_backtrace;
+    runtime_internal::g_hooks.on_create = trace_on_create;
     runtime_internal::g_hooks.on_run = on_run;
     runtime_internal::g_hooks.on_run_end = on_run_end;
   }

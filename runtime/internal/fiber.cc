@@ -38,6 +38,7 @@
 #include "runtime/internal/run_queues.h"
 #include "runtime/internal/sanitizers.h"
 #include "runtime/internal/scheduler_internal.h"
+#include "runtime/internal/trace.h"
 
 namespace goro::runtime_internal {
 namespace {
@@ -134,6 +135,7 @@ std::atomic<std::terminate_handler> g_prev_terminate{nullptr};
   f->invoke = nullptr;
   f->destroy = nullptr;
   M* m = acquirem();
+  trace_stop(m, f, TraceStop::kExit);
   m->after = M::After::kExit;
   m->after_fiber = f;
   leave_fiber(m, f, /*dying=*/true);
@@ -274,6 +276,7 @@ void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*),
     // closure, as for any fiber that never started.
     f->parent_id = 0;
     held->created_off_p.fetch_add(1, std::memory_order_relaxed);
+    trace_create(nullptr, f, 0);  // off-P
     global_put(held, f);
     wakep(held);
     SchedUse::release();
@@ -285,6 +288,7 @@ void fiber_start(Fiber* f, void (*invoke)(void*), void (*destroy)(void*),
   Fiber* parent = m->curg();
   f->parent_id = parent != nullptr ? parent->id : 0;
   m->p->fibers_created.add();
+  trace_create(m, f, f->parent_id);  // before a thief can start it
   runq_put(m->p, f, true);
   std::atomic_thread_fence(std::memory_order_seq_cst);  // see runq_put
   wakep(s);

@@ -152,6 +152,11 @@ struct Fiber {
 
   std::string name;
 
+  // The execution trace (trace.h): the TraceSession::seq of the trace that
+  // has this fiber's name (written with its kCreate or first kStart there).
+  // Written by whoever owns the fiber then (its creator, the M starting it).
+  std::uint32_t trace_seq = 0;
+
 #if defined(__SANITIZE_THREAD__)
   void* tsan_fiber = nullptr;
 #endif

@@ -48,6 +48,7 @@
 
 #include "runtime/internal/run_queues.h"
 #include "runtime/internal/scheduler_internal.h"
+#include "runtime/internal/trace.h"
 
 namespace goro::runtime_internal {
 namespace {
@@ -88,6 +89,7 @@ Fiber* steal_work(Sched* s, P* p, bool* inherit) {
       if (v == p) continue;
       if (Fiber* f = v->runq.steal_into(p->runq)) {
         p->steals.add();
+        trace_steal(f, v->id, p->runq.size() + 1);
         *inherit = false;
         return f;
       }
@@ -104,6 +106,7 @@ Fiber* steal_work(Sched* s, P* p, bool* inherit) {
         if (v->runnext.compare_exchange_strong(r, nullptr,
                                                std::memory_order_acquire)) {
           p->steals.add();
+          trace_steal(r, v->id, 1);
           *inherit = false;
           return r;
         }

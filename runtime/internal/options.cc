@@ -216,6 +216,15 @@ DebugOptions resolve_debug_options() {
     if (v != "0" && v != "1") bad("GORO_SIGQUIT", v, "0 or 1");
     d.sigquit = v == "1";
   }
+  // GORO_TRACE=PATH: an execution trace of the whole run (diag/trace.h).
+  // Whether PATH can be written is checked when the trace starts (on_create
+  // hook), with the same message shape.
+  if (const char* e = std::getenv("GORO_TRACE")) {
+    d.trace_path = e;
+    if (d.trace_path.empty()) {
+      bad("GORO_TRACE", "", "the path of a file to write the execution trace to");
+    }
+  }
   return d;
 }
 

@@ -15,6 +15,7 @@
 #include "runtime/internal/api.h"
 #include "runtime/internal/run_queues.h"
 #include "runtime/internal/scheduler_internal.h"
+#include "runtime/internal/trace.h"
 
 namespace goro::runtime_internal {
 
@@ -88,6 +89,7 @@ void park(bool (*commit)(void*), void* arg, WaitReason reason) {
   m->after_fiber = self;
   m->after_commit = commit;
   m->after_arg = arg;
+  trace_stop(m, self, TraceStop::kBlocked, reason);
   // Resumed, possibly on another M: drop the count the switcher held there.
   release_after_switch(leave_fiber(m, self, false));
 }
@@ -121,6 +123,7 @@ void ready(Fiber* f) {
     // object): it never runs again.
     if (f->epoch != s->epoch) return;
     make_runnable(f);
+    trace_ready(m, f);
     runq_put(m->p, f, true);
     // A fiber readied into an empty runnext of a P whose ring is empty runs
     // as soon as the caller blocks or yields -- usually at once (a channel
@@ -148,6 +151,7 @@ void ready(Fiber* f) {
   Sched* s = use.get();
   if (s == nullptr || f->epoch != s->epoch) return;
   make_runnable(f);
+  trace_ready(m, f);
   global_put(s, f);
   wakep(s);
 }
@@ -155,6 +159,7 @@ void ready(Fiber* f) {
 void netpoll_inject(Sched* s, M* m, Fiber** fs, int n) {
   if (n <= 0) return;
   for (int i = 0; i < n; ++i) make_runnable(fs[i]);
+  trace_netpoll(m, fs, n);
   const bool on_p = m != nullptr && m->p != nullptr;
   // Idle Ps get one fiber each through the global queue, and an M to run
   // it; the rest stay on this P, where this M runs them next.
@@ -245,6 +250,7 @@ void yield_impl(bool preempted, bool async) {
     // yielding in a loop cannot starve them.
     m->after = M::After::kRequeueGlobal;
     m->after_fiber = self;
+    trace_stop(m, self, TraceStop::kYield);
     release_after_switch(switch_from_fiber(m, self, nullptr, false, false));
     return;
   }
@@ -259,6 +265,10 @@ void yield_impl(bool preempted, bool async) {
   m->after_fiber = self;
   // A preempted fiber's successor starts a fresh time slice.
   if (preempted) inherit = false;
+  trace_stop(m, self,
+             !preempted ? TraceStop::kYield
+             : async    ? TraceStop::kPreemptAsync
+                        : TraceStop::kPreemptCoop);
   release_after_switch(switch_from_fiber(m, self, next, inherit, false));
 }
 
@@ -289,6 +299,7 @@ bool blocking_enter() {
   // Fibers pinned to this thread (async-preempted) cannot wait for it: fn
   // may be waiting for one of them. They go with the P and may migrate.
   while (Fiber* f = pinned_pop(m)) runq_put(p, f, false);
+  trace_stop(m, m->curg(), TraceStop::kBlocking);  // while it holds p
   p->set_m(nullptr);
   m->p = nullptr;
   m->blocking_p = p;
@@ -336,6 +347,7 @@ void blocking_exit() {
     P* p = pidle_remove_locked(s, old) ? old : pidle_get_locked(s);
     if (p != nullptr) acquirep(m, p);
   }
+  trace_blocking_done(m, m->curg());  // on its new P, or off-P if none
   if (m->p == nullptr) {
     // No P is free: queue this fiber (and any fiber pinned to this thread:
     // this M is about to stop, so they may migrate after all) globally and

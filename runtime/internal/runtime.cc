@@ -17,6 +17,7 @@
 #include "runtime/internal/sanitizers.h"
 #include "runtime/internal/scheduler_internal.h"
 #include "runtime/internal/stack.h"
+#include "runtime/internal/trace.h"
 #include "runtime/run.h"
 #include "runtime/stats.h"
 #include "runtime/this_fiber.h"
@@ -200,6 +201,7 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   s->debug = debug;
   s->start_ns = mono_now_ns();
   s->epoch = ++g_epochs;
+  if (g_hooks.on_create != nullptr) g_hooks.on_create(s.get());
   // Fibers a previous runtime abandoned in I/O waits count no more.
   io_waiters_add(-io_waiters());
   s->next_fiber_id.store(g_next_fiber_id.load(std::memory_order_relaxed),
@@ -233,6 +235,7 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   f->destroy = [](void*) {};
   transition(f, FiberState::kFree, FiberState::kRunnable);
   s->created_off_p.fetch_add(1, std::memory_order_relaxed);
+  trace_create(nullptr, f, 0);  // GORO_TRACE started in on_create
   global_put(s.get(), f);
 
   if (g_hooks.on_start != nullptr) g_hooks.on_start(s.get());

@@ -19,6 +19,8 @@
 //                        sleep, timers
 //   sysmon.cc, retake.h  the monitor thread and its per-P decisions
 //   runtime.cc           run(): start, stop and tear down one runtime; stats
+//   trace.*              execution-trace events into per-P rings (the
+//                        consumer and the JSON are diag/'s)
 //   stack.*, signals.cc  stacks, guard pages and overflow reports
 //   context_x86_64.*     the register switch
 // and the small pieces the files above build on: locks.h, mutex.h, futex.h
@@ -120,6 +122,11 @@ struct alignas(64) P {
   std::atomic<std::uint64_t> sched_seq{0};
 
   P* idle_next = nullptr;  // Sched's idle list; guarded by Sched::lock
+
+  // Set by the M holding this P while it writes an execution-trace event,
+  // so that stopping a trace can wait for writers to leave its rings
+  // (trace.h, T2).
+  std::atomic<bool> trace_busy{false};
 
   // Statistics (owner-written).
   OwnerCounter context_switches, steals, fibers_created, fibers_exited,
@@ -237,11 +244,12 @@ enum Refusal : int {
 struct Sysmon;
 
 // Diagnostics settings from the environment (options.cc,
-// resolve_debug_options): GORO_DEBUG and GORO_SIGQUIT.
+// resolve_debug_options): GORO_DEBUG, GORO_SIGQUIT and GORO_TRACE.
 struct DebugOptions {
   int schedtrace_ms = 0;     // GORO_DEBUG=schedtrace=MS; 0: off
   bool scheddetail = false;  // GORO_DEBUG=...,scheddetail=1
   bool sigquit = true;       // GORO_SIGQUIT (default 1)
+  std::string trace_path;    // GORO_TRACE=PATH; empty: no trace
 };
 
 class Sched {
@@ -469,6 +477,12 @@ struct Hooks {
   // For diag/: the dump of every fiber, as goro::dump_fibers prints it.
   // Deadlock reports include it; null: the report says it is unavailable.
   std::string (*dump_fibers)() = nullptr;
+  // For diag/: on_create is called by run_main once the Sched exists and
+  // before anything runs on it (no M, no sysmon, no fiber; not yet in
+  // g_sched): GORO_TRACE starts its trace there. It may throw
+  // std::invalid_argument (GORO_TRACE's file cannot be written), which run
+  // then throws, with nothing started.
+  void (*on_create)(Sched* s) = nullptr;
   // For diag/: on_run is called by run_main after on_start with the
   // runtime running; on_run_end once main has returned, before the Ms stop
   // (the SIGQUIT and schedtrace threads start and stop there).

@@ -27,6 +27,7 @@
 #include "runtime/internal/run_queues.h"
 #include "runtime/internal/sanitizers.h"
 #include "runtime/internal/scheduler_internal.h"
+#include "runtime/internal/trace.h"
 
 namespace goro::runtime_internal {
 namespace {
@@ -73,6 +74,7 @@ inline void* enter_fiber(M* m, P* p, Fiber* f, bool inherit) {
       f->dump_pin.load(std::memory_order_relaxed)) {
     wait_dump_pin(f);
   }
+  trace_start(m, f);  // before set_curg: T1 in trace.h
   m->set_curg(f);
   if (!inherit) new_slice(p);
   p->context_switches.add();

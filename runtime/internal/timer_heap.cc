@@ -4,6 +4,8 @@
 
 #include <utility>
 
+#include "runtime/internal/trace.h"
+
 namespace goro::runtime_internal {
 
 // Invariant: a Timer is armed iff t->heap == this heap and heap_[t->index] ==
@@ -113,6 +115,7 @@ int TimerHeap::run_expired(std::int64_t now) {
       publish_earliest();
     }
     // The Timer may be gone now (its owner saw it disarmed); only arg is used.
+    trace_timer();
     fire(arg);
     ++fired;
   }

@@ -234,10 +234,11 @@ class CleanGoroEnv {
         d_("GORO_ASYNCPREEMPT", std::nullopt),
         e_("GORO_PREEMPT_MIGRATE", std::nullopt),
         f_("GORO_DEBUG", std::nullopt),
-        g_("GORO_SIGQUIT", std::nullopt) {}
+        g_("GORO_SIGQUIT", std::nullopt),
+        h_("GORO_TRACE", std::nullopt) {}
 
  private:
-  ScopedEnv a_, b_, c_, d_, e_, f_, g_;
+  ScopedEnv a_, b_, c_, d_, e_, f_, g_, h_;
 };
 
 // Polls `pred` (on a plain thread: sleeps; callers inside fibers use
