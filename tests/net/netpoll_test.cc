@@ -105,11 +105,18 @@ TEST(Netpoll, CloseRacingAParkingReadWakesIt) {
       absl::Status st;
       goro::go([&, s = *s]() mutable {
         started = true;
-        const auto t0 = Clock::now();
-        char x;
-        absl::StatusOr<std::size_t> n = s.read({&x, 1});
-        took = Clock::now() - t0;
-        st = n.ok() ? absl::InternalError("read OK") : n.status();
+        {
+          // Scoped: `n` shares its status with `st`, and must drop its
+          // reference before `done` lets the main fiber destroy `st`.
+          // Abseil is not built with TSan here, so its reference count's
+          // ordering is invisible to it, and a last unref after `done`
+          // was reported as a race with the main fiber's read of `st`.
+          const auto t0 = Clock::now();
+          char x;
+          absl::StatusOr<std::size_t> n = s.read({&x, 1});
+          took = Clock::now() - t0;
+          st = n.ok() ? absl::InternalError("read OK") : n.status();
+        }
         done = true;
       });
       // The reader runs on the other P (stolen) or after our yield; close
