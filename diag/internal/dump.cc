@@ -286,23 +286,29 @@ Symbolizer* shared_symbolizer() {
   return sym;
 }
 
+// The calling fiber's own block (in->f), from a libunwind context taken on
+// it: its stack cannot move while we read it.
+void read_self(const void* self_ctx, FiberInfo* in) {
+  in->where = Where::kSelf;
+  in->id = in->f->id;
+  copy_parked(in->f, in);
+  in->reason = runtime_internal::WaitReason::kNone;
+  unw_cursor_t c;
+  unw_context_t ctx;
+  std::memcpy(&ctx, self_ctx, sizeof(ctx));
+  if (unw_init_local(&c, &ctx) == 0) {
+    walk(&c, 0, 0, false, &in->frames, nullptr);
+  }
+}
+
 }  // namespace
 
 std::string backtrace_string(const void* self_ctx, const Fiber* self) {
   std::lock_guard<std::mutex> dump_lock(g_dump_mu);
   FiberInfo in;
   in.f = const_cast<Fiber*>(self);
-  in.id = self->id;
-  in.where = Where::kSelf;
   in.state = FiberState::kRunning;
-  copy_parked(in.f, &in);
-  in.reason = runtime_internal::WaitReason::kNone;
-  unw_cursor_t c;
-  unw_context_t ctx;
-  std::memcpy(&ctx, self_ctx, sizeof(ctx));
-  if (unw_init_local(&c, &ctx) == 0) {
-    walk(&c, 0, 0, false, &in.frames, nullptr);
-  }
+  read_self(self_ctx, &in);
   std::string out;
   print_fiber(in, shared_symbolizer(), &out, /*thrown=*/true);
   return out;
@@ -357,16 +363,7 @@ std::string dump_string(const void* self_ctx, const Fiber* self) {
       in.state = f->state.load(std::memory_order_acquire);
       in.wait_since = f->wait_since.load(std::memory_order_relaxed);
       if (f == self) {
-        in.where = Where::kSelf;
-        in.id = f->id;
-        copy_parked(f, &in);
-        in.reason = runtime_internal::WaitReason::kNone;
-        unw_cursor_t c;
-        unw_context_t ctx;
-        std::memcpy(&ctx, self_ctx, sizeof(ctx));
-        if (unw_init_local(&c, &ctx) == 0) {
-          walk(&c, 0, 0, false, &in.frames, nullptr);
-        }
+        read_self(self_ctx, &in);
         continue;
       }
       if (in.state == FiberState::kRunning) {
