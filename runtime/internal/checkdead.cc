@@ -46,8 +46,10 @@
 
 namespace goro::runtime_internal {
 
-std::atomic<std::int64_t> g_coarse_now_ns{0};
-std::atomic<int> g_dump_pins{0};
+// Own cache lines: sysmon writes the clock every round, and every switch
+// reads the pin count (enter_fiber).
+alignas(64) std::atomic<std::int64_t> g_coarse_now_ns{0};
+alignas(64) std::atomic<int> g_dump_pins{0};
 
 namespace {
 

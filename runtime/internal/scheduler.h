@@ -360,7 +360,7 @@ class Sched {
 };
 
 // A coarse CLOCK_MONOTONIC in ns, updated by sysmon at each of its rounds
-// (at least every 100 ms while it sleeps deeply), 0 before the first. Park
+// (at least once a second while it sleeps idle), 0 before the first. Park
 // and blocking() stamp Fiber::wait_since with it so that dumps can say for
 // how many minutes a fiber has waited without a clock read per park.
 // Relaxed: an approximate time.
