@@ -329,6 +329,10 @@ class Sched {
   // fence (the submitter's half of idle.cc's protocol), so no queued work
   // can miss it. Read-mostly: off the lines the hot counters dirty.
   alignas(64) std::atomic<bool> sysmon_sleeping{false};
+  // sysmon sleeps on it; sysmon_wake and sysmon_stop wake it. In the Sched,
+  // not the Sysmon: a plain thread inside ready() or go() (SchedUse) may
+  // still wake it after sysmon_stop has freed the Sysmon.
+  Note sysmon_note;
 
   // Signalled when the main fiber has returned. (Aligned: sysmon_sleeping
   // keeps its line to itself.)

@@ -87,7 +87,6 @@ struct Sysmon {
   Sched* s = nullptr;
   std::thread thread;
   std::atomic<bool> stop{false};
-  Note note;  // sysmon sleeps on it; sysmon_wake and sysmon_stop wake it
   std::vector<PWatch> watch;
   std::vector<int> stat_fds;  // /proc/self/task/TID/stat per M id
 };
@@ -245,11 +244,11 @@ bool work_waits(Sched* s) {
 template <typename Pred>
 void sleep_until_woken(Sysmon* sm, std::int64_t until, Pred still_ok) {
   Sched* s = sm->s;
-  sm->note.clear();
+  s->sysmon_note.clear();
   s->sysmon_sleeping.store(true, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (still_ok() && !sm->stop.load(std::memory_order_acquire)) {
-    sm->note.sleep(until);
+    s->sysmon_note.sleep(until);
   }
   s->sysmon_sleeping.store(false, std::memory_order_relaxed);
 }
@@ -315,8 +314,8 @@ void sysmon_main(Sysmon* sm) {
         }
       }
     }
-    sm->note.clear();
-    sm->note.sleep(wake);
+    s->sysmon_note.clear();
+    s->sysmon_note.sleep(wake);
   }
   for (int fd : sm->stat_fds) {
     if (fd >= 0) close(fd);
@@ -336,7 +335,7 @@ void sysmon_stop(Sched* s) {
   Sysmon* sm = s->sysmon;
   if (sm == nullptr) return;
   sm->stop.store(true, std::memory_order_release);
-  sm->note.wake();
+  s->sysmon_note.wake();
   sm->thread.join();
   s->sysmon = nullptr;
   delete sm;
@@ -349,7 +348,7 @@ void sysmon_wake(Sched* s) {
       !s->sysmon_sleeping.exchange(false, std::memory_order_seq_cst)) {
     return;
   }
-  if (Sysmon* sm = s->sysmon) sm->note.wake();
+  s->sysmon_note.wake();
 }
 
 }  // namespace goro::runtime_internal
