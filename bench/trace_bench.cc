@@ -86,8 +86,7 @@ void BM_Trace_Emit(benchmark::State& state) {
     ns = NsSince(t0);
     StopTrace(state, static_cast<double>(state.iterations()));
   });
-  state.counters["ns_per_event"] =
-      ns / static_cast<double>(state.iterations());
+  state.counters["ns_per_event"] = ns / static_cast<double>(state.iterations());
 }
 BENCHMARK(BM_Trace_Emit)->MeasureProcessCPUTime()->UseRealTime();
 

@@ -55,8 +55,8 @@
 //
 // start, stop and active may be called from any fiber or thread while a
 // runtime runs (a fiber calling start or stop is inside goro::blocking()
-// meanwhile, so its P keeps running others); one trace at a time. When run's main returns, a
-// trace still running is stopped and its file finished.
+// meanwhile, so its P keeps running others); one trace at a time. When run's
+// main returns, a trace still running is stopped and its file finished.
 
 #ifndef GORO_DIAG_TRACE_H_
 #define GORO_DIAG_TRACE_H_

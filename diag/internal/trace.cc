@@ -11,6 +11,8 @@
 // stops it and marks the runtime's epoch closed, so a start racing with it
 // fails instead of starting a session nobody would stop.
 
+#include "diag/trace.h"
+
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -24,7 +26,6 @@
 
 #include "diag/internal/diag.h"
 #include "diag/internal/trace_writer.h"
-#include "diag/trace.h"
 #include "runtime/blocking.h"
 #include "runtime/internal/scheduler_internal.h"
 #include "runtime/internal/trace.h"
@@ -121,8 +122,8 @@ absl::Status start_locked(Sched* s, const std::string& path,
     return absl::FailedPreconditionError(
         "goro::trace::start: the runtime is ending");
   }
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                        0666);
+  const int fd =
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd < 0) {
     return absl::ErrnoToStatus(
         errno, "goro::trace::start: cannot open \"" + path + "\" for writing");
@@ -135,9 +136,9 @@ absl::Status start_locked(Sched* s, const std::string& path,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) {
     ::close(fd);
-    return absl::ResourceExhaustedError(
-        "goro::trace::start: cannot map " + std::to_string(bytes) +
-        " bytes of event buffers");
+    return absl::ResourceExhaustedError("goro::trace::start: cannot map " +
+                                        std::to_string(bytes) +
+                                        " bytes of event buffers");
   }
   auto* session = new TraceSession;
   session->seq = ++g_seq;

@@ -471,8 +471,8 @@ void TraceJson::add(int source, const TraceEvent& e, std::int64_t ts) {
       FiberInfo& f = fibers_[e.g];
       f.name.clear();  // the kName events that follow set it
       hold_mark(f.pending, limit_);
-      f.pending = Mark{true, MarkKind::kCreate, ts, track, e.g, e.arg,
-                       name_of(e.arg), 0, false};
+      f.pending = Mark{true,  MarkKind::kCreate, ts, track, e.g,
+                       e.arg, name_of(e.arg),    0,  false};
       ++runnable_;
       counters_changed(ts);
       break;
@@ -495,18 +495,17 @@ void TraceJson::add(int source, const TraceEvent& e, std::int64_t ts) {
       } else {
         if (!t.open) {
           // Running since before the trace (or its start was dropped).
-          const std::int64_t start = prev == INT64_MIN
-                                         ? std::min(c_.t0_ns, ts)
-                                         : std::min(prev + 1, ts);
+          const std::int64_t start = prev == INT64_MIN ? std::min(c_.t0_ns, ts)
+                                                       : std::min(prev + 1, ts);
           open_slice(track, e.g, start, "before the trace (or not recorded)");
           --running_;  // counted in the snapshot, or never
         }
-        close_slice(track, ts, stop_text(e.reason), limit_,
-                    static_cast<TraceStop>(e.reason) == TraceStop::kBlocked
-                        ? runtime_internal::wait_reason_name(
-                              static_cast<runtime_internal::WaitReason>(
-                                  e.aux16))
-                        : nullptr);
+        close_slice(
+            track, ts, stop_text(e.reason), limit_,
+            static_cast<TraceStop>(e.reason) == TraceStop::kBlocked
+                ? runtime_internal::wait_reason_name(
+                      static_cast<runtime_internal::WaitReason>(e.aux16))
+                : nullptr);
       }
       switch (static_cast<TraceStop>(e.reason)) {
         case TraceStop::kYield:
@@ -529,8 +528,8 @@ void TraceJson::add(int source, const TraceEvent& e, std::int64_t ts) {
     case TraceType::kReady: {
       Mark m{true,  MarkKind::kReady, ts,       track, e.g,
              e.arg, name_of(e.arg),   e.reason, false};
-      m.timer = timer_hint && e.reason == static_cast<std::uint8_t>(
-                                              TraceSource::kScheduler);
+      m.timer = timer_hint &&
+                e.reason == static_cast<std::uint8_t>(TraceSource::kScheduler);
       FiberInfo& f = fibers_[e.g];
       hold_mark(f.pending, limit_);
       f.pending.valid = false;
@@ -561,8 +560,8 @@ void TraceJson::add(int source, const TraceEvent& e, std::int64_t ts) {
       } else {
         FiberInfo& f = fibers_[e.g];
         hold_mark(f.pending, limit_);
-        f.pending = Mark{true, MarkKind::kBlockingDone, ts, track, e.g, 0, "",
-                         0, false};
+        f.pending = Mark{
+            true, MarkKind::kBlockingDone, ts, track, e.g, 0, "", 0, false};
         ++runnable_;
       }
       counters_changed(ts);

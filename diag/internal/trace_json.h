@@ -136,7 +136,7 @@ class TraceJson {
 
   void append_fiber_name(std::uint64_t g);
   std::string name_of(std::uint64_t g) const;  // "" if unknown
-  void append_us(std::int64_t ns);  // as microseconds, 3 decimals
+  void append_us(std::int64_t ns);             // as microseconds, 3 decimals
   void append_ts(std::int64_t ns) { append_us(ns - c_.t0_ns); }
   void append_int(std::int64_t v);
   void append_escaped(std::string_view s);

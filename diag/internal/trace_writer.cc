@@ -34,8 +34,8 @@ constexpr std::size_t kFlushBytes = std::size_t{1} << 20;
 TraceWriter::TraceWriter(runtime_internal::TraceSession* s, const Config& c)
     : s_(s),
       c_(c),
-      json_(TraceJson::Config{c.pid, c.nprocs, s->nrings, c.t0_ns,
-                              c.max_bytes}) {
+      json_(
+          TraceJson::Config{c.pid, c.nprocs, s->nrings, c.t0_ns, c.max_bytes}) {
   staged_.resize(static_cast<std::size_t>(s->nrings) + 1);
   calib_.emplace_back(c.t0_tsc, c.t0_ns);
 }
@@ -48,7 +48,9 @@ TraceWriter::~TraceWriter() {
   }
 }
 
-void TraceWriter::start() { thread_ = std::thread([this] { main(); }); }
+void TraceWriter::start() {
+  thread_ = std::thread([this] { main(); });
+}
 
 absl::StatusOr<TraceCounts> TraceWriter::finish() {
   stop_.store(true, std::memory_order_release);
@@ -108,7 +110,8 @@ std::int64_t TraceWriter::to_ns(std::uint64_t tsc) {
     seg_ns_ = a.second;
     seg_scale_ = ns_per_tick;
   }
-  const double d = static_cast<double>(static_cast<std::int64_t>(tsc - a.first));
+  const double d =
+      static_cast<double>(static_cast<std::int64_t>(tsc - a.first));
   return a.second + static_cast<std::int64_t>(d * ns_per_tick);
 }
 

@@ -83,7 +83,7 @@ class TraceWriter {
   // joining it).
   TraceJson json_;
   std::vector<std::deque<runtime_internal::TraceEvent>> staged_;  // by ring
-  std::vector<std::pair<std::uint64_t, std::int64_t>> calib_;  // (tsc, ns)
+  std::vector<std::pair<std::uint64_t, std::int64_t>> calib_;     // (tsc, ns)
   // The segment to_ns used last (valid while calib_ is unchanged).
   std::uint64_t seg_lo_ = 1, seg_hi_ = 0;  // empty
   std::int64_t seg_ns_ = 0;

@@ -222,7 +222,8 @@ DebugOptions resolve_debug_options() {
   if (const char* e = std::getenv("GORO_TRACE")) {
     d.trace_path = e;
     if (d.trace_path.empty()) {
-      bad("GORO_TRACE", "", "the path of a file to write the execution trace to");
+      bad("GORO_TRACE", "",
+          "the path of a file to write the execution trace to");
     }
   }
   return d;

@@ -92,9 +92,9 @@ class PWatch {
                         const RetakePolicy& pol, const PView& v,
                         absl::FunctionRef<char()> thread_state) {
     RetakeActions a;
-    calm_ = !v.running ||
-            (v.has_fiber && !v.others_wait && !v.spare_lent && !v.is_spare &&
-             v.seq == seq_ && v.switches == switches_);
+    calm_ =
+        !v.running || (v.has_fiber && !v.others_wait && !v.spare_lent &&
+                       !v.is_spare && v.seq == seq_ && v.switches == switches_);
     switches_ = v.switches;
     if (!v.running || v.seq != seq_) {
       seq_ = v.running ? v.seq : kNone;

@@ -295,7 +295,8 @@ void sysmon_main(Sysmon* sm) {
       period = busy_period;
       pol.period = period;
       bool calm = false;
-      const std::int64_t next_deadline = retake(sm, now, prev_round, pol, &calm);
+      const std::int64_t next_deadline =
+          retake(sm, now, prev_round, pol, &calm);
       prev_round = now;
       sysmon_netpoll(s, now);
       calm_rounds = calm ? calm_rounds + 1 : 0;
