@@ -3,9 +3,11 @@
 // A fiber's life cycle (see the state machine in fiber.h): go() reserves a
 // Fiber object, an id and a stack from the P's cache (fiber_new), stores the
 // closure (inline or on the heap), and queues it (fiber_start); the first
-// switch to it builds its first frame on that stack (init_first_frame); when
-// its function returns, fiber_main switches away for good and the next context
-// recycles the stack and the object (fiber_free).
+// switch to it trades that (cold) stack for the warm one the P's last
+// finished fiber left, if any, and builds its first frame there
+// (init_first_frame); when its function returns, fiber_main switches away
+// for good and the next context recycles the stack and the object
+// (fiber_free).
 //
 // Fiber objects are never freed while the runtime runs (as Go keeps its Gs):
 // they move between per-P free lists and a global one under Sched::free_lock,
@@ -197,7 +199,7 @@ Fiber* fiber_new(const SpawnOptions* o) {
   // address space only: pages are committed as the fiber touches them.
   try {
     f->stack = p != nullptr
-                   ? p->stack_cache.get(s->stacks, ss, s->opts.stack_size)
+                   ? p->stack_cache.reserve(s->stacks, ss, s->opts.stack_size)
                    : s->stacks.allocate(ss);
   } catch (...) {
     if (p != nullptr) {
@@ -298,9 +300,10 @@ std::uint64_t fiber_id(const Fiber* f) { return f->id; }
 
 void init_first_frame(P* p, Fiber* f) {
   Sched* s = sched();
-  if (f->stack.empty()) {  // reserved by fiber_new
-    f->stack = p->stack_cache.get(s->stacks, f->stack_size, s->opts.stack_size);
-  }
+  // The stack fiber_new reserved is cold; run on the warm one the P's last
+  // finished fiber left, if any (StackCache explains why).
+  GORO_DCHECK(!f->stack.empty());
+  p->stack_cache.swap_for_warm(s->stacks, &f->stack, s->opts.stack_size);
 #if defined(__SANITIZE_ADDRESS__)
   // A recycled stack still carries the poisoned redzones of its previous
   // fiber's frames, which never returned.

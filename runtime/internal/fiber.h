@@ -99,7 +99,9 @@ struct Fiber {
 
   // The stack: reserved by go() (fiber_new), so that running out of address
   // space is an error of go() and never of a context switch; its pages are
-  // committed as the fiber touches them. Recycled when the fiber dies.
+  // committed as the fiber touches them. Exchanged for a warm one when the
+  // fiber first runs (StackCache::swap_for_warm), before anything but the
+  // scheduler can see it. Recycled when the fiber dies.
   // stack_size is the requested usable size.
   Stack stack;
   std::size_t stack_size = 0;

@@ -291,13 +291,18 @@ void arm_canary(const Stack& s) {
 }  // namespace
 
 void StackAllocator::allocate_batch(std::size_t size, std::size_t n,
-                                    std::vector<Stack>* out) {
+                                    std::vector<Stack>* out, Prefer prefer) {
   std::lock_guard<std::mutex> l(mu_);
   FreeList& list = free_[size];
+  std::vector<Stack>* first =
+      prefer == Prefer::kWarm ? &list.warm : &list.stacks;
+  std::vector<Stack>* second =
+      prefer == Prefer::kWarm ? &list.stacks : &list.warm;
   for (std::size_t i = 0; i < n; ++i) {
-    std::vector<Stack>* from = &list.warm;
+    std::vector<Stack>* from = first;
+    if (from->empty()) from = second;
     if (from->empty()) {
-      if (list.stacks.empty()) grow_locked(size, list);
+      grow_locked(size, list);  // fills list.stacks
       from = &list.stacks;
     }
     Stack s = from->back();
@@ -343,14 +348,26 @@ void StackAllocator::release(Stack s) {
   free_[s.size].stacks.push_back(s);
 }
 
-Stack StackCache::get(StackAllocator& a, std::size_t size,
-                      std::size_t default_size) {
+Stack StackCache::reserve(StackAllocator& a, std::size_t size,
+                          std::size_t default_size) {
   if (size != default_size) return a.allocate(size);
-  if (cache_.empty()) a.allocate_batch(size, kCap / 2, &cache_);
-  Stack s = cache_.back();
-  cache_.pop_back();
+  if (cold_.empty()) {
+    a.allocate_batch(size, kCap / 2, &cold_, StackAllocator::Prefer::kCold);
+  }
+  Stack s = cold_.back();
+  cold_.pop_back();
   arm_canary(s);
   return s;
+}
+
+void StackCache::swap_for_warm(StackAllocator& a, Stack* s,
+                               std::size_t default_size) {
+  if (s->size != default_size || warm_.empty()) return;
+  Stack w = warm_.back();
+  warm_.pop_back();
+  arm_canary(w);
+  push_bounded(a, &cold_, *s);
+  *s = w;
 }
 
 void StackCache::put(StackAllocator& a, Stack s, std::size_t default_size) {
@@ -358,12 +375,18 @@ void StackCache::put(StackAllocator& a, Stack s, std::size_t default_size) {
     a.release(s);
     return;
   }
-  if (cache_.size() >= kCap) {
+  push_bounded(a, &warm_, s);
+}
+
+void StackCache::push_bounded(StackAllocator& a, std::vector<Stack>* list,
+                              Stack s) {
+  if (list->size() >= kCap) {
+    // The oldest half: for warm_ the coldest of the warm ones.
     const std::size_t half = kCap / 2;
-    a.release_batch(cache_.data() + cache_.size() - half, half);
-    cache_.resize(cache_.size() - half);
+    a.release_batch(list->data(), half);
+    list->erase(list->begin(), list->begin() + static_cast<long>(half));
   }
-  cache_.push_back(s);
+  list->push_back(s);
 }
 
 }  // namespace goro::runtime_internal

@@ -168,8 +168,13 @@ class StackAllocator {
   // release_batch keeps the stacks as they are ("warm": their touched pages
   // stay committed, so the next fiber does not fault them in again, and no
   // TLB shootdown interrupts the other threads); scavenge() returns the
-  // memory later, like Go's background scavenger.
-  void allocate_batch(std::size_t size, std::size_t n, std::vector<Stack>* out);
+  // memory later, like Go's background scavenger. allocate_batch hands out
+  // warm stacks first, or with Prefer::kCold stacks whose memory is already
+  // back with the kernel (for reservations that may wait long before they
+  // run: see StackCache).
+  enum class Prefer { kWarm, kCold };
+  void allocate_batch(std::size_t size, std::size_t n, std::vector<Stack>* out,
+                      Prefer prefer = Prefer::kWarm);
   void release_batch(const Stack* s, std::size_t n);
 
   // scavenge gives the memory of warm stacks beyond kWarmKeep per size (at
@@ -215,22 +220,58 @@ class StackAllocator {
   std::vector<Stack> kept_;  // see keep_mapped
 };
 
-// A P's private cache of default-size stacks, kept committed ("warm"). Above
-// kCap the excess goes back to the allocator (and the kernel).
+// A P's private cache of default-size stacks, in two lists.
+//
+// go() reserves its fiber's stack at once (so that running out of address
+// space is a std::bad_alloc from go(), with nothing queued), but a fiber may
+// wait in a queue long before it runs, and a program that queues many (a
+// million go() calls in a loop; skynet's tree, run breadth first) would hold
+// as many distinct stacks. If each one ran on the stack it reserved, every
+// one of them would fault in fresh pages: 4 GiB of RSS for a million
+// fibers that each touch one page. So a reservation takes a *cold* stack
+// (one that has not been run on, or whose memory went back to the kernel),
+// and when the fiber first runs, swap_for_warm exchanges it for the stack
+// the P's last finished fiber left (its pages are committed and in cache).
+// The fibers that are running or parked touch stacks; the queued ones only
+// hold address space, as in Go, where a new goroutine takes a free stack
+// from its P's gFree list.
+//
+//   warm_: stacks a fiber ran on (put by fiber_free); LIFO, so the next
+//          fiber runs on the hottest one.
+//   cold_: stacks reserved by go() and given back unused by swap_for_warm,
+//          or refilled from the allocator with Prefer::kCold.
+// Each list holds at most kCap; the excess (half) goes back to the
+// allocator (warm-listed there: scavenge returns it to the kernel later).
+// Owner-only (the P's M): no lock.
 class StackCache {
  public:
   static constexpr std::size_t kCap = 128;
 
-  // get returns a stack of `size`; default-size stacks come from the cache,
-  // refilled kCap/2 at a time.
-  Stack get(StackAllocator& a, std::size_t size, std::size_t default_size);
-  Stack get(StackAllocator& a, std::size_t size) { return get(a, size, size); }
-  // put caches a default-size stack; a full cache gives half back.
+  // reserve returns a stack of `size` for a fiber that has not run yet:
+  // default-size stacks come from cold_, refilled kCap/2 at a time. Throws
+  // std::bad_alloc when the address space is exhausted.
+  Stack reserve(StackAllocator& a, std::size_t size, std::size_t default_size);
+
+  // swap_for_warm is called when a fiber first runs on this P: if `*s` (its
+  // reserved stack) is of the default size and a warm stack is cached, the
+  // two are exchanged (the reserved one is kept cold for the next go()).
+  // Never allocates, never throws.
+  void swap_for_warm(StackAllocator& a, Stack* s, std::size_t default_size);
+
+  // put caches a default-size stack its fiber ran on (warm); a full list
+  // gives half back. Stacks of other sizes go back to the allocator.
   void put(StackAllocator& a, Stack s, std::size_t default_size);
-  void drain() { cache_.clear(); }  // the allocator is about to unmap them
+
+  void drain() {  // the allocator is about to unmap them
+    warm_.clear();
+    cold_.clear();
+  }
 
  private:
-  std::vector<Stack> cache_;  // all of the default size
+  void push_bounded(StackAllocator& a, std::vector<Stack>* list, Stack s);
+
+  std::vector<Stack> warm_;  // all of the default size
+  std::vector<Stack> cold_;  // all of the default size
 };
 
 }  // namespace goro::runtime_internal

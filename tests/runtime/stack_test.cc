@@ -207,15 +207,52 @@ TEST(StackAllocatorTest, CanaryModeDetectsCorruption) {
 TEST(StackAllocatorTest, StackCacheRewritesTheCanary) {
   StackAllocator a(GuardMode::kCanary);
   goro::runtime_internal::StackCache cache;
-  Stack s = cache.get(a, 64 * 1024);
+  constexpr std::size_t kSize = 64 * 1024;
+  Stack s = cache.reserve(a, kSize, kSize);
   ASSERT_EQ(s.guard, GuardKind::kCanary);
   s.lo[3] = 7;
   EXPECT_FALSE(s.canary_intact());
-  cache.put(a, s, 64 * 1024);
-  Stack t = cache.get(a, 64 * 1024);  // from the cache, still committed
+  cache.put(a, s, kSize);
+  Stack t = cache.reserve(a, kSize, kSize);
+  cache.swap_for_warm(a, &t, kSize);  // the warm one, still committed
   EXPECT_EQ(t.lo, s.lo);
   EXPECT_TRUE(t.canary_intact());
-  cache.put(a, t, 64 * 1024);
+  cache.put(a, t, kSize);
+  cache.drain();
+}
+
+// A reservation never takes the warm stack a finished fiber left: that one
+// goes to the next fiber that runs, and the reserved one waits for the next
+// reservation (so queued fibers do not each fault in a stack of their own).
+TEST(StackAllocatorTest, StackCacheReservesColdAndRunsWarm) {
+  StackAllocator a;
+  goro::runtime_internal::StackCache cache;
+  constexpr std::size_t kSize = 64 * 1024;
+  Stack ran = cache.reserve(a, kSize, kSize);
+  ran.hi()[-1] = 1;  // committed
+  cache.put(a, ran, kSize);
+  Stack r1 = cache.reserve(a, kSize, kSize);
+  Stack r2 = cache.reserve(a, kSize, kSize);
+  EXPECT_NE(r1.lo, ran.lo);
+  EXPECT_NE(r2.lo, ran.lo);
+  cache.swap_for_warm(a, &r2, kSize);
+  EXPECT_EQ(r2.lo, ran.lo);
+  Stack r3 = cache.reserve(a, kSize, kSize);  // r2's reservation, unused
+  EXPECT_NE(r3.lo, ran.lo);
+  EXPECT_NE(r3.lo, r1.lo);
+  // Nothing warm left: a fiber keeps its own reservation.
+  Stack before = r1;
+  cache.swap_for_warm(a, &r1, kSize);
+  EXPECT_EQ(r1.lo, before.lo);
+  // Other sizes are never exchanged.
+  Stack big = cache.reserve(a, 2 * kSize, kSize);
+  cache.put(a, r3, kSize);
+  before = big;
+  cache.swap_for_warm(a, &big, kSize);
+  EXPECT_EQ(big.lo, before.lo);
+  a.release(big);
+  cache.put(a, r1, kSize);
+  cache.put(a, r2, kSize);
   cache.drain();
 }
 
