@@ -417,10 +417,12 @@ void set_deadline(PollDesc* pd, std::int64_t when, bool read, bool write) {
   }
 }
 
-int netpoll(std::int64_t until_ns, Fiber** out, int cap) {
-  Poller* pl = g_poller.load(std::memory_order_acquire);
-  if (pl == nullptr || cap < 2) return 0;
-  constexpr int kMaxEvents = 64;
+// The event array is sized by the caller's batch: a small batch is polled
+// from a preempted fiber's stack (yield_impl), whose frames must fit the
+// preemption's allowance (kPreemptFrames, runtime/internal/stack.h).
+template <int kMaxEvents>
+__attribute__((noinline)) int netpoll_with(Poller* pl, std::int64_t until_ns,
+                                           Fiber** out, int cap) {
   epoll_event evs[kMaxEvents];
   const int max_events = std::min(kMaxEvents, cap / 2);
   std::int64_t wait_ns = 0;
@@ -470,6 +472,13 @@ int netpoll(std::int64_t until_ns, Fiber** out, int cap) {
     }
   }
   return k;
+}
+
+int netpoll(std::int64_t until_ns, Fiber** out, int cap) {
+  Poller* pl = g_poller.load(std::memory_order_acquire);
+  if (pl == nullptr || cap < 2) return 0;
+  if (cap <= 2 * 8) return netpoll_with<8>(pl, until_ns, out, cap);
+  return netpoll_with<64>(pl, until_ns, out, cap);
 }
 
 std::uint64_t epoll_ctl_calls() {

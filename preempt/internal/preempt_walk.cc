@@ -388,18 +388,21 @@ void restore_errno(int saved) {
 void async_switch() {
   const goro::preempt_internal::OnceThreadLocals saved_once =
       goro::preempt_internal::save_once_thread_locals();
-#if GORO_DCHECK_IS_ON
   // The frames the yield runs below here must fit kPreemptFrames (stack.h,
   // preempt_frames_check); the trampoline's save area is above our frame.
-  goro::runtime_internal::Fiber* self =
-      goro::runtime_internal::current_m_signal_safe()->curg();
-  char* save_area = static_cast<char*>(__builtin_frame_address(0)) + 16;
-  goro::runtime_internal::preempt_frames_paint(self->stack.lo, save_area);
-#endif
+  const bool measure =
+      GORO_DCHECK_IS_ON || goro::runtime_internal::preempt_frames_measuring();
+  goro::runtime_internal::Fiber* self = nullptr;
+  char* save_area = nullptr;
+  if (measure) {
+    self = goro::runtime_internal::current_m_signal_safe()->curg();
+    save_area = static_cast<char*>(__builtin_frame_address(0)) + 16;
+    goro::runtime_internal::preempt_frames_paint(self->stack.lo, save_area);
+  }
   goro::runtime_internal::preempt_yield(/*async=*/true);
-#if GORO_DCHECK_IS_ON
-  goro::runtime_internal::preempt_frames_check(self->stack.lo, save_area);
-#endif
+  if (measure) {
+    goro::runtime_internal::preempt_frames_check(self->stack.lo, save_area);
+  }
   goro::preempt_internal::restore_once_thread_locals(saved_once);
 }
 

@@ -273,8 +273,11 @@ bool netpoll_queue_ready(Sched* s, M* m) {
       s->poll_busy.exchange(true, std::memory_order_acquire)) {
     return false;
   }
-  Fiber* fs[kNetpollBatch];
-  const int n = g_hooks.netpoll(0, fs, kNetpollBatch);
+  // On a preempted fiber's stack (yield_impl): a small batch, so that the
+  // frames fit kPreemptFrames (stack.h). Events not taken stay on epoll's
+  // ready list for the next poll.
+  Fiber* fs[kPreemptPollBatch];
+  const int n = g_hooks.netpoll(0, fs, kPreemptPollBatch);
   s->poll_busy.store(false, std::memory_order_release);
   netpoll_inject(s, m, fs, n);
   return n > 0;
@@ -309,8 +312,10 @@ Fiber* global_get_locked(Sched* s, P* p, int max) {
 }
 
 void runq_overflow(P* p, Fiber* f) {
+  // The P's own buffer, not a 1 KiB local: this runs on fiber stacks, a
+  // preempted one's included (kPreemptFrames, stack.h).
+  Fiber** batch = p->overflow_batch;
   for (;;) {
-    Fiber* batch[RunQueue<Fiber>::kCapacity / 2 + 1];
     std::uint32_t n = p->runq.take_half_for_overflow(batch);
     if (n == 0) {  // a thief made room
       if (p->runq.push(f)) return;

@@ -96,6 +96,8 @@ struct alignas(64) P {
 
   // Local run queue: owner pushes and pops; any P steals.
   RunQueue<Fiber> runq;
+  // runq_overflow's batch (owner only), off the fiber stacks it runs on.
+  Fiber* overflow_batch[RunQueue<Fiber>::kCapacity / 2 + 1] = {};
   // A just-readied or just-spawned fiber that runs next. Only the owner
   // stores a non-null value; thieves may CAS it to null (Go's rule).
   std::atomic<Fiber*> runnext{nullptr};

@@ -143,6 +143,8 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit);
 std::int64_t earliest_timer(Sched* s);
 // Fibers one netpoll call may return (two per epoll event at most).
 inline constexpr int kNetpollBatch = 128;
+// The batch netpoll_queue_ready polls from a preempted fiber's stack.
+inline constexpr int kPreemptPollBatch = 16;
 // Whether net/ has a poller for this runtime (some socket was opened).
 inline bool netpoll_on() {
   return g_hooks.netpoll_inited != nullptr && g_hooks.netpoll_inited();

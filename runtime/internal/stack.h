@@ -50,8 +50,8 @@ inline constexpr std::size_t kMainStackSize = 8u << 20;
 // The smallest stack size accepted (validate_stack_size): large enough for
 // an asynchronous preemption's save area (preempt_stack_need()) plus
 // kMinFrameRoom of the fiber's own frames, and never below 16 KiB. On a CPU
-// with AVX-512 and AMX (11,008-byte XSAVE area) that is 16 KiB in optimized
-// builds, 20 KiB at -O0 and 24 KiB under sanitizers (bigger frames).
+// with AVX-512 and AMX (11,008-byte XSAVE area) that is 20 KiB in optimized
+// builds, 24 KiB at -O0 and 28 KiB under sanitizers (bigger frames).
 std::size_t min_stack_size();
 inline constexpr std::size_t kMinFrameRoom = 4096;
 
@@ -73,20 +73,24 @@ const XsaveLayout& xsave_layout();
 // room for it, so that every fiber can be preempted.
 std::size_t preempt_stack_need();
 
-// kPreemptFrames: the most the debug check below measured (preempt_test,
-// preempt_stack_test, signal_chain_test, select_test, timer_test; tens of
-// thousands of preemptions), with margin: 488 bytes at -O2 (forced with
-// -DGORO_ENABLE_DCHECK), 1,672 at -O0 (--config=dbg; the yield runs timers
-// on the fiber's stack), 3,944 under ASan. The check counts its own painting
-// frame (~200 bytes), so these are upper bounds. A change that makes those
-// frames deeper fails the check in the debug and sanitizer builds rather
-// than overflowing a small stack in the field.
+// kPreemptFrames: the most the check below measured (preempt_test,
+// preempt_stack_test, signal_chain_test, select_test, timer_test,
+// netpoll_test; tens of thousands of preemptions), with margin: 712 bytes at
+// -O2 (2026-11-30; the deepest path is the yield's network poll, with
+// fibers waiting on sockets; it had grown to 1,224 while netpoll_queue_ready
+// and runq_overflow kept 1 KiB arrays on the preempted fiber's stack), 1,672 at
+// -O0 (--config=dbg; the yield runs timers on the fiber's stack), 3,944
+// under ASan. These are upper bounds (the check's own frame is counted). A
+// change that makes those frames deeper fails
+// PreemptStack.FramesBelowAPreemptionFitTheirAllowance in the optimized
+// build, and the check itself in the debug and sanitizer builds, rather than
+// overflowing a small stack in the field.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 inline constexpr std::size_t kPreemptFrames = 8192;
 #elif !defined(__OPTIMIZE__)
 inline constexpr std::size_t kPreemptFrames = 3072;
 #else
-inline constexpr std::size_t kPreemptFrames = 768;
+inline constexpr std::size_t kPreemptFrames = 1024;
 #endif
 
 // The frames that take preempt/'s libunwind walk from the trampoline to the
@@ -101,14 +105,20 @@ inline constexpr std::size_t kPreemptWalkEntry = 4096;
 inline constexpr std::size_t kPreemptWalkEntry = 512;
 #endif
 
-// Debug-build (GORO_DCHECK_IS_ON) high-water check of kPreemptFrames, called
-// by goro_async_preempt_yield with the address of the XSAVE area (its
-// caller's stack pointer): paint fills the stack below the caller with a
-// pattern, down to kPreemptFrames (plus a margin) below `save_area`; check,
-// after the fiber resumed, aborts if the frames went deeper than
-// kPreemptFrames. Both are async-signal-safe.
+// High-water check of kPreemptFrames, on in debug builds (GORO_DCHECK_IS_ON)
+// and, in any build, while preempt_frames_measure(true) is set (a test turns
+// it on, so that the optimized build's budget is checked too). Called by the
+// asynchronous preemption with the address of the XSAVE area (its caller's
+// stack pointer): paint fills the stack below the caller with a pattern,
+// down to kPreemptFrames (plus a margin) below `save_area`; check, after the
+// fiber resumed, records the depth the frames reached
+// (preempt_frames_max_used), reports one deeper than kPreemptFrames on
+// stderr, and aborts in debug builds. Both are async-signal-safe.
 void preempt_frames_paint(const char* stack_lo, char* save_area);
 void preempt_frames_check(const char* stack_lo, char* save_area);
+void preempt_frames_measure(bool on);
+bool preempt_frames_measuring();        // one relaxed load
+std::size_t preempt_frames_max_used();  // since the process started
 
 enum class GuardKind : std::uint8_t { kNone, kMadvise, kMprotect, kCanary };
 
