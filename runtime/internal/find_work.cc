@@ -21,9 +21,10 @@
 //   * the idle path: an M that gave up its P and would sleep blocks in
 //     netpoll instead -- at most one M at a time (it CASes
 //     Sched::last_poll to 0) -- until the earliest timer of all Ps, with
-//     nanosecond precision, or until broken. While it is there the other
-//     idle Ms sleep with no deadline: the poller is the one thread that
-//     wakes for a timer. When it returns it takes an idle P if there is one
+//     nanosecond precision, or until broken. While it is there (or an M
+//     spins, about to be there) the other idle Ms sleep with no deadline:
+//     the poller is the one thread that wakes for a timer ("Who owns the
+//     timers", below). When it returns it takes an idle P if there is one
 //     and runs the fibers it readied (spreading them over idle Ps,
 //     netpoll_inject), or queues them globally.
 //   * a fiber's slice end (yield_impl, preempted): a non-blocking poll
@@ -40,6 +41,38 @@
 // sees last_poll == 0 and a poll_until that is either final or stale -- and
 // then the poller's re-read sees the adder's timer -- or the adder sees no
 // poller and sleeps with its own deadline (or polls itself).
+//
+// Who owns the timers. While some fiber waits for I/O (or a timer is
+// pending), exactly one thread keeps the earliest timer's deadline, and the
+// other idle Ms sleep with none, so that one timer wakes one thread:
+//   * the M blocked in netpoll keeps it (until the earliest timer; a new
+//     earlier one breaks the poll, above). An M going idle sees
+//     last_poll == 0 and sleeps with no deadline.
+//   * an M in its poll spin is the poller to be: it blocks in netpoll when
+//     its spin ends, and no other M may block there meanwhile. An M going
+//     idle then sleeps with no deadline behind it and says so
+//     (Sched::poll_owed; stopm_behind_spinner).
+//   * a spinner that takes work instead of blocking hands the deadline on
+//     (poll_owed_handoff): if poll_owed is set, no other spinner spins and
+//     nobody blocks in netpoll, it wakes one idle M, with no P, which goes
+//     back through the idle path and blocks in netpoll in its place.
+//   * whoever wins last_poll (blocks in netpoll) clears poll_owed: it
+//     computes the earliest timer of all Ps after its fence, so it keeps
+//     every deadline the sleepers gave up.
+// The race to win is the sleeper's flag against the spinner's exit:
+//   sleeper: on the idle list, poll_owed = 1 (under Sched::lock) ->
+//            fence(seq_cst) -> load npoll_spinning, last_poll
+//   spinner: npoll_spinning-- (seq_cst RMW) -> load poll_owed (seq_cst)
+// Either the spinner sees the flag (and blocks in netpoll or hands off), or
+// the sleeper sees no spinner: then, unless an M blocks in netpoll, it
+// leaves the idle list and goes round again (it may become the poller
+// itself). A hand-off that finds another spinner still spinning leaves the
+// flag to it: that spinner's decrement comes after the flag's store or
+// after our decrement, so it, or the one of us that takes the lock last,
+// sees both. A poller that returns with work does not hand off (Go's
+// findrunnable does not either): another P's timer then waits until an M
+// comes through find_runnable (which runs every P's due timers) or the
+// idle path -- a known gap, shared with Go, when that M's fibers run long.
 //
 // Time. Each P has a timer heap; any M that finds a timer due runs it. An M
 // that gives up its P sleeps on its futex until the earliest timer of all Ps
@@ -169,10 +202,12 @@ void poll_spin_shrink(Sched* s) {
   s->poll_spin_ns.store(v < kPollSpinMinNs ? 0 : v, std::memory_order_relaxed);
 }
 
-Fiber* netpoll_spin(Sched* s, M* m, P* p, bool* inherit) {
+// *spun: this M spun (and so may owe the timers, "Who owns the timers").
+Fiber* netpoll_spin(Sched* s, M* m, P* p, bool* inherit, bool* spun) {
   if (g_hooks.netpoll == nullptr || io_waiters() == 0) return nullptr;
   const std::int64_t budget = s->poll_spin_ns.load(std::memory_order_relaxed);
   if (budget == 0) return nullptr;
+  *spun = true;
   s->npoll_spinning.fetch_add(1, std::memory_order_seq_cst);
   struct Done {
     Sched* s;
@@ -210,28 +245,63 @@ Fiber* netpoll_spin(Sched* s, M* m, P* p, bool* inherit) {
   }
 }
 
-enum class Polled { kNo, kWithP, kWithoutP };
+enum class Polled { kNo, kWithP, kWithoutP, kBehindSpinner };
+
+// The spinner's half of "Who owns the timers": called by an M that spun
+// (its npoll_spinning decrement, a seq_cst RMW, came first) and takes work
+// instead of blocking in netpoll. If an idle M sleeps with no deadline
+// counting on it (poll_owed), it wakes one idle M, with no P, to block in
+// netpoll until the earliest timer in its place -- unless another spinner
+// still spins (it checks the flag when it leaves; whichever of us reads
+// npoll_spinning last under the lock sees the other gone) or an M already
+// blocks in netpoll (it has the timers).
+void poll_owed_handoff(Sched* s) {
+  if (!s->poll_owed.load(std::memory_order_seq_cst)) return;
+  M* idle = nullptr;
+  {
+    MutexLock l(&s->lock);
+    if (!s->poll_owed.load(std::memory_order_relaxed) ||
+        s->npoll_spinning.load(std::memory_order_seq_cst) > 0) {
+      return;
+    }
+    s->poll_owed.store(false, std::memory_order_relaxed);
+    if (s->last_poll.load(std::memory_order_seq_cst) == 0) return;
+    // None idle: every M runs, and comes back through find_runnable (and
+    // the timers) before it sleeps.
+    idle = midle_pop_locked(s);
+    if (idle == nullptr) return;
+    idle->next_p = nullptr;
+    idle->next_spinning = false;
+  }
+  s->threads_woken.fetch_add(1, std::memory_order_relaxed);
+  idle->note.wake();
+}
 
 // The idle M's blocking poll (see "The netpoller"). kNo: this M did not
 // poll (someone else does, or nobody waits for anything): sleep on the
-// note. kWithP: it polled and took an idle P (its readied fibers are
-// queued): look for work. kWithoutP: it polled but every P is busy (the
-// fibers went to the global queue): sleep on the note with no deadline, as
-// Go's findrunnable does -- going back into epoll would have this M take
-// events one at a time from Ps that harvest them in batches.
+// note. kBehindSpinner: a poll spinner will poll, and a timer is pending:
+// sleep with no deadline behind it (stopm_behind_spinner). kWithP: it polled
+// and took an idle P (its readied fibers are queued): look for work. kWithoutP:
+// it polled but every P is busy (the fibers went to the global queue): sleep on
+// the note with no deadline, as Go's findrunnable does -- going back into epoll
+// would have this M take events one at a time from Ps that harvest them in
+// batches.
 Polled netpoll_blocking(Sched* s, M* m, std::int64_t deadline) {
   if (g_hooks.netpoll == nullptr || !netpoll_on()) return Polled::kNo;
   if (io_waiters() == 0 && deadline == 0) return Polled::kNo;
   // A spinning M harvests the events; it blocks here itself when its spin
   // ends (it always comes here next, or runs what it found).
   if (s->npoll_spinning.load(std::memory_order_seq_cst) > 0) {
-    return Polled::kNo;
+    return deadline != 0 ? Polled::kBehindSpinner : Polled::kNo;
   }
+  // Only another poller's 0 stops us; sysmon's poll moves the time on.
   std::int64_t lp = s->last_poll.load(std::memory_order_seq_cst);
-  if (lp == 0 ||
-      !s->last_poll.compare_exchange_strong(lp, 0, std::memory_order_seq_cst)) {
-    return Polled::kNo;
+  while (lp != 0 && !s->last_poll.compare_exchange_weak(
+                        lp, 0, std::memory_order_seq_cst)) {
   }
+  if (lp == 0) return Polled::kNo;
+  // This M has the timers now: nobody owes them any more.
+  s->poll_owed.store(false, std::memory_order_seq_cst);
   s->poll_until.store(deadline, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   // A timer added before the fence by an M that saw no poller is visible.
@@ -354,6 +424,10 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
       if (deadline != 0 && deadline <= mono_now_ns()) deadline = 0;
       const Polled polled = netpoll_blocking(s, m, deadline);
       if (polled == Polled::kWithP) continue;
+      if (polled == Polled::kBehindSpinner) {
+        stopm_behind_spinner(s, m);
+        continue;
+      }
       // An M blocked in netpoll wakes for the timers: not us too. After a
       // poll without a P, every P is busy: their Ms run the timers.
       if (polled == Polled::kWithoutP ||
@@ -401,7 +475,11 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
     // busy server the next event is microseconds away, and harvesting it
     // here keeps its fiber on this P and this thread awake, where sleeping
     // would cost two thread wake-ups (the poller's and this M's).
-    if (Fiber* f = netpoll_spin(s, m, p, &inh)) return found(f, inh);
+    bool spun = false;
+    if (Fiber* f = netpoll_spin(s, m, p, &inh, &spun)) {
+      poll_owed_handoff(s);
+      return found(f, inh);
+    }
 
     // Nothing to do: give up the P.
     {
@@ -409,6 +487,7 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
       if (s->stopping.load(std::memory_order_relaxed)) return nullptr;
       if (Fiber* f = global_get_locked(s, p, 0)) {
         l.unlock();
+        if (spun) poll_owed_handoff(s);
         return found(f, false);
       }
       m->p = nullptr;
@@ -433,6 +512,8 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
           m->spinning = true;
           s->nmspinning.fetch_add(1, std::memory_order_seq_cst);
         }
+        l.unlock();
+        if (spun) poll_owed_handoff(s);
         continue;
       }
     }
@@ -440,6 +521,10 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
     if (polled == Polled::kWithP) continue;
     if (polled == Polled::kWithoutP) {
       stopm(s, m, 0);  // every P is busy; see netpoll_blocking
+      continue;
+    }
+    if (polled == Polled::kBehindSpinner) {
+      stopm_behind_spinner(s, m);
       continue;
     }
     if (deadline != 0 && s->last_poll.load(std::memory_order_seq_cst) == 0) {

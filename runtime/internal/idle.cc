@@ -280,6 +280,32 @@ void wake_idle_m_for_timer(Sched* s) {
 // a deadline, until then (it then tries to take an idle P itself). The last
 // M to go idle with no deadline (no timer anywhere) checks for a deadlock
 // (checkdead.cc), which may give it a deadline to recheck at.
+namespace {
+
+void midle_push_locked(Sched* s, M* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock) {
+  m->note.clear();
+  m->idle = true;
+  m->idle_next = s->idle_m;
+  s->idle_m = m;
+  s->nmidle.fetch_add(1, std::memory_order_relaxed);
+}
+
+// After an idle M's sleep: take what it was handed, or, if nobody handed it
+// anything (its deadline passed), leave the idle list and take an idle P if
+// there is one.
+void after_stopm(Sched* s, M* m) {
+  MutexLock l(&s->lock);
+  if (m->idle) {
+    midle_remove_locked(s, m);
+    m->idle = false;
+    if (P* p = pidle_get_locked(s)) acquirep(m, p);
+    return;
+  }
+  take_handed_p(m);
+}
+
+}  // namespace
+
 void stopm(Sched* s, M* m, std::int64_t deadline) {
   // A sleeping M never counts as spinning: wakep() would rely on it.
   GORO_DCHECK(!m->spinning);
@@ -288,24 +314,46 @@ void stopm(Sched* s, M* m, std::int64_t deadline) {
   {
     MutexLock l(&s->lock);
     if (s->stopping.load(std::memory_order_relaxed)) return;
-    m->note.clear();
-    m->idle = true;
-    m->idle_next = s->idle_m;
-    s->idle_m = m;
-    s->nmidle.fetch_add(1, std::memory_order_relaxed);
+    midle_push_locked(s, m);
     if (deadline == 0) maybe_dead = dead_by_counts_locked(s);
     gen = s->idle_gen;
   }
   if (maybe_dead) deadline = checkdead(s, m, gen);
   m->note.sleep(deadline);
-  MutexLock l(&s->lock);
-  if (m->idle) {  // deadline passed: nobody handed us anything
+  after_stopm(s, m);
+}
+
+// The sleeper's half of "Who owns the timers" (find_work.cc): on the idle
+// list, then poll_owed, then (fence) npoll_spinning. Against the spinner's
+// npoll_spinning decrement -> load poll_owed, one of the two sees the
+// other: if this M still sees a spinner, that spinner sees the flag when it
+// leaves its spin; if it sees none (and nobody blocked in netpoll), the
+// spinner may have left without seeing it, and this M looks again instead
+// of sleeping on a deadline nobody keeps. Never a deadlock candidate: it
+// has a timer to wait for.
+bool stopm_behind_spinner(Sched* s, M* m) {
+  GORO_DCHECK(!m->spinning);
+  {
+    MutexLock l(&s->lock);
+    if (s->stopping.load(std::memory_order_relaxed)) return true;
+    midle_push_locked(s, m);
+    s->poll_owed.store(true, std::memory_order_seq_cst);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (s->npoll_spinning.load(std::memory_order_seq_cst) == 0 &&
+      s->last_poll.load(std::memory_order_seq_cst) != 0) {
+    MutexLock l(&s->lock);
+    if (!m->idle) {  // handed a P (or woken) meanwhile
+      take_handed_p(m);
+      return true;
+    }
     midle_remove_locked(s, m);
     m->idle = false;
-    if (P* p = pidle_get_locked(s)) acquirep(m, p);
-    return;
+    return false;
   }
-  take_handed_p(m);
+  m->note.sleep(0);
+  after_stopm(s, m);
+  return true;
 }
 
 // --- Spare Ps ----------------------------------------------------------------

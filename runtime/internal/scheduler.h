@@ -358,6 +358,14 @@ class Sched {
   // is, no M blocks in epoll: the kernel would wake it for every event the
   // spinner harvests anyway. Incremented/decremented by the spinner.
   std::atomic<int> npoll_spinning{0};
+  // Set by an idle M that sleeps with no deadline although no M blocks in
+  // netpoll, because a poll spinner will (find_work.cc, "Who owns the
+  // timers"); cleared by whoever takes the timers over: the next M to block
+  // in netpoll, or a spinner that takes work instead, which then wakes an
+  // idle M to block in its place. Set under Sched::lock as that M goes on
+  // the idle list; seq_cst: a Dekker pair with the spinner's decrement of
+  // npoll_spinning.
+  std::atomic<bool> poll_owed{false};
   // How long the next poll spin may last, ns (find_work.cc, netpoll_spin):
   // doubled (from 0: set to a minimum) by a spin that found an event or a
   // blocking poll that an event ended within what a full spin lasts;

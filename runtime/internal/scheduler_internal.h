@@ -102,6 +102,11 @@ void wakep(Sched* s);
 void handoffp(Sched* s, P* p);
 void reset_spinning(Sched* s, M* m);
 void stopm(Sched* s, M* m, std::int64_t deadline);
+// stopm with no deadline for an M whose deadline a poll spinner will keep
+// (find_work.cc, "Who owns the timers"); sets Sched::poll_owed. Returns
+// false if it did not sleep because the spinner may have missed the flag:
+// the M must look again.
+bool stopm_behind_spinner(Sched* s, M* m);
 void acquirep(M* m, P* p);
 void pidle_put_locked(Sched* s, P* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock);
 P* pidle_get_locked(Sched* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock);
