@@ -216,9 +216,6 @@ struct M {
   std::atomic<bool> signal_pending{false};
 
   void* sigaltstack = nullptr;
-  // Valgrind's id for sigaltstack (VALGRIND_STACK_REGISTER), 0 outside
-  // Valgrind; see install_thread_signal_stack. Owner thread only.
-  unsigned sigaltstack_vg_id = 0;
   // This thread's libstdc++ exception state, swapped per fiber (EhGlobals).
   EhGlobals* eh_globals = nullptr;
 #if defined(__SANITIZE_ADDRESS__)

@@ -32,7 +32,6 @@
 #include "runtime/internal/raw_msg.h"
 #include "runtime/internal/scheduler_internal.h"
 #include "runtime/internal/stack.h"
-#include "third_party/valgrind/valgrind.h"
 
 namespace goro::runtime_internal {
 namespace {
@@ -223,21 +222,6 @@ void install_thread_signal_stack(M* m) {
     return;
   }
   m->sigaltstack = p;
-  // Valgrind takes a stack trace when a handler on this stack makes a
-  // client request (the SIGURG handler's VALGRIND_MAKE_MEM_UNDEFINED) or
-  // errs. For a stack it does not know it bounds the walk by the thread's
-  // own stack instead: from this mapping up to the pthread stack's top. When
-  // a fiber stack chunk lies in between (Valgrind maps first fit, so holes
-  // left by an earlier run put the next altstack low), its frame-pointer
-  // and stack-scan steps leave the fiber's stack at its top and read the
-  // next slot's MADV_GUARD_INSTALL guard, which Valgrind's address-space map
-  // shows as ordinary memory: Valgrind itself dies of the SIGSEGV ("the
-  // 'impossible' happened"; the demo's part 2 did, every run). Registered,
-  // the walk stops at this stack's top. A no-op outside Valgrind.
-  if (RUNNING_ON_VALGRIND) {
-    char* lo = static_cast<char*>(p);
-    m->sigaltstack_vg_id = VALGRIND_STACK_REGISTER(lo, lo + kAltStackSize);
-  }
 }
 
 void remove_thread_signal_stack(M* m) {
@@ -246,10 +230,6 @@ void remove_thread_signal_stack(M* m) {
   std::memset(&ss, 0, sizeof(ss));
   ss.ss_flags = SS_DISABLE;
   sigaltstack(&ss, nullptr);
-  if (m->sigaltstack_vg_id != 0) {
-    VALGRIND_STACK_DEREGISTER(m->sigaltstack_vg_id);
-    m->sigaltstack_vg_id = 0;
-  }
   munmap(m->sigaltstack, kAltStackSize);
   m->sigaltstack = nullptr;
 }
