@@ -173,13 +173,22 @@ std::string FiberBlock(const std::string& text, const std::string& header) {
 testing::AssertionResult FrameAt(const std::string& block,
                                  const std::string& function,
                                  const std::string& code) {
-  const std::size_t at = block.find("\n" + function + "(...)\n");
+  // An inlined function is named by its DWARF scope, without the
+  // namespace: run_mode inlined into go()'s lambda at -O2 is "run_mode",
+  // the same function out of line at -O1 (ASan) is
+  // "(anonymous namespace)::run_mode".
+  std::string name = function;
+  std::size_t at = block.find("\n" + name + "(...)\n");
+  if (at == std::string::npos && function.find("::") == std::string::npos) {
+    name = "(anonymous namespace)::" + function;
+    at = block.find("\n" + name + "(...)\n");
+  }
   if (at == std::string::npos) {
     return testing::AssertionFailure() << "no frame " << function << " in:\n"
                                        << block;
   }
   std::smatch m;
-  const std::string rest = block.substr(at + function.size() + 7);
+  const std::string rest = block.substr(at + name.size() + 7);
   static const std::regex kWhere(
       R"(^\ttools/diag_example\.cc:(\d+) \+0x[0-9a-f]+\n?)");
   if (!std::regex_search(rest, m, kWhere)) {
