@@ -135,9 +135,20 @@ __attribute__((no_sanitize_address)) bool try_preempt(M* m, ucontext_t* uc) {
   // Memcheck takes memory below the interrupted stack pointer for
   // unaddressable, and does not see the trampoline's frame appear at the
   // signal's return: make room for all of it (a no-op outside Valgrind).
+  // DEFINED, not UNDEFINED: memcheck takes a stack trace for an UNDEFINED
+  // request (the origin of the bytes), and a walk from this handler's stack
+  // (the M's signal stack, which Valgrind does not know as a stack) is
+  // bounded by the thread's pthread stack top: when a fiber stack chunk lies
+  // between the two, the walk runs up the interrupted fiber's frames and
+  // past its stack's top into the next slot's MADV_GUARD_INSTALL guard,
+  // which Valgrind shows as plain memory, and Valgrind dies of the fault
+  // (the demo's part 2 did, every run). The trampoline writes every byte it
+  // later reads there, so "defined" hides nothing. (Registering the signal
+  // stack with VALGRIND_STACK_REGISTER instead bounds the walk too, but
+  // then memcheck marked live fiber frames unaddressable in chan_stress.)
   const std::uintptr_t need = preempt_stack_need();
-  (void)VALGRIND_MAKE_MEM_UNDEFINED(reinterpret_cast<void*>(sp - need),
-                                    need - 128);
+  (void)VALGRIND_MAKE_MEM_DEFINED(reinterpret_cast<void*>(sp - need),
+                                  need - 128);
   *reinterpret_cast<std::uintptr_t*>(nsp) = pc;
   g[REG_RSP] = static_cast<greg_t>(nsp);
   g[REG_RIP] = reinterpret_cast<greg_t>(&goro_async_preempt);
