@@ -27,11 +27,14 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <vector>
 
 #include "runtime/internal/dcheck.h"
 #include "runtime/internal/raw_msg.h"
 #include "runtime/internal/scheduler_internal.h"
 #include "runtime/internal/stack.h"
+#include "third_party/valgrind/valgrind.h"
 
 namespace goro::runtime_internal {
 namespace {
@@ -209,16 +212,76 @@ void install_overflow_handler() {
   sigaction(SIGBUS, &sa, &g_old_bus);
 }
 
+namespace {
+
+// Under Valgrind the Ms' signal stacks come from one region reserved while
+// the program loads, before any fiber stack exists. callgrind takes a signal
+// handler that runs at a higher address than the frames it interrupted for
+// a longjmp out of the handler, and aborts at the rt_sigreturn that follows
+// (threads.c: "sigNum == vgCallgrind_current_state.sig"); Valgrind places
+// mappings from low addresses up, so a region mapped first lies below every
+// fiber stack chunk mapped later. Slots are reused as Ms come and go; past
+// kValgrindAltStacks Ms, an M maps its own (callgrind may then abort, as
+// before; memcheck and massif do not mind). Outside Valgrind nothing is
+// reserved and every M maps its own.
+constexpr std::size_t kValgrindAltStacks = 256;
+
+class ValgrindAltStacks {
+ public:
+  ValgrindAltStacks() {
+    if (!RUNNING_ON_VALGRIND) return;
+    void* p = mmap(nullptr, kValgrindAltStacks * kAltStackSize,
+                   PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return;
+    base_ = static_cast<char*>(p);
+    for (std::size_t i = kValgrindAltStacks; i > 0; --i) {
+      free_.push_back(base_ + (i - 1) * kAltStackSize);
+    }
+  }
+  void* take() {
+    if (base_ == nullptr) return nullptr;
+    std::lock_guard<std::mutex> l(mu_);
+    if (free_.empty()) return nullptr;
+    void* p = free_.back();
+    free_.pop_back();
+    return p;
+  }
+  bool give_back(void* p) {
+    char* c = static_cast<char*>(p);
+    if (base_ == nullptr || c < base_ ||
+        c >= base_ + kValgrindAltStacks * kAltStackSize) {
+      return false;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    free_.push_back(p);
+    return true;
+  }
+
+ private:
+  char* base_ = nullptr;  // set once, at load time
+  std::mutex mu_;         // guards free_
+  std::vector<void*> free_;
+};
+
+// Made while the program loads (before any fiber stack) and never destroyed:
+// an M abandoned at the end of run may still give its slot back at exit.
+ValgrindAltStacks& g_valgrind_alt_stacks = *new ValgrindAltStacks;
+
+}  // namespace
+
 void install_thread_signal_stack(M* m) {
-  void* p = mmap(nullptr, kAltStackSize, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return;  // no overflow message on this M, still safe
+  void* p = g_valgrind_alt_stacks.take();
+  if (p == nullptr) {
+    p = mmap(nullptr, kAltStackSize, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return;  // no overflow message on this M, still safe
+  }
   stack_t ss;
   ss.ss_sp = p;
   ss.ss_size = kAltStackSize;
   ss.ss_flags = 0;
   if (sigaltstack(&ss, nullptr) != 0) {
-    munmap(p, kAltStackSize);
+    if (!g_valgrind_alt_stacks.give_back(p)) munmap(p, kAltStackSize);
     return;
   }
   m->sigaltstack = p;
@@ -230,7 +293,9 @@ void remove_thread_signal_stack(M* m) {
   std::memset(&ss, 0, sizeof(ss));
   ss.ss_flags = SS_DISABLE;
   sigaltstack(&ss, nullptr);
-  munmap(m->sigaltstack, kAltStackSize);
+  if (!g_valgrind_alt_stacks.give_back(m->sigaltstack)) {
+    munmap(m->sigaltstack, kAltStackSize);
+  }
   m->sigaltstack = nullptr;
 }
 
