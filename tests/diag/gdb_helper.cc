@@ -63,13 +63,8 @@ __attribute__((noinline)) void SpinForever(std::atomic<std::uint64_t>* n) {
 }  // namespace
 
 int main() {
-  // One proc: while main runs (in GdbReady) neither spinner holds the P, so
-  // both are off it, switched out by asynchronous preemption (they have no
-  // other switch point). With two procs one spinner kept running beside
-  // main, and a spare P lent on a loaded machine (an M seen asleep in the
-  // kernel twice) let the other run too: "no spinner is preempted".
   goro::Options o;
-  o.procs = 1;
+  o.procs = 2;
   return goro::run(o, [] {
     goro::Chan<int> jobs(0);
     goro::Mutex mu;
@@ -100,8 +95,8 @@ int main() {
       SpinForever(&g_spins[1]);
       wg.done();
     });
-    // Both spinners have run (so both were preempted asynchronously when
-    // main got the P back), and at least one
+    // Both spinners have run (so the one not on a P now was preempted
+    // asynchronously: they have no other switch point), and at least one
     // asynchronous preemption happened. Bounded: without asynchronous
     // preemption (ThreadSanitizer) the spinners are never preempted, and
     // this returns after 2 s with g_preempted == 0.
