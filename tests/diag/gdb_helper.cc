@@ -13,6 +13,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <sstream>
+#include <string>
 
 #include "goro.h"
 
@@ -24,6 +26,7 @@ std::uint64_t g_sleeper_id = 0;
 // Nonzero once a spinner has been preempted asynchronously (so gdb can
 // expect a "preempted" fiber).
 int g_preempted = 0;
+int g_spare_lent = 0;  // sysmon lent a spare P during the run
 
 // gdb breaks here. noinline and an asm barrier so it stays a real call.
 __attribute__((noinline)) void GdbReady() { asm volatile("" ::: "memory"); }
@@ -95,21 +98,35 @@ int main() {
       SpinForever(&g_spins[1]);
       wg.done();
     });
-    // Both spinners have run (so the one not on a P now was preempted
-    // asynchronously: they have no other switch point), and at least one
-    // asynchronous preemption happened. Bounded: without asynchronous
-    // preemption (ThreadSanitizer) the spinners are never preempted, and
-    // this returns after 2 s with g_preempted == 0.
+    // Both spinners have run, and at least one asynchronous preemption
+    // happened. Bounded: without asynchronous preemption (ThreadSanitizer)
+    // the spinners are never preempted, and this gives up after 2 s with
+    // g_preempted == 0.
     const auto deadline = std::chrono::steady_clock::now() + 2s;
     while (std::chrono::steady_clock::now() < deadline) {
       if (g_spins[0].load() > 0 && g_spins[1].load() > 0 &&
           goro::stats().preemptions_async > async0) {
-        g_preempted = 1;
         break;
       }
       goro::sleep_for(1ms);
     }
     goro::sleep_for(20ms);  // the parked ones are surely parked
+    // Stop for gdb while a spinner is off its P, switched out by
+    // asynchronous preemption: main's own dump says so, and main holds a P
+    // from here to the breakpoint. (Counting Ps is not enough: on a loaded
+    // machine sysmon may lend a spare P, and then both spinners run beside
+    // main.)
+    const auto dump_deadline = std::chrono::steady_clock::now() + 2s;
+    while (std::chrono::steady_clock::now() < dump_deadline) {
+      std::ostringstream dump;
+      goro::dump_fibers(dump);
+      if (dump.str().find("\" [preempted]:") != std::string::npos) {
+        g_preempted = 1;
+        break;
+      }
+      goro::sleep_for(1ms);
+    }
+    g_spare_lent = goro::stats().syscall_retakes > 0 ? 1 : 0;
     GdbReady();
     g_stop.store(true);
     jobs.send(1);

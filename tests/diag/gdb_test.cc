@@ -114,6 +114,8 @@ void AddQueries(std::vector<std::string>* argv) {
   };
   section("preempted");
   ex("print g_preempted");
+  section("spare lent");
+  ex("print g_spare_lent");
   section("info fibers");
   ex("info fibers");
   section("receiver bt");
@@ -298,6 +300,15 @@ TEST_P(GdbTest, FiberContextHasTheSavedRegisters) {
 TEST_P(GdbTest, PreemptedFiberUnwindsThroughTheTrampoline) {
   if (NoCore()) GTEST_SKIP() << "no core file under AddressSanitizer";
   const std::string& out = Out();
+  // On a loaded machine sysmon may lend a spare P (an M seen asleep in the
+  // kernel twice), and then both spinners can run beside main -- for the
+  // helper's whole wait, or again between its check and gdb's stop:
+  // nothing is left to unwind through the trampoline. Skipped then, not
+  // passed (the helper says whether a spare was lent).
+  const bool spare_lent = Has(Section(out, "spare lent"), "= 1\n");
+  if (!Has(Section(out, "preempted"), "= 1\n") && spare_lent) {
+    GTEST_SKIP() << "a spare P let both spinners run beside main";
+  }
   ASSERT_TRUE(Has(Section(out, "preempted"), "= 1\n"))
       << "the helper saw no asynchronous preemption\n"
       << out;
@@ -305,6 +316,9 @@ TEST_P(GdbTest, PreemptedFiberUnwindsThroughTheTrampoline) {
   std::smatch m;
   const std::regex preempted(
       "fiber [0-9]+ \"spinner-[ab]\" \\[preempted\\]:\n((#[^\n]*\n)+)");
+  if (!std::regex_search(all, m, preempted) && spare_lent) {
+    GTEST_SKIP() << "a spare P let both spinners run beside main";
+  }
   ASSERT_TRUE(std::regex_search(all, m, preempted))
       << "no spinner is preempted:\n"
       << all;
