@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Start-up cost against Go's empty program. Times each program with
-# `perf stat -r 20`, five rounds, interleaved (so load from other work on the
-# machine hits every program alike), and prints per program the median of
-# the five rounds' mean wall times and its ratio to Go's, then the same for
-# CPU time (perf's task-clock, all threads: steadier on a loaded machine).
+# `perf stat -r 100` (REPS), five rounds (ROUNDS), interleaved (so load from
+# other work on the machine hits every program alike), and prints per
+# program the median of the five rounds' mean wall times and its ratio to
+# Go's, then the same for CPU time (perf's task-clock, all threads: steadier
+# on a loaded machine).
 #   bash bench/startup/startup.sh [NAME=BINARY ...]
 # Without arguments: builds //bench:startup_empty_run and
 # //bench:startup_empty_main and Go's empty.go (golang-1.19-go), and times
@@ -11,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds="${ROUNDS:-5}"
-reps="${REPS:-20}"
+reps="${REPS:-100}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 go=/usr/lib/go-1.19/bin/go
