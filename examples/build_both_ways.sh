@@ -4,11 +4,13 @@
 # project would:
 #   find_package  cmake -S examples/consumer -DCMAKE_PREFIX_PATH=<prefix>
 #   pkg-config    c++ main.cc $(pkg-config --cflags --libs goro)
-# plus one control that must FAIL: the same program linked against libgoro.a
-# without --whole-archive (the linker then drops the preemption hooks, and
-# the consumer reports that a spinning fiber was not preempted). Without the
-# control, a consumer check that passed whatever was linked would prove
-# nothing.
+# plus two controls that must FAIL: the same program linked against
+# libgoro.a without --whole-archive (the linker then drops the preemption
+# hooks, and the consumer reports that a spinning fiber was not preempted),
+# and linked without goro's linker script (libstdc++'s static code is then
+# not marked; goro says so and refuses preemption in the whole program,
+# rather than allow it inside libstdc++). Without the controls, a consumer
+# check that passed whatever was linked would prove nothing.
 #
 # Prints one line per case ("example: <case>: ok" or "... FAILED") and, last,
 # "examples: N passed, M failed". Exit status non-zero if any case failed.
@@ -44,7 +46,7 @@ log="$work/goro.log"
 st=$?
 result "cmake build and install of goro" "$st" "$log"
 if ((st != 0)); then
-  echo "examples: $passed passed, $((failed + 3)) failed"
+  echo "examples: $passed passed, $((failed + 4)) failed"
   exit 1
 fi
 for f in lib/libgoro.a lib/cmake/goro/goroConfig.cmake lib/pkgconfig/goro.pc include/goro/goro.h; do
@@ -82,6 +84,23 @@ log="$work/control.log"
     grep -q "was not preempted" "$log"
 } >"$log" 2>&1
 result "control: plain static link (no --whole-archive) is caught" $? "$log"
+
+# The control for the linker script: without it, the program must say why
+# preemption is off, and the spinner must not be preempted.
+log="$work/control_lds.log"
+{
+  export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+  libs="$(pkg-config --libs goro)"
+  libs="${libs/ -Wl,-T,*denied_text.lds/}"
+  [[ "$libs" != *denied_text* ]] &&
+    # shellcheck disable=SC2046,SC2086
+    c++ -O2 -o "$work/consumer_nolds" examples/consumer/main.cc \
+      $(pkg-config --cflags goro) $libs &&
+    ! "$work/consumer_nolds" 2>&1 &&
+    grep -q "was not preempted" "$log" &&
+    grep -q "linked without goro's linker flags" "$log"
+} >"$log" 2>&1
+result "control: link without goro's linker script is caught" $? "$log"
 
 echo "examples: $passed passed, $failed failed"
 ((failed == 0))

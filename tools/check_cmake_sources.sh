@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks that CMakeLists.txt builds what Bazel's //:goro builds: the files in
-# its GORO_SOURCES and GORO_HEADERS lists must be exactly the source files of
+# its GORO_SOURCES, GORO_HEADERS and GORO_LINK_SCRIPTS lists must be exactly the source files of
 # goro's own packages that //:goro depends on (bazel query), so that neither
 # build rots when a file is added, removed or renamed. Also checks that its
 # GORO_ABSL_COMPONENTS are third_party/BUILD.bazel's Abseil archives, in
@@ -20,10 +20,14 @@ cmake_list() {  # the entries of set(NAME ...) in CMakeLists.txt
     on && /^\)/ { on = 0 }
     on { print $1 }' CMakeLists.txt
 }
-{ cmake_list GORO_SOURCES; cmake_list GORO_HEADERS; } | sort >"$work/cmake"
+{
+  cmake_list GORO_SOURCES
+  cmake_list GORO_HEADERS
+  cmake_list GORO_LINK_SCRIPTS
+} | sort >"$work/cmake"
 status=0
 if ! diff -u --label bazel --label CMakeLists.txt "$work/bazel" "$work/cmake"; then
-  echo "check_cmake_sources: CMakeLists.txt's GORO_SOURCES/GORO_HEADERS differ from //:goro's sources (above: - only in Bazel, + only in CMake)" >&2
+  echo "check_cmake_sources: CMakeLists.txt's GORO_SOURCES/GORO_HEADERS/GORO_LINK_SCRIPTS differ from //:goro's sources (above: - only in Bazel, + only in CMake)" >&2
   status=1
 fi
 grep -o '"-l:libabsl_[a-z0-9_]*\.a"' third_party/BUILD.bazel |

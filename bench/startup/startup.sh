@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Start-up cost against Go's empty program. Times each program with
-# `perf stat -r 20`, five rounds, interleaved (so load from other work on the
-# machine hits every program alike), and prints per program the median of
-# the five rounds' mean wall times and its ratio to Go's, then the same for
-# CPU time (perf's task-clock, all threads: steadier on a loaded machine).
+# `perf stat -r 100` (REPS), five rounds (ROUNDS), interleaved (so load from
+# other work on the machine hits every program alike), and prints per
+# program the median of the five rounds' mean wall times, its ratio to
+# Go's, and the median of the per-round ratios (each round's time over Go's
+# in the same round), then the same for CPU time (perf's task-clock, all
+# threads: steadier on a loaded machine).
 #   bash bench/startup/startup.sh [NAME=BINARY ...]
 # Without arguments: builds //bench:startup_empty_run and
 # //bench:startup_empty_main and Go's empty.go (golang-1.19-go), and times
@@ -11,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds="${ROUNDS:-5}"
-reps="${REPS:-20}"
+reps="${REPS:-100}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 go=/usr/lib/go-1.19/bin/go
@@ -48,6 +50,10 @@ for title, data in (("wall", times), ("cpu", cpus)):
     for p in sys.argv[2:]:
         n = p.split("=", 1)[0]
         m = statistics.median(data[n])
+        # Each round's ratio to Go's time in the same round, then their
+        # median: steadier than the ratio of medians when the load swings.
+        per = statistics.median(a / b for a, b in zip(data[n], data["go_empty"]))
         rounds = " ".join(f"{t:.2f}" for t in data[n])
-        print(f"{title:4s} {n:24s} {m:7.2f} ms  {m / go:5.2f}x Go   (rounds: {rounds})")
+        print(f"{title:4s} {n:24s} {m:7.2f} ms  {m / go:5.2f}x Go"
+              f"  per-round {per:5.2f}x   (rounds: {rounds})")
 PY

@@ -43,11 +43,14 @@ bool heavy_fence();
 void trace_on_create(runtime_internal::Sched* s);
 void trace_on_run_end(runtime_internal::Sched* s);
 
-// SIGQUIT (sigquit.cc): install the handler and start the thread it hands
-// off to, unless GORO_SIGQUIT=0 or the program has its own SIGQUIT
-// disposition; undo it at the runtime's end.
+// SIGQUIT (sigquit.cc): install the handler, unless GORO_SIGQUIT=0 or the
+// program has its own SIGQUIT disposition; undo it at the runtime's end
+// (dumping there if a SIGQUIT was handed off and not yet taken). The
+// handler hands off to sysmon, which calls sigquit_poll every round
+// (Hooks::on_sysmon_round): it dumps and exits if a SIGQUIT came.
 void sigquit_start(runtime_internal::Sched* s);
 void sigquit_stop(runtime_internal::Sched* s);
+void sigquit_poll(runtime_internal::Sched* s);
 
 // GORO_DEBUG=schedtrace (schedtrace.cc): the thread printing Go's SCHED
 // lines; the one line, for tests and the thread.

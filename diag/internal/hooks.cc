@@ -30,6 +30,7 @@ struct Register {
     runtime_internal::g_hooks.on_create = trace_on_create;
     runtime_internal::g_hooks.on_run = on_run;
     runtime_internal::g_hooks.on_run_end = on_run_end;
+    runtime_internal::g_hooks.on_sysmon_round = sigquit_poll;
   }
 } g_register;
 

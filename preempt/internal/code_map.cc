@@ -26,7 +26,15 @@
 
 #include "runtime/internal/scheduler.h"
 
-// Exported by libunwind.so (PROTECTED in its source) but not declared in its
+// The statically linked C++ and unwinder runtimes' code, gathered by
+// denied_text.lds (which every goro link uses). Weak: without the script
+// both are null.
+extern "C" const char __start_goro_denied_text[]
+    __attribute__((weak, visibility("hidden")));
+extern "C" const char __stop_goro_denied_text[]
+    __attribute__((weak, visibility("hidden")));
+
+// Defined by libunwind (PROTECTED in its source) but not declared in its
 // public headers: the binary search of an .eh_frame_hdr table that libunwind
 // itself runs on a table found by dl_iterate_phdr.
 extern "C" int _ULx86_64_dwarf_search_unwind_table(
@@ -128,7 +136,76 @@ bool describe_table(const unsigned char* hdr, CodeSegment* s) {
   return count > 0;
 }
 
-int collect(dl_phdr_info* info, std::size_t, void* arg) {
+// True if the shared object calls __cxa_guard_acquire through a dynamic
+// relocation (PLT or GOT). Its function-local statics then take a C++
+// runtime's guard directly -- libstdc++.so's, or a copy of libstdc++ linked
+// into the object -- and os_locks.cc cannot count them: the program's
+// counting wrappers exist under --wrap's name only, inside the program
+// (and with libstdc++ static, the program exports no libstdc++ at all). A
+// fiber preempted inside such an initialiser would hold a futex that
+// another fiber of its thread then waits on in the kernel, while the holder
+// is pinned to that thread. So such an object is denied: its fibers are
+// switched at the return into allowed code, as in libc. An object that
+// calls its own copy without a relocation (a hidden, statically linked
+// libstdc++) is not seen (docs/preemption.md, "Held OS state", Limits).
+bool calls_cxa_guard(const dl_phdr_info* info) {
+  const ElfW(Dyn)* dyn = nullptr;
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    if (info->dlpi_phdr[i].p_type == PT_DYNAMIC) {
+      dyn = reinterpret_cast<const ElfW(Dyn)*>(info->dlpi_addr +
+                                               info->dlpi_phdr[i].p_vaddr);
+    }
+  }
+  if (dyn == nullptr) return false;
+  // glibc relocates these d_ptr values in place (x86-64); an address below
+  // the load bias is still a file address.
+  auto ptr = [&](ElfW(Addr) p) {
+    return p < info->dlpi_addr ? p + info->dlpi_addr : p;
+  };
+  const ElfW(Sym)* symtab = nullptr;
+  const char* strtab = nullptr;
+  std::uintptr_t rel[2] = {0, 0};
+  std::size_t rel_size[2] = {0, 0};
+  for (; dyn->d_tag != DT_NULL; ++dyn) {
+    switch (dyn->d_tag) {
+      case DT_SYMTAB:
+        symtab = reinterpret_cast<const ElfW(Sym)*>(ptr(dyn->d_un.d_ptr));
+        break;
+      case DT_STRTAB:
+        strtab = reinterpret_cast<const char*>(ptr(dyn->d_un.d_ptr));
+        break;
+      case DT_JMPREL:
+        rel[0] = ptr(dyn->d_un.d_ptr);
+        break;
+      case DT_PLTRELSZ:
+        rel_size[0] = dyn->d_un.d_val;
+        break;
+      case DT_RELA:
+        rel[1] = ptr(dyn->d_un.d_ptr);
+        break;
+      case DT_RELASZ:
+        rel_size[1] = dyn->d_un.d_val;
+        break;
+      default:
+        break;
+    }
+  }
+  if (symtab == nullptr || strtab == nullptr) return false;
+  for (int t = 0; t < 2; ++t) {
+    const auto* r = reinterpret_cast<const ElfW(Rela)*>(rel[t]);
+    const std::size_t n = rel[t] != 0 ? rel_size[t] / sizeof(ElfW(Rela)) : 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::size_t sym = ELF64_R_SYM(r[i].r_info);
+      if (sym != 0 &&
+          strcmp(strtab + symtab[sym].st_name, "__cxa_guard_acquire") == 0) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+int collect(dl_phdr_info* info, std::size_t size, void* arg) {
   Map* m = static_cast<Map*>(arg);
   const unsigned char* hdr = nullptr;
   for (int i = 0; i < info->dlpi_phnum; ++i) {
@@ -137,15 +214,19 @@ int collect(dl_phdr_info* info, std::size_t, void* arg) {
                                                    info->dlpi_phdr[i].p_vaddr);
     }
   }
+  const bool program = info->dlpi_name == nullptr || info->dlpi_name[0] == 0;
   const CodeKind kind =
-      denied_name(info->dlpi_name) ? CodeKind::kDenied : CodeKind::kAllowed;
-  // The program itself has no name here: its file is /proc/self/exe's.
-  char exe[kCodeObjectNameMax] = {};
-  const char* object = info->dlpi_name;
-  if (object == nullptr || object[0] == '\0') {
-    const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n > 0) exe[n] = '\0';
-    object = exe;
+      denied_name(info->dlpi_name) || (!program && calls_cxa_guard(info))
+          ? CodeKind::kDenied
+          : CodeKind::kAllowed;
+  // The program itself has no name here (left empty: code_segment_object
+  // reads /proc/self/exe's when a report asks, not at every start).
+  const char* object = info->dlpi_name != nullptr ? info->dlpi_name : "";
+  // The first object (the counters are the same in each).
+  if (m->adds == ~0ULL &&
+      size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) {
+    m->adds = info->dlpi_adds;
+    m->subs = info->dlpi_subs;
   }
   for (int i = 0; i < info->dlpi_phnum && m->n < kMaxSegments; ++i) {
     const ElfW(Phdr)& ph = info->dlpi_phdr[i];
@@ -162,6 +243,78 @@ int collect(dl_phdr_info* info, std::size_t, void* arg) {
   return 0;
 }
 
+// Marks [lo, hi) of the segments of `m` kind `kind`, splitting the segment
+// that holds it (the range is inside one executable PT_LOAD segment: one
+// output section). Keeps m->seg sorted. False if there is no such segment or
+// no room.
+bool mark_range(Map* m, std::uintptr_t lo, std::uintptr_t hi, CodeKind kind) {
+  for (int i = 0; i < m->n; ++i) {
+    CodeSegment& s = m->seg[i];
+    if (lo < s.lo || hi > s.hi) continue;
+    const int pieces = 1 + (s.lo < lo) + (hi < s.hi);
+    if (m->n + pieces - 1 > kMaxSegments) return false;
+    const CodeSegment whole = s;
+    std::copy_backward(m->seg + i + 1, m->seg + m->n,
+                       m->seg + m->n + pieces - 1);
+    m->n += pieces - 1;
+    CodeSegment* out = &m->seg[i];
+    auto piece = [&](std::uintptr_t a, std::uintptr_t b, CodeKind k) {
+      *out = whole;
+      out->lo = a;
+      out->hi = b;
+      out->kind = k;
+      // The same .eh_frame_hdr table, for this piece's range.
+      if (whole.has_table) {
+        out->dyn_info.start_ip = a;
+        out->dyn_info.end_ip = b;
+      }
+      ++out;
+    };
+    if (whole.lo < lo) piece(whole.lo, lo, whole.kind);
+    piece(lo, hi, kind);
+    if (hi < whole.hi) piece(hi, whole.hi, whole.kind);
+    return true;
+  }
+  return false;
+}
+
+// Denies every segment of the object holding `pc` (goro's own object).
+void deny_object_of(Map* m, std::uintptr_t pc) {
+  std::uintptr_t base = 0;
+  bool found = false;
+  for (int i = 0; i < m->n; ++i) {
+    if (m->seg[i].lo <= pc && pc < m->seg[i].hi) {
+      base = m->seg[i].base;
+      found = true;
+    }
+  }
+  for (int i = 0; found && i < m->n; ++i) {
+    if (m->seg[i].base == base) m->seg[i].kind = CodeKind::kDenied;
+  }
+}
+
+// The statically linked runtimes' code (denied_text.lds) is denied. Where the
+// program was linked without the script, their code -- libstdc++'s with
+// -static-libstdc++, libunwind's, libgcc's -- sits unmarked among the
+// program's: then the whole object holding goro is denied (no asynchronous
+// preemption in it; cooperative switches are unaffected), with one warning.
+void deny_static_runtimes(Map* m) {
+  const auto lo = reinterpret_cast<std::uintptr_t>(__start_goro_denied_text);
+  const auto hi = reinterpret_cast<std::uintptr_t>(__stop_goro_denied_text);
+  if (lo != 0 && hi > lo && mark_range(m, lo, hi, CodeKind::kDenied)) return;
+  if (lo != 0 && hi == lo) return;  // nothing gathered (nothing to deny)
+  deny_object_of(m, reinterpret_cast<std::uintptr_t>(&deny_static_runtimes));
+  static bool warned = false;
+  if (!warned) {
+    warned = true;
+    static const char kMsg[] =
+        "goro: linked without goro's linker flags (-Wl,-T,denied_text.lds):"
+        " asynchronous preemption is off in this program"
+        " (docs/preemption.md, \"The code map\")\n";
+    (void)!write(2, kMsg, sizeof(kMsg) - 1);
+  }
+}
+
 int read_counters(dl_phdr_info* info, std::size_t size, void* arg) {
   auto* out = static_cast<unsigned long long*>(arg);
   if (size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) {
@@ -175,8 +328,9 @@ int read_counters(dl_phdr_info* info, std::size_t size, void* arg) {
 
 void code_map_refresh() {
   unsigned long long counters[2] = {~0ULL, ~0ULL};
-  dl_iterate_phdr(read_counters, counters);
   Map* old = g_map.load(std::memory_order_acquire);
+  // At the first start there is nothing to compare: collect reads them.
+  if (old != nullptr) dl_iterate_phdr(read_counters, counters);
   if (old != nullptr && counters[0] != ~0ULL && old->adds == counters[0] &&
       old->subs == counters[1]) {
     return;  // no object loaded or unloaded since
@@ -189,12 +343,13 @@ void code_map_refresh() {
   Map* m = old == &g_maps[0] ? &g_maps[1] : &g_maps[0];
   m->n = 0;
   m->registered = 0;
-  m->adds = counters[0];
+  m->adds = counters[0];  // ~0: collect reads them
   m->subs = counters[1];
   dl_iterate_phdr(collect, m);
   std::sort(
       m->seg, m->seg + m->n,
       [](const CodeSegment& a, const CodeSegment& b) { return a.lo < b.lo; });
+  deny_static_runtimes(m);
   for (int i = 0; i < m->n; ++i) {
     if (m->seg[i].has_table) {
       _U_dyn_register(&m->seg[i].dyn_info);
@@ -236,7 +391,19 @@ CodeKind code_kind(std::uintptr_t pc, const CodeSegment** seg) {
   return s->kind;
 }
 
-const char* code_segment_object(const CodeSegment* seg) { return seg->object; }
+const char* code_segment_object(const CodeSegment* seg) {
+  if (seg->object[0] != '\0') return seg->object;
+  // The program: its file, read once (readlink is async-signal-safe; two
+  // first readers write the same bytes).
+  static char exe[kCodeObjectNameMax];
+  static std::atomic<bool> have{false};  // release: exe is written
+  if (!have.load(std::memory_order_acquire)) {
+    const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    have.store(true, std::memory_order_release);
+  }
+  return exe;
+}
 
 std::uintptr_t code_segment_base(const CodeSegment* seg) { return seg->base; }
 

@@ -8,8 +8,14 @@
 // libraries are allowed; the C library and the rest of glibc, libm,
 // libstdc++, libgcc_s, libatomic, the dynamic loader, the vDSO, libunwind and
 // the sanitizer runtimes are denied, and so is goro's own runtime text (the
-// goro_text section). Code in no known object (JIT code, an object loaded
-// after the map was built) is unknown, and unknown refuses.
+// goro_text section). Shared objects are classified by file name; the
+// runtimes linked statically into the program (libstdc++, libgcc, ...) by
+// the range denied_text.lds gathers them into (goro_denied_text). A program
+// linked without that script is denied whole, and so is a shared object
+// that calls __cxa_guard_acquire itself (its function-local statics' guards
+// cannot be counted: code_map.cc, calls_cxa_guard). Code in no known object
+// (JIT code, an object loaded after the map was built) is unknown, and unknown
+// refuses.
 //
 // Each executable segment with a usable .eh_frame_hdr binary-search table is
 // also registered with libunwind's dynamic unwind-info list

@@ -30,18 +30,35 @@
 //     call_once are counted for their whole call, including the init
 //     routine; a second caller with the same flag waits on a futex.
 //
-// How: the program's executable defines these functions; the dynamic linker
-// binds every caller in the process to them (libstdc++'s inline std::mutex
-// and guard code compiled into the program, other shared objects, and
-// libstdc++'s own calls, which go through its PLT: `objdump -R` lists
-// JUMP_SLOT relocations for __cxa_guard_acquire, __cxa_guard_release,
-// pthread_once and the pthread lock calls it makes), and they forward to
-// the next definition, found with
-// dlsym(RTLD_NEXT) (the C library's or libstdc++'s, or a sanitizer's
-// interceptor in between). The count is per fiber and only its own thread
-// touches it. The wrappers live in goro_text, so a SIGURG landing between
-// the forward and the count is refused; one landing inside the real
-// function is refused too (foreign pc).
+// How, for the C library's functions (pthread_*, mtx_*, call_once): the
+// program's executable defines them; every caller in the program binds to
+// those definitions (libstdc++'s inline std::mutex code compiled into the
+// program, and libstdc++'s own code, which is linked into the program too:
+// -static-libstdc++, bench/README.md "Start-up"), and so does every shared
+// object through the dynamic linker (a libstdc++.so, where one is used, calls
+// them through its PLT). They forward to the next definition, found with
+// dlsym(RTLD_NEXT): the C library's, or a sanitizer's interceptor in
+// between.
+//
+// For libstdc++'s guard functions (__cxa_guard_*), which are in the program
+// itself when libstdc++ is linked statically, dlsym finds nothing to forward
+// to: every goro link wraps them instead (-Wl,--wrap=__cxa_guard_acquire and
+// the same for _release and _abort; //preempt's linkopts, goro.pc,
+// goroConfig.cmake). The linker then sends every call in the program --
+// libstdc++'s own calls included -- to __wrap___cxa_guard_*, defined here,
+// and __real___cxa_guard_* reaches libstdc++'s definition (libstdc++.a's, or
+// libstdc++.so's -- or a sanitizer's interceptor -- where libstdc++ is
+// shared, as under the sanitizers). Without the flags the program does not
+// link (__real___cxa_guard_acquire is undefined). Not counted: guard calls
+// made by a shared object the program loads (they bind to that object's
+// libstdc++.so); a fiber preempted inside such a library's static
+// initialiser can stall another fiber of its thread until sysmon frees the
+// thread's pinned fibers (docs/preemption.md, "Held OS state").
+//
+// The count is per fiber and only its own thread touches it. The wrappers
+// live in goro_text, so a SIGURG landing between the forward and the count
+// is refused; one landing inside the real function is refused too (denied
+// code).
 //
 // Not counted: locks taken inside the C library through its private entry
 // points (malloc's arena locks, stdio's FILE locks, the loader lock) --
@@ -109,9 +126,6 @@ struct Real {
   decltype(&::mtx_unlock) c11_mtx_unlock;
   decltype(&::pthread_once) once;
   decltype(&::call_once) c11_call_once;
-  decltype(&__cxxabiv1::__cxa_guard_acquire) guard_acquire;
-  decltype(&__cxxabiv1::__cxa_guard_release) guard_release;
-  decltype(&__cxxabiv1::__cxa_guard_abort) guard_abort;
 };
 Real real;
 bool resolved = false;
@@ -154,9 +168,6 @@ void resolve() {
   find(real.c11_mtx_unlock, "mtx_unlock");
   find(real.once, "pthread_once");
   find(real.c11_call_once, "call_once");
-  find(real.guard_acquire, "__cxa_guard_acquire");
-  find(real.guard_release, "__cxa_guard_release");
-  find(real.guard_abort, "__cxa_guard_abort");
   __atomic_store_n(&resolved, true, __ATOMIC_RELEASE);
 }
 
@@ -361,20 +372,25 @@ GORO_TEXT void call_once(__once_flag* flag, void (*func)(void)) {
   fns().c11_call_once(flag, func);
 }
 
-// Function-local statics. acquire may throw (recursive initialisation).
-GORO_TEXT int __cxa_guard_acquire(__cxxabiv1::__guard* g) {
-  const int r = fns().guard_acquire(g);
+// Function-local statics, through the linker's --wrap (see the top). acquire
+// may throw (recursive initialisation).
+int __real___cxa_guard_acquire(__cxxabiv1::__guard* g);
+void __real___cxa_guard_release(__cxxabiv1::__guard* g) noexcept;
+void __real___cxa_guard_abort(__cxxabiv1::__guard* g) noexcept;
+
+GORO_TEXT int __wrap___cxa_guard_acquire(__cxxabiv1::__guard* g) {
+  const int r = __real___cxa_guard_acquire(g);
   if (r != 0) held(1);  // 0: already initialised, no release follows
   return r;
 }
 
-GORO_TEXT void __cxa_guard_release(__cxxabiv1::__guard* g) noexcept {
-  fns().guard_release(g);
+GORO_TEXT void __wrap___cxa_guard_release(__cxxabiv1::__guard* g) noexcept {
+  __real___cxa_guard_release(g);
   held(-1);
 }
 
-GORO_TEXT void __cxa_guard_abort(__cxxabiv1::__guard* g) noexcept {
-  fns().guard_abort(g);
+GORO_TEXT void __wrap___cxa_guard_abort(__cxxabiv1::__guard* g) noexcept {
+  __real___cxa_guard_abort(g);
   held(-1);
 }
 

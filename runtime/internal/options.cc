@@ -2,12 +2,13 @@
 //
 // Options: validation, environment overrides, and the CPU count.
 
+#include <fcntl.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
 #include <stdexcept>
 #include <string>
 
@@ -44,23 +45,38 @@ bool parse_number(const std::string& s, unsigned long long* v,
   return true;
 }
 
+// The first line of a small file, or "" (no such file). open/read rather
+// than std::ifstream: this runs at every start (bench/README.md,
+// "Start-up"), and a stream costs a buffer allocation and locale set-up per
+// file.
+std::string read_line(const char* path) {
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  char buf[128];
+  const ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) return "";
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
 int cgroup_cpu_limit() {
   // cgroup v2: "max 100000" or "<quota> <period>".
-  std::ifstream v2("/sys/fs/cgroup/cpu.max");
-  std::string quota, period;
-  if (v2 >> quota >> period) {
-    if (quota == "max") return 0;
-    double q = std::atof(quota.c_str()), p = std::atof(period.c_str());
+  const std::string v2 = read_line("/sys/fs/cgroup/cpu.max");
+  if (!v2.empty()) {
+    if (v2.compare(0, 3, "max") == 0) return 0;
+    char* end = nullptr;
+    const double q = std::strtod(v2.c_str(), &end);
+    const double p = std::strtod(end, nullptr);
     if (q > 0 && p > 0) return static_cast<int>(std::ceil(q / p));
     return 0;
   }
-  // cgroup v1.
-  std::ifstream q1("/sys/fs/cgroup/cpu/cpu.cfs_quota_us");
-  std::ifstream p1("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
-  long long q = 0, p = 0;
-  if ((q1 >> q) && (p1 >> p) && q > 0 && p > 0) {
-    return static_cast<int>((q + p - 1) / p);
-  }
+  // cgroup v1 (quota -1: no limit, and the period is not read).
+  const long long q =
+      std::atoll(read_line("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").c_str());
+  if (q <= 0) return 0;
+  const long long p =
+      std::atoll(read_line("/sys/fs/cgroup/cpu/cpu.cfs_period_us").c_str());
+  if (p > 0) return static_cast<int>((q + p - 1) / p);
   return 0;
 }
 

@@ -499,9 +499,14 @@ struct Hooks {
   void (*on_create)(Sched* s) = nullptr;
   // For diag/: on_run is called by run_main after on_start with the
   // runtime running; on_run_end once main has returned, before the Ms stop
-  // (the SIGQUIT and schedtrace threads start and stop there).
+  // (the SIGQUIT handler and the schedtrace thread start and stop there).
   void (*on_run)(Sched* s) = nullptr;
   void (*on_run_end)(Sched* s) = nullptr;
+  // For diag/: called by sysmon at the top of every round, on its thread
+  // (it may allocate, and need not return: the SIGQUIT dump ends the
+  // process there). A signal handler that wants it called soon wakes
+  // sysmon with s->sysmon_note.wake().
+  void (*on_sysmon_round)(Sched* s) = nullptr;
   void (*on_stop)(Sched* s) = nullptr;
   // For diag/: the calling fiber's stack as one block of the dump's format
   // (the throw and terminate machinery left out), for the uncaught-

@@ -270,6 +270,7 @@ void sysmon_main(Sysmon* sm) {
   std::int64_t prev_round = 0;
   std::int64_t next_scavenge = mono_now_ns() + kScavengePeriod;
   while (!sm->stop.load(std::memory_order_acquire)) {
+    if (g_hooks.on_sysmon_round != nullptr) g_hooks.on_sysmon_round(s);
     const std::int64_t now = mono_now_ns();
     g_coarse_now_ns.store(now, std::memory_order_relaxed);  // for dumps
     if (now >= next_scavenge) {

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -318,6 +319,52 @@ TEST_F(SigquitDeathTest, DumpsEveryFiberAndExitsTwo) {
               "SIGQUIT: quit\n\n(.|\n)*fiber [0-9]+ \"waiter\" \\[chan "
               "receive\\]:\n(.|\n)*WaitForJob\\(\\.\\.\\.\\)\n\ttests/diag/"
               "dump_test.cc:[0-9]+(.|\n)*\"locker\" \\[mutex lock\\]");
+}
+
+// run installs its SIGQUIT handler while main may already run.
+void WaitForSigquitHandler() {
+  struct sigaction sa;
+  do {
+    goro::yield();
+    sigaction(SIGQUIT, nullptr, &sa);
+  } while (sa.sa_handler == SIG_DFL);
+}
+
+// SIGQUIT while every P runs a spinning fiber: sysmon, which takes the
+// dump, is busy preempting them and must still notice the hand-off.
+TEST_F(SigquitDeathTest, DumpsWhileEveryProcSpins) {
+  EXPECT_EXIT(goro::run(goro_test::Procs(2),
+                        [] {
+                          static std::atomic<bool> stop{false};
+                          for (int i = 0; i < 2; ++i) {
+                            goro::go([] {
+                              while (!stop.load(std::memory_order_relaxed)) {
+                              }
+                            });
+                          }
+                          WaitForSigquitHandler();
+                          kill(getpid(), SIGQUIT);
+                          while (!stop.load(std::memory_order_relaxed)) {
+                          }
+                        }),
+              testing::ExitedWithCode(2), "SIGQUIT: quit\n\n(.|\n)*fiber");
+}
+
+// SIGQUIT just before main returns: whichever comes first, sysmon's next
+// round or run's end, takes the dump; the process never exits 0. raise()
+// delivers to this thread before it returns (kill() to the process may
+// reach another thread after run disarmed the handler: then SIGQUIT's
+// default action), once run has installed the handler.
+TEST_F(SigquitDeathTest, DumpsWhenRunEndsRightAfter) {
+  EXPECT_EXIT(
+      {
+        goro::run(goro_test::Procs(1), [] {
+          WaitForSigquitHandler();
+          raise(SIGQUIT);
+        });
+        std::exit(0);
+      },
+      testing::ExitedWithCode(2), "SIGQUIT: quit");
 }
 
 // GORO_SIGQUIT=0: SIGQUIT keeps its default action (killed by the signal).

@@ -23,7 +23,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ostream>
 #include <stdexcept>
+#include <streambuf>
 #include <string>
 #include <thread>
 #include <vector>
@@ -149,6 +151,31 @@ void call_qsort() {
 
 void call_dl_iterate_phdr() { dl_iterate_phdr(slow_callback, nullptr); }
 
+// A stream buffer without a buffer: libstdc++'s std::ostream::write (an
+// extern template, compiled into libstdc++, not into this file) hands each
+// character to basic_streambuf::xsputn (also libstdc++'s), which calls this
+// overflow. libstdc++ is linked statically (bench/README.md, "Start-up"):
+// its frames below the callback are in the program's own text, and only
+// denied_text.lds and the code map keep them denied.
+class SlowBuf : public std::streambuf {
+ protected:
+  __attribute__((noinline, optimize("omit-frame-pointer"))) int_type overflow(
+      int_type c) override {
+    g_inside.store(true, std::memory_order_relaxed);
+    const std::uint64_t end = __rdtsc() + g_spin_cycles;
+    while (__rdtsc() < end) {
+    }
+    g_inside.store(false, std::memory_order_relaxed);
+    return c;
+  }
+};
+
+void call_ostream_write() {
+  SlowBuf buf;
+  std::ostream os(&buf);
+  os.write("x", 1);
+}
+
 TEST(Unwind, NoSwitchInsideQsortComparator) {
   const RaceResult r = race(call_qsort, 60);
   EXPECT_EQ(r.seen_inside, 0u) << "another fiber ran inside qsort's callback";
@@ -167,6 +194,17 @@ TEST(Unwind, NoSwitchInsideDlIteratePhdrCallback) {
   const RaceResult r = race(call_dl_iterate_phdr, 60);
   EXPECT_EQ(r.seen_inside, 0u)
       << "another fiber ran inside dl_iterate_phdr's callback";
+  EXPECT_GT(r.spinner_slices, 10u);
+  EXPECT_GT(r.stats.preemptions_async, 10u);
+}
+
+TEST(Unwind, NoSwitchInsideLibstdcxxCallback) {
+  // Fails when the statically linked libstdc++'s code is allowed (the code
+  // map ignoring goro_denied_text): the walk then sees only preemptible
+  // frames and switches inside the callback.
+  const RaceResult r = race(call_ostream_write, 60);
+  EXPECT_EQ(r.seen_inside, 0u)
+      << "another fiber ran inside a callback from libstdc++";
   EXPECT_GT(r.spinner_slices, 10u);
   EXPECT_GT(r.stats.preemptions_async, 10u);
 }
