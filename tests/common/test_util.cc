@@ -21,6 +21,7 @@
 #include <cstring>
 #include <mutex>
 #include <sstream>
+#include <cstdlib>
 #include <string>
 #include <thread>
 
@@ -274,6 +275,24 @@ testing::AssertionResult QuantileBetween(const Samples& s, double q,
 testing::AssertionResult QuantileBelow(const Samples& s, double q,
                                        std::chrono::nanoseconds bound) {
   return QuantileBetween(s, q, std::chrono::nanoseconds::min(), bound);
+}
+
+std::string Runfile(const std::string& path) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* ws = std::getenv("TEST_WORKSPACE");
+  if (srcdir != nullptr && ws != nullptr) {
+    return std::string(srcdir) + "/" + ws + "/" + path;
+  }
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return path;
+  self[n] = '\0';
+  return std::string(self) + ".runfiles/goro/" + path;
+}
+
+std::string TempDir() {
+  const char* t = std::getenv("TEST_TMPDIR");
+  return t != nullptr ? t : "/tmp";
 }
 
 }  // namespace goro_test

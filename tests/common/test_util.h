@@ -194,6 +194,14 @@ void AwaitInFiber(Pred pred, const std::string& what) {
 
 // --- Environment -------------------------------------------------------------
 
+// The path of a data file or binary a test depends on (Bazel's runfiles:
+// $TEST_SRCDIR/$TEST_WORKSPACE/PATH, or PATH next to this binary's
+// .runfiles tree when it runs by hand).
+std::string Runfile(const std::string& path);
+
+// $TEST_TMPDIR, or /tmp outside Bazel.
+std::string TempDir();
+
 inline pid_t Gettid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 
 // Sets (or, with nullopt, unsets) an environment variable for the lifetime of

@@ -35,19 +35,8 @@ extern char** environ;
 
 namespace {
 
-std::string Runfile(const std::string& path) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* ws = std::getenv("TEST_WORKSPACE");
-  if (srcdir != nullptr && ws != nullptr) {
-    return std::string(srcdir) + "/" + ws + "/" + path;
-  }
-  return path;
-}
-
-std::string TempDir() {
-  const char* t = std::getenv("TEST_TMPDIR");
-  return t != nullptr ? t : "/tmp";
-}
+using goro_test::Runfile;
+using goro_test::TempDir;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);

@@ -106,24 +106,24 @@ int main() {
     while (std::chrono::steady_clock::now() < deadline) {
       if (g_spins[0].load() > 0 && g_spins[1].load() > 0 &&
           goro::stats().preemptions_async > async0) {
+        g_preempted = 1;
         break;
       }
       goro::sleep_for(1ms);
     }
     goro::sleep_for(20ms);  // the parked ones are surely parked
-    // Stop for gdb while a spinner is off its P, switched out by
-    // asynchronous preemption: main's own dump says so, and main holds a P
-    // from here to the breakpoint. (Counting Ps is not enough: on a loaded
-    // machine sysmon may lend a spare P, and then both spinners run beside
-    // main.)
+    // Best effort: stop for gdb once main's own dump shows a spinner off its
+    // P, switched out by asynchronous preemption (main holds a P from here
+    // to the breakpoint). Two procs are not enough on their own: on a
+    // loaded machine sysmon may lend a spare P, and then both spinners run
+    // beside main. (Under AddressSanitizer the dump may not tell preempted
+    // from runnable within the wait: then gdb stops as before.)
     const auto dump_deadline = std::chrono::steady_clock::now() + 2s;
-    while (std::chrono::steady_clock::now() < dump_deadline) {
+    while (g_preempted == 1 &&
+           std::chrono::steady_clock::now() < dump_deadline) {
       std::ostringstream dump;
       goro::dump_fibers(dump);
-      if (dump.str().find("\" [preempted]:") != std::string::npos) {
-        g_preempted = 1;
-        break;
-      }
+      if (dump.str().find("\" [preempted]:") != std::string::npos) break;
       goro::sleep_for(1ms);
     }
     g_spare_lent = goro::stats().syscall_retakes > 0 ? 1 : 0;

@@ -31,23 +31,8 @@ extern char** environ;
 
 namespace {
 
-std::string Runfile(const std::string& path) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* ws = std::getenv("TEST_WORKSPACE");
-  if (srcdir != nullptr && ws != nullptr) {
-    return std::string(srcdir) + "/" + ws + "/" + path;
-  }
-  char self[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (n <= 0) return path;
-  self[n] = '\0';
-  return std::string(self) + ".runfiles/goro/" + path;
-}
-
-std::string TempDir() {
-  const char* t = std::getenv("TEST_TMPDIR");
-  return t != nullptr ? t : "/tmp";
-}
+using goro_test::Runfile;
+using goro_test::TempDir;
 
 bool Executable(const std::string& path) {
   return ::access(path.c_str(), X_OK) == 0;
