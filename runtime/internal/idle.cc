@@ -40,6 +40,8 @@
 // it idles on the list (retire_idle_spare). Fibers on a spare are preempted
 // only cooperatively (see preempt/).
 
+#include <sched.h>
+
 #include <memory>
 #include <vector>
 
@@ -502,6 +504,27 @@ void stop_all_ms(Sched* s) {
   }
   // An M blocked in netpoll sees `stopping` once woken.
   if (g_hooks.netpoll_break != nullptr) g_hooks.netpoll_break();
+  if (s->sysmon == nullptr) {
+    // The run ended before sysmon's thread was made (sysmon.cc, "Its
+    // start"). The Ms stop by themselves unless one runs a fiber that does
+    // not switch (a spinner must be preempted): give them the start delay,
+    // then make the thread. An M inside blocking() is abandoned below and
+    // is not waited for.
+    const std::int64_t deadline = mono_now_ns() + sysmon_start_delay(s);
+    bool all_stopped = true;
+    for (M* m : ms) {
+      while (!m->exited.load(std::memory_order_acquire) &&
+             m->blocking_state.load(std::memory_order_acquire) == M::kNone) {
+        if (mono_now_ns() >= deadline) {
+          all_stopped = false;
+          break;
+        }
+        sched_yield();
+      }
+      if (!all_stopped) break;
+    }
+    if (!all_stopped) sysmon_start(s);
+  }
   for (M* m : ms) {
     int in_call = M::kInCall;
     if (m->blocking_state.compare_exchange_strong(in_call, M::kAbandoning,

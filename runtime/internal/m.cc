@@ -174,6 +174,7 @@ void m_main(Sched* s, M* m) {
   }
   remove_thread_signal_stack(m);
   tls_m = nullptr;
+  m->exited.store(true, std::memory_order_release);
 }
 
 }  // namespace goro::runtime_internal

@@ -245,10 +245,17 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   struct Unregister {
     ~Unregister() { own_thread_unregister(); }
   } unregister;
-  sysmon_start(s.get());
+  // Parks are dated by sysmon's coarse clock; until its first round (it
+  // starts late, below) they read this, not the end of an earlier run.
+  g_coarse_now_ns.store(mono_now_ns(), std::memory_order_relaxed);
   start_first_m(s.get());
   if (g_hooks.on_run != nullptr) g_hooks.on_run(s.get());
-  s->main_done.sleep(0);
+  // sysmon's thread is made only once the run outlives its start delay
+  // (sysmon.cc, "Its start").
+  if (!s->main_done.sleep(mono_now_ns() + sysmon_start_delay(s.get()))) {
+    sysmon_start(s.get());
+    s->main_done.sleep(0);
+  }
   if (g_hooks.on_run_end != nullptr) g_hooks.on_run_end(s.get());
   bool deadlocked;
   {
@@ -256,8 +263,9 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
     deadlocked = s->deadlocked;
   }
   // sysmon outlives the Ms: a fiber spinning when main returns is preempted
-  // (and its M then stops), and startm may still read s->sysmon until every
-  // M is joined.
+  // (and its M then stops; stop_all_ms makes sysmon's thread for it if the
+  // run ended before it was made), and startm may still read s->sysmon
+  // until every M is joined.
   stop_all_ms(s.get());
   sysmon_stop(s.get());
   if (g_hooks.on_stop != nullptr) g_hooks.on_stop(s.get());

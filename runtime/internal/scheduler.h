@@ -146,6 +146,10 @@ struct M {
   // sysmon (0 until then).
   std::atomic<pid_t> tid{0};
   std::thread thread;
+  // Set by the thread as m_main returns normally (not for an M abandoned in
+  // blocking()); read by stop_all_ms, which waits for it before deciding
+  // whether sysmon is needed to stop the Ms.
+  std::atomic<bool> exited{false};
 
   // The P this M holds, or null (idle, or inside blocking()). Written only by
   // this M, or by the thread that hands it a P before waking it.

@@ -178,6 +178,10 @@ void netpoll_inject(Sched* s, M* m, Fiber** fs, int n);
 
 void sysmon_start(Sched* s);
 void sysmon_stop(Sched* s);
+// How long after the Ms start sysmon's thread is made, and how long
+// stop_all_ms lets the Ms stop before it makes it after all (sysmon.cc, "Its
+// start"): one busy period, time_slice / 10 in [20 us, 1 ms].
+std::int64_t sysmon_start_delay(const Sched* s);
 // Wakes sysmon if it sleeps until new work (Sched::sysmon_sleeping): a P
 // became busy, or work was queued that waits for a CPU. One seq_cst load
 // when it does not sleep.

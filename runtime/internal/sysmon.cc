@@ -28,6 +28,21 @@
 // So a runtime that is idle, or busy with nothing waiting, costs nearly no
 // CPU in sysmon (issue 8's targets: <= 0.1 % idle, <= 0.2 % calm).
 //
+// Its start. The thread is made one busy period after the Ms start
+// (sysmon_start_delay; run_main), not with them: nothing needs it sooner --
+// no fiber can overrun a slice before a tenth of it has passed, a thread
+// stuck in the kernel is lent a spare only after two rounds, and the first
+// round of an eager sysmon would only have recorded what it saw. A run that
+// ends within the delay (an empty program, a short tool, a test's small
+// run) never pays for the thread: its clone, its malloc arena and its join
+// were about a quarter of an empty run's CPU time (bench/README.md,
+// "Start-up"). What waits for it meanwhile, by at most the delay: a SIGQUIT
+// (polled each round), the 10 ms network poll, and a deadlock report whose
+// check sees the new thread before it registered (checkdead.cc retries).
+// When main returns first, stop_all_ms gives the Ms the delay to stop on
+// their own and makes the thread only if one still runs a fiber (a spinner
+// needs preempting to stop).
+//
 // sysmon reads other threads' fields without their locks (P::m, M::curg,
 // the run queues): all are atomics, the objects live until the runtime
 // ends, and a stale read costs at worst a misdirected request, which the
@@ -263,8 +278,7 @@ void sysmon_main(Sysmon* sm) {
   pol.slice =
       std::chrono::duration_cast<std::chrono::nanoseconds>(s->opts.time_slice)
           .count();
-  const std::int64_t busy_period =
-      std::clamp<std::int64_t>(pol.slice / 10, kMinPeriod, kMaxBusyPeriod);
+  const std::int64_t busy_period = sysmon_start_delay(s);
   std::int64_t period = busy_period;
   int idle_rounds = 0, calm_rounds = 0;
   std::int64_t prev_round = 0;
@@ -325,6 +339,13 @@ void sysmon_main(Sysmon* sm) {
 }
 
 }  // namespace
+
+std::int64_t sysmon_start_delay(const Sched* s) {
+  const std::int64_t slice =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(s->opts.time_slice)
+          .count();
+  return std::clamp<std::int64_t>(slice / 10, kMinPeriod, kMaxBusyPeriod);
+}
 
 void sysmon_start(Sched* s) {
   auto* sm = new Sysmon;

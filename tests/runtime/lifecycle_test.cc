@@ -19,6 +19,7 @@
 #include <mutex>
 #include <new>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -73,6 +74,76 @@ TEST(LifecycleTest, RunReturnsWhileAFiberSpins) {
     }
     std::sort(took.begin(), took.end());
     EXPECT_LT(took[took.size() / 2], 2.0) << "procs=" << procs;
+  }
+}
+
+// The same, with main returning at once, before sysmon's thread is made
+// (runtime/internal/sysmon.cc, "Its start"): run's teardown must make it,
+// or nothing preempts the spinner and run never returns (the watchdog fails
+// the test). Two procs, so that main runs beside the spinner.
+TEST(LifecycleTest, RunReturnsWhileAFiberSpinsInARunShorterThanSysmonsDelay) {
+  if (goro_test::kTsan) GTEST_SKIP() << "no asynchronous preemption in TSan";
+  std::vector<double> took;
+  for (int rep = 0; rep < 10; ++rep) {
+    std::atomic<int> flag{0};
+    std::atomic<bool> started{false};
+    Clock::time_point main_returned;
+    goro::run(Procs(2), [&] {
+      goro::go([&] {
+        started.store(true);
+        while (flag.load(std::memory_order_relaxed) == 0) {
+        }
+      });
+      while (!started.load()) goro::yield();
+      main_returned = Clock::now();
+    });
+    took.push_back(Seconds(Clock::now() - main_returned));
+  }
+  std::sort(took.begin(), took.end());
+  EXPECT_LT(took[took.size() / 2], 2.0);
+}
+
+// True if a thread of this process is named goro-sysmon.
+bool SysmonThreadExists() {
+  bool found = false;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      char path[64], comm[32] = {};
+      std::snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+      if (FILE* f = std::fopen(path, "r")) {
+        if (std::fgets(comm, sizeof(comm), f) != nullptr &&
+            std::string_view(comm).starts_with("goro-sysmon")) {
+          found = true;
+        }
+        std::fclose(f);
+      }
+    }
+    closedir(d);
+  }
+  return found;
+}
+
+// sysmon's thread is made a busy period (a tenth of the slice, at most
+// 1 ms) after the Ms start: a run that ends sooner never makes it, and one
+// that lasts longer has it. A loaded machine may delay a short run's main
+// past the 1 ms, so of 20 short runs only one has to end without the thread
+// (an eager sysmon: none does); every long run must have it.
+TEST(LifecycleTest, SysmonThreadIsMadeOnlyForRunsThatOutliveItsDelay) {
+  int short_without = 0;
+  for (int rep = 0; rep < 20; ++rep) {
+    bool seen = true;
+    goro::run(Procs(2), [&] { seen = SysmonThreadExists(); });
+    short_without += seen ? 0 : 1;
+  }
+  EXPECT_GE(short_without, 1) << "of 20 runs that returned at once";
+  for (int rep = 0; rep < 3; ++rep) {
+    bool seen = false;
+    goro::run(Procs(2), [&] {
+      goro::sleep_for(20ms);
+      seen = SysmonThreadExists();
+    });
+    EXPECT_TRUE(seen) << "a run of 20 ms, rep " << rep;
   }
 }
 
