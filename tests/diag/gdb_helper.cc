@@ -27,6 +27,8 @@ std::uint64_t g_sleeper_id = 0;
 // expect a "preempted" fiber).
 int g_preempted = 0;
 int g_spare_lent = 0;  // sysmon lent a spare P during the run
+// main's own dump showed a spinner [preempted] before GdbReady
+int g_dump_preempted = 0;
 
 // gdb breaks here. noinline and an asm barrier so it stays a real call.
 __attribute__((noinline)) void GdbReady() { asm volatile("" ::: "memory"); }
@@ -123,7 +125,10 @@ int main() {
            std::chrono::steady_clock::now() < dump_deadline) {
       std::ostringstream dump;
       goro::dump_fibers(dump);
-      if (dump.str().find("\" [preempted]:") != std::string::npos) break;
+      if (dump.str().find("\" [preempted]:") != std::string::npos) {
+        g_dump_preempted = 1;
+        break;
+      }
       goro::sleep_for(1ms);
     }
     g_spare_lent = goro::stats().syscall_retakes > 0 ? 1 : 0;

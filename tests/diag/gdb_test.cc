@@ -101,6 +101,8 @@ void AddQueries(std::vector<std::string>* argv) {
   ex("print g_preempted");
   section("spare lent");
   ex("print g_spare_lent");
+  section("dump preempted");
+  ex("print g_dump_preempted");
   section("info fibers");
   ex("info fibers");
   section("receiver bt");
@@ -301,8 +303,21 @@ TEST_P(GdbTest, PreemptedFiberUnwindsThroughTheTrampoline) {
   std::smatch m;
   const std::regex preempted(
       "fiber [0-9]+ \"spinner-[ab]\" \\[preempted\\]:\n((#[^\n]*\n)+)");
-  if (!std::regex_search(all, m, preempted) && spare_lent) {
+  // gdb's own view says so too when both spinners run beside main: a spare
+  // lent after the helper read its count.
+  const bool both_running = Has(all, "\"spinner-a\" \\[running\\]:") &&
+                            Has(all, "\"spinner-b\" \\[running\\]:");
+  if (!std::regex_search(all, m, preempted) && (spare_lent || both_running)) {
     GTEST_SKIP() << "a spare P let both spinners run beside main";
+  }
+  // Under AddressSanitizer the helper's own dump may not have shown a
+  // spinner preempted within its 2 s wait (a signal that lands in the
+  // sanitizer's runtime is refused, and the spinner is switched at its
+  // return instead, as runnable): the state gdb should see never arose.
+  // Skipped then, and only then; elsewhere the helper's wait is the check.
+  if (!std::regex_search(all, m, preempted) && goro_test::kAsan &&
+      !Has(Section(out, "dump preempted"), "= 1\n")) {
+    GTEST_SKIP() << "under ASan no spinner was seen preempted in 2 s";
   }
   ASSERT_TRUE(std::regex_search(all, m, preempted))
       << "no spinner is preempted:\n"
