@@ -57,7 +57,9 @@ log="$work/find_package.log"
 {
   cmake -S examples/consumer -B "$work/consumer" -DCMAKE_PREFIX_PATH="$prefix" &&
     cmake --build "$work/consumer" &&
-    "$work/consumer/consumer"
+    "$work/consumer/consumer" &&
+    # Bound at start-up (-z now, from goro's link flags): see CMakeLists.txt.
+    readelf -d "$work/consumer/consumer" | grep -q "FLAGS.*NOW"
 } >"$log" 2>&1
 result "find_package(goro) consumer" $? "$log"
 
@@ -67,7 +69,8 @@ log="$work/pkg-config.log"
   # shellcheck disable=SC2046  # word splitting is the point
   c++ -O2 -o "$work/consumer_pc" examples/consumer/main.cc \
     $(pkg-config --cflags --libs goro) &&
-    "$work/consumer_pc"
+    "$work/consumer_pc" &&
+    readelf -d "$work/consumer_pc" | grep -q "FLAGS.*NOW"
 } >"$log" 2>&1
 result "pkg-config goro consumer" $? "$log"
 
