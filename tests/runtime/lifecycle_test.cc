@@ -128,22 +128,29 @@ bool SysmonThreadExists() {
 // 1 ms) after the Ms start: a run that ends sooner never makes it, and one
 // that lasts longer has it. A loaded machine may delay a short run's main
 // past the 1 ms, so of 20 short runs only one has to end without the thread
-// (an eager sysmon: none does); every long run must have it.
+// (an eager sysmon: none does); every long run must have it within 2 s
+// (never made: none does). ThreadSanitizer's thread start-up alone can take
+// the 1 ms: there only the long runs are checked.
 TEST(LifecycleTest, SysmonThreadIsMadeOnlyForRunsThatOutliveItsDelay) {
-  int short_without = 0;
-  for (int rep = 0; rep < 20; ++rep) {
-    bool seen = true;
-    goro::run(Procs(2), [&] { seen = SysmonThreadExists(); });
-    short_without += seen ? 0 : 1;
+  if (!goro_test::kTsan) {
+    int short_without = 0;
+    for (int rep = 0; rep < 20; ++rep) {
+      bool seen = true;
+      goro::run(Procs(2), [&] { seen = SysmonThreadExists(); });
+      short_without += seen ? 0 : 1;
+    }
+    EXPECT_GE(short_without, 1) << "of 20 runs that returned at once";
   }
-  EXPECT_GE(short_without, 1) << "of 20 runs that returned at once";
   for (int rep = 0; rep < 3; ++rep) {
     bool seen = false;
     goro::run(Procs(2), [&] {
       goro::sleep_for(20ms);
-      seen = SysmonThreadExists();
+      const auto deadline = Clock::now() + 2s;
+      while (!(seen = SysmonThreadExists()) && Clock::now() < deadline) {
+        goro::sleep_for(10ms);
+      }
     });
-    EXPECT_TRUE(seen) << "a run of 20 ms, rep " << rep;
+    EXPECT_TRUE(seen) << "a run of 20 ms or more, rep " << rep;
   }
 }
 
