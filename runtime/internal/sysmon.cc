@@ -36,11 +36,11 @@
 // ends within the delay (an empty program, a short tool, a test's small
 // run) never pays for the thread: its clone, its malloc arena and its join
 // were 7-25 % of an empty run's CPU time in interleaved runs
-// (bench/README.md, "Start-up"). What waits for it meanwhile, by at most the delay: a SIGQUIT
-// (polled each round), the 10 ms network poll, and a deadlock report whose
-// check sees the new thread before it registered (checkdead.cc retries).
-// When main returns first, stop_all_ms gives the Ms the delay to stop on
-// their own and makes the thread only if one still runs a fiber (a spinner
+// (bench/README.md, "Start-up"). What waits for it meanwhile, by at most the
+// delay: a SIGQUIT (polled each round), the 10 ms network poll, and a deadlock
+// report whose check sees the new thread before it registered (checkdead.cc
+// retries). When main returns first, stop_all_ms gives the Ms the delay to stop
+// on their own and makes the thread only if one still runs a fiber (a spinner
 // needs preempting to stop).
 //
 // sysmon reads other threads' fields without their locks (P::m, M::curg,
