@@ -30,7 +30,7 @@
 //
 // Its start. The thread is made one busy period after the Ms start
 // (sysmon_start_delay; run_main), not with them: nothing needs it sooner --
-// no fiber can overrun a slice before a tenth of it has passed, a thread
+// no fiber can overrun its slice before a whole slice has passed, a thread
 // stuck in the kernel is lent a spare only after two rounds, and the first
 // round of an eager sysmon would only have recorded what it saw. A run that
 // ends within the delay (an empty program, a short tool, a test's small
