@@ -65,7 +65,8 @@ std::string schedtrace_text(Sched* s, bool detail) {
       "spinningthreads=%d idlethreads=%d runqueue=%d [%s] preempt=%llu "
       "steals=%llu\n",
       ms, s->nprocs, s->npidle.load(std::memory_order_relaxed),
-      s->nthreads.load(std::memory_order_relaxed) + 1,
+      s->nthreads.load(std::memory_order_relaxed) +
+          (s->sysmon_made.load(std::memory_order_relaxed) ? 1 : 0),
       s->nmspinning.load(std::memory_order_relaxed),
       s->nmidle.load(std::memory_order_relaxed),
       s->gq_size.load(std::memory_order_relaxed), queues.c_str(),

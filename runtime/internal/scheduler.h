@@ -328,6 +328,10 @@ class Sched {
 
   // The monitor thread (sysmon.cc); set by run_main while the Ms run.
   Sysmon* sysmon = nullptr;
+  // Whether sysmon's thread exists (it is made late: sysmon.cc, "Its
+  // start"): set by sysmon_start, cleared by sysmon_stop; read by
+  // schedtrace's thread count.
+  std::atomic<bool> sysmon_made{false};
   // sysmon sleeps until new work wakes it (sysmon_wake), not only until a
   // deadline: every P idle, or every running fiber alone on its P with
   // nothing waiting. Stored by sysmon (seq_cst, before it re-checks the

@@ -351,6 +351,7 @@ void sysmon_start(Sched* s) {
   auto* sm = new Sysmon;
   sm->s = s;
   s->sysmon = sm;
+  s->sysmon_made.store(true, std::memory_order_relaxed);
   sm->thread = std::thread(sysmon_main, sm);
 }
 
@@ -361,6 +362,7 @@ void sysmon_stop(Sched* s) {
   s->sysmon_note.wake();
   sm->thread.join();
   s->sysmon = nullptr;
+  s->sysmon_made.store(false, std::memory_order_relaxed);
   delete sm;
 }
 
