@@ -195,6 +195,10 @@ absl::StatusOr<Conn> dial_impl(std::string_view network,
       sock->remote = sock_name(sock->fd, true);
       if (sock->tcp) set_nodelay(sock->fd);
       if (net->family == AF_UNIX) sock->remote = to;
+      if (sock->tcp) {
+        sock->loopback_key =
+            pi::loopback_register(sock->pd, sock->local, sock->remote);
+      }
       pi::set_deadline(sock->pd, 0, true, true);
       return Conn(std::move(sock));
     }
@@ -312,7 +316,10 @@ absl::StatusOr<Conn> Listener::accept() {
       c->tcp = s->tcp;
       c->local = sock_name(fd, false);
       c->remote = Addr::from(reinterpret_cast<sockaddr*>(&ss), len);
-      if (c->tcp) set_nodelay(fd);
+      if (c->tcp) {
+        set_nodelay(fd);
+        c->loopback_key = pi::loopback_register(c->pd, c->local, c->remote);
+      }
       return Conn(std::move(c));
     }
     const int e = errno;
@@ -354,7 +361,10 @@ absl::StatusOr<std::size_t> Conn::read(std::span<char> buf) {
   if (buf.empty()) return std::size_t{0};
   for (;;) {
     const ssize_t n = ::read(s->fd, buf.data(), buf.size());
-    if (n >= 0) return static_cast<std::size_t>(n);
+    if (n >= 0) {
+      if (n > 0) pi::on_read(s->pd, static_cast<std::size_t>(n));
+      return static_cast<std::size_t>(n);
+    }
     const int e = errno;
     if (e == EINTR) continue;
     if (e == EAGAIN) {
@@ -404,6 +414,7 @@ IoResult Conn::write(std::string_view data) {
         ::send(s->fd, data.data() + r.n, data.size() - r.n, MSG_NOSIGNAL);
     if (n >= 0) {
       r.n += static_cast<std::size_t>(n);
+      if (n > 0) pi::on_written(s->pd, static_cast<std::size_t>(n));
       if (r.n == data.size()) return r;
       continue;
     }

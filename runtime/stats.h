@@ -38,6 +38,11 @@ struct Stats {
   // Async-preempted fibers pinned to a thread that sysmon found stuck in the
   // kernel, released to run on other threads (docs/preemption.md).
   std::uint64_t pinned_released = 0;
+  // The network (net/; docs/net.md):
+  std::uint64_t netpoll_readied = 0;  // fibers readied by epoll's events
+  // Readers readied at once by a write on the other end of an in-process
+  // loopback connection, without waiting for epoll ("Loopback hand-off").
+  std::uint64_t io_handoffs = 0;
 };
 
 // stats returns the counters. Safe from any thread, any time.

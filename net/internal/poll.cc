@@ -299,6 +299,9 @@ absl::StatusOr<PollDesc*> open(int fd) {
     pd->closing.store(false, std::memory_order_relaxed);
     pd->rd.store(0, std::memory_order_relaxed);
     pd->wd.store(0, std::memory_order_relaxed);
+    pd->peer.store(nullptr, std::memory_order_relaxed);
+    pd->sent.store(0, std::memory_order_relaxed);
+    pd->received.store(0, std::memory_order_relaxed);
     seq = pd->seq.load(std::memory_order_relaxed);
     // Release: publishes the descriptor (its construction and the resets
     // above) to the poller, whose acquire load of seq comes after the
@@ -350,8 +353,48 @@ void close(PollDesc* pd) {
     pd->fd = -1;
     pd->rd.store(0, std::memory_order_relaxed);
     pd->wd.store(0, std::memory_order_relaxed);
+    pd->peer.store(nullptr, std::memory_order_relaxed);
   }
   pd_free(pd);
+}
+
+void link_peers(PollDesc* a, PollDesc* b) {
+  a->peer_seq.store(b->seq.load(std::memory_order_relaxed),
+                    std::memory_order_relaxed);
+  b->peer_seq.store(a->seq.load(std::memory_order_relaxed),
+                    std::memory_order_relaxed);
+  // b first: b may be in use already, a is not (poll.h). A poller that sees
+  // a linked (and so may drop a's events as stale) then also sees b linked
+  // to it, or b's writer saw the link: either way b's writes hand off.
+  b->peer.store(a, std::memory_order_seq_cst);
+  a->peer.store(b, std::memory_order_seq_cst);
+}
+
+namespace {
+
+// pd's peer, if linked and not recycled since. The check can race a
+// recycle; the worst that follows is a spurious wake-up of the descriptor's
+// next user, which it survives (top of poll.h).
+PollDesc* live_peer(PollDesc* pd) {
+  PollDesc* q = pd->peer.load(std::memory_order_acquire);
+  if (q == nullptr || q->seq.load(std::memory_order_acquire) !=
+                          pd->peer_seq.load(std::memory_order_relaxed)) {
+    return nullptr;
+  }
+  return q;
+}
+
+}  // namespace
+
+void on_written(PollDesc* pd, std::size_t n) {
+  // Before the hand-off: see "Stale events" in poll.h.
+  pd->sent.store(pd->sent.load(std::memory_order_relaxed) + n,
+                 std::memory_order_seq_cst);
+  PollDesc* q = live_peer(pd);
+  if (q == nullptr) return;
+  if (Fiber* f = unblock(q, Mode::kRead, true)) {
+    runtime_internal::ready_behind(f);
+  }
 }
 
 void evict(PollDesc* pd) {
@@ -417,6 +460,51 @@ void set_deadline(PollDesc* pd, std::int64_t when, bool read, bool write) {
   }
 }
 
+namespace {
+
+// An EPOLLIN of a linked end for bytes it has read already ("Stale events",
+// poll.h).
+bool stale_read_event(PollDesc* pd) {
+  PollDesc* q = live_peer(pd);
+  return q != nullptr && pd->received.load(std::memory_order_seq_cst) ==
+                             q->sent.load(std::memory_order_seq_cst);
+}
+
+// Readies the waiters of n epoll events into out[k...]; returns the new k.
+int take_events(Poller* pl, const epoll_event* evs, int n, Fiber** out, int k) {
+  for (int i = 0; i < n; ++i) {
+    const std::uint64_t data = evs[i].data.u64;
+    if (data == kBreakData) {
+      std::uint64_t v;
+      (void)!::read(pl->evfd, &v, sizeof(v));
+      pl->wake_sig.store(false, std::memory_order_release);
+      continue;
+    }
+    auto* pd = reinterpret_cast<PollDesc*>(data & kPtrMask);
+    if ((pd->seq.load(std::memory_order_acquire) & 0xffff) !=
+        (data >> kTagShift)) {
+      continue;  // an event for a closed (and maybe reused) socket
+    }
+    std::uint32_t e = evs[i].events;
+    if ((e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0 && (e & EPOLLIN) &&
+        stale_read_event(pd)) {
+      e &= ~static_cast<std::uint32_t>(EPOLLIN);
+    }
+    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      if (Fiber* f = unblock(pd, Mode::kRead, true)) out[k++] = f;
+    }
+    if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+      if (Fiber* f = unblock(pd, Mode::kWrite, true)) out[k++] = f;
+    }
+  }
+  return k;
+}
+
+// Non-blocking polls drain at most this many batches (netpoll_with).
+constexpr int kMaxDrainRounds = 16;
+
+}  // namespace
+
 // The event array is sized by the caller's batch: a small batch is polled
 // from a preempted fiber's stack (yield_impl), whose frames must fit the
 // preemption's allowance (kPreemptFrames, runtime/internal/stack.h).
@@ -450,28 +538,21 @@ __attribute__((noinline)) int netpoll_with(Poller* pl, std::int64_t until_ns,
   }
   if (n <= 0) return 0;  // timeout, EINTR, or the fd closed at teardown
   int k = 0;
-  for (int i = 0; i < n; ++i) {
-    const std::uint64_t data = evs[i].data.u64;
-    if (data == kBreakData) {
-      std::uint64_t v;
-      (void)!::read(pl->evfd, &v, sizeof(v));
-      pl->wake_sig.store(false, std::memory_order_release);
-      continue;
+  for (int round = 1;; ++round) {
+    k = take_events(pl, evs, n, out, k);
+    // A non-blocking poll drains epoll's ready list while each batch comes
+    // back full and `out` has room for another: events wait there in order,
+    // and most may be stale -- for bytes an in-process peer's hand-off
+    // already delivered (on_written) -- so one batch per poll would leave the
+    // events that matter behind them until later polls (sysmon's comes
+    // every 10 ms). Bounded, so a flood cannot keep the poller here.
+    if (until_ns != 0 || n < max_events || k + 2 * max_events > cap ||
+        round == kMaxDrainRounds) {
+      return k;
     }
-    auto* pd = reinterpret_cast<PollDesc*>(data & kPtrMask);
-    if ((pd->seq.load(std::memory_order_acquire) & 0xffff) !=
-        (data >> kTagShift)) {
-      continue;  // an event for a closed (and maybe reused) socket
-    }
-    const std::uint32_t e = evs[i].events;
-    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-      if (Fiber* f = unblock(pd, Mode::kRead, true)) out[k++] = f;
-    }
-    if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
-      if (Fiber* f = unblock(pd, Mode::kWrite, true)) out[k++] = f;
-    }
+    n = ::epoll_wait(pl->epfd, evs, max_events, 0);
+    if (n <= 0) return k;
   }
-  return k;
 }
 
 int netpoll(std::int64_t until_ns, Fiber** out, int cap) {

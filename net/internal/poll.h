@@ -55,6 +55,7 @@
 #define GORO_NET_INTERNAL_POLL_H_
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "absl/status/status.h"
@@ -93,6 +94,20 @@ struct alignas(64) PollDesc {
   // poller without the lock. Its low 16 bits ride in the epoll data word.
   std::atomic<std::uint32_t> seq{0};
 
+  // The descriptor of this socket's other end when both ends are in this
+  // process (loopback.h), or null; peer_seq is the peer's seq when linked,
+  // so a peer recycled since no longer matches. Written by link_peers
+  // (release: peer_seq first) and close; read by on_written and the poller
+  // (acquire).
+  std::atomic<PollDesc*> peer{nullptr};
+  std::atomic<std::uint32_t> peer_seq{0};
+  // Bytes written on this socket by Conn::write, and read from it by
+  // Conn::read, since it was opened (each has one writer at a time: the
+  // Conn's write or read lock). The poller compares an end's `received`
+  // with its peer's `sent` to drop stale events (on_written).
+  std::atomic<std::uint64_t> sent{0};
+  std::atomic<std::uint64_t> received{0};
+
   runtime_internal::Mutex lock;
   int fd = -1;                    // guarded by lock (stable while in use)
   std::uint64_t epoch = 0;        // the runtime it is registered with; likewise
@@ -110,6 +125,43 @@ absl::StatusOr<PollDesc*> open(int fd);
 void close(PollDesc* pd);
 // evict marks pd closing and wakes both waiters (they return kClosing).
 void evict(PollDesc* pd);
+
+// link_peers records that a and b are the two ends of one connection
+// (both open; loopback.cc, under its lock): a just made, not yet returned to
+// its user; b possibly in use. After it, bytes written on either are handed
+// off to the other's reader (on_written).
+void link_peers(PollDesc* a, PollDesc* b);
+
+// on_written is called after n > 0 bytes were written on pd's socket;
+// on_read after n > 0 bytes were read from it.
+//
+// The hand-off. If the socket's other end is in this process and a fiber is
+// parked reading it, on_written readies that reader now, behind the fibers
+// queued on this P (ready_behind), as the poller would once epoll reported
+// the bytes -- without waiting for a poll, and on the writer's P, so that a
+// connection's two fibers stay on one CPU. A reader about to park, or still
+// running, finds readiness recorded instead (the poller's kReady). It is a
+// hint: a reader woken before the bytes reach its queue (the kernel delivers
+// loopback bytes within the sender's system call, unless it defers them to
+// ksoftirqd) retries its read, finds nothing, and waits for epoll's event.
+//
+// Stale events. epoll still reports those bytes, later, to whoever polls;
+// the reader may be parked again by then, waiting for the next message, and
+// waking it would cost a read that finds nothing and a park. So the poller
+// drops an EPOLLIN event (without EPOLLRDHUP, EPOLLHUP or EPOLLERR) of a
+// linked end whose `received` equals its peer's `sent`: every byte the peer
+// wrote has been read. Never a lost wake-up: bytes the poller does not count
+// yet (the writer has not added them) are followed by the writer's own
+// hand-off, which comes after its addition and is never skipped while the
+// peer is open. (Bytes written on the fd other than through Conn::write
+// would not be counted; goro::net gives no access to the fd.)
+//
+// Cost: a load and a store each; with a peer, the hand-off's CAS.
+void on_written(PollDesc* pd, std::size_t n);
+inline void on_read(PollDesc* pd, std::size_t n) {
+  pd->received.store(pd->received.load(std::memory_order_relaxed) + n,
+                     std::memory_order_relaxed);
+}
 
 // check returns why an operation in `mode` may not proceed (kNone if it
 // may): closed, deadline passed, or the runtime gone.

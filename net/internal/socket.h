@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "net/internal/loopback.h"
 #include "net/internal/poll.h"
 #include "net/internal/util.h"
 #include "net/net.h"
@@ -38,6 +39,9 @@ struct Socket {
   Addr local, remote;       // as bound / connected
   std::string unlink_path;  // a Unix listener's socket file
   bool tcp = false;
+  // Its entry among in-process loopback ends waiting for their peer
+  // (loopback.h), or "".
+  std::string loopback_key;
 
   // Operation references and the close state: refs * kRef | kClosed |
   // kDestroyed. acq_rel: the last reference's holder sees every other
@@ -76,7 +80,10 @@ struct Socket {
     }
   }
   void destroy() {
-    if (pd != nullptr) pi::close(pd);
+    if (pd != nullptr) {
+      pi::loopback_forget(loopback_key, pd);
+      pi::close(pd);
+    }
     if (fd >= 0) ::close(fd);
     if (!unlink_path.empty()) ::unlink(unlink_path.c_str());
   }

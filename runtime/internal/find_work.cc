@@ -31,6 +31,14 @@
 //     whose fibers queue on this P, so that I/O is not left to sysmon's
 //     10 ms poll while fibers that never block keep every P busy (Go gets
 //     the same from putting a preempted goroutine on the global queue).
+//   * a busy P (one that keeps finding fibers in its own queues), every
+//     kGlobalQueueCheckTicks-th slice, when nobody has polled for
+//     kBusyPollNs (250 us) (netpoll_busy). Without it, such Ps would leave
+//     I/O to sysmon's 10 ms poll -- and they stay busy for good once
+//     in-process loopback pairs hand their readers off directly
+//     (net/internal/poll.h), which bypasses epoll; a reader whose bytes the
+//     kernel delivered late, or a connection to another process, then
+//     waited up to 10 ms.
 //   * sysmon, while some P is busy, when nobody has polled for 10 ms.
 // A new earliest timer must not wait behind a poller sleeping longer: the
 // timer's adder (timer_start on a P, an M going idle with its own deadline)
@@ -335,6 +343,28 @@ Polled netpoll_blocking(Sched* s, M* m, std::int64_t deadline) {
   return m->p != nullptr ? Polled::kWithP : Polled::kWithoutP;
 }
 
+// A busy P's poll ("The netpoller"): claims the poll as sysmon does (CAS
+// last_poll -> now), drains what epoll has (stale events of in-process
+// loopback pairs may lie ahead of the ones that matter: net/internal/poll.h,
+// "Stale events") and queues the fibers on this P, behind its own.
+void netpoll_busy(Sched* s, M* m) {
+  std::int64_t lp = s->last_poll.load(std::memory_order_seq_cst);
+  const std::int64_t now = mono_now_ns();
+  if (lp == 0 || lp + kBusyPollNs > now ||
+      !s->last_poll.compare_exchange_strong(lp, now,
+                                            std::memory_order_seq_cst)) {
+    return;
+  }
+  if (s->poll_busy.load(std::memory_order_relaxed) ||
+      s->poll_busy.exchange(true, std::memory_order_acquire)) {
+    return;
+  }
+  Fiber* fs[kNetpollDrainBatch];
+  const int n = g_hooks.netpoll(0, fs, kNetpollDrainBatch);
+  s->poll_busy.store(false, std::memory_order_release);
+  netpoll_inject(s, m, fs, n);
+}
+
 }  // namespace
 
 bool netpoll_queue_ready(Sched* s, M* m) {
@@ -446,10 +476,16 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
     std::int64_t now = 0;
     if (p->timers.earliest() != 0) run_all_timers(s, p, &now);
 
-    if (p->schedtick % kGlobalQueueCheckTicks == 0 &&
-        s->gq_size.load(std::memory_order_relaxed) > 0) {
-      // reset_spinning (in found) may take s->lock: global_get drops it.
-      if (Fiber* f = global_get(s, p, 1)) return found(f, false);
+    if (p->schedtick % kGlobalQueueCheckTicks == 0) {
+      if (busy_poll_due(s)) netpoll_busy(s, m);
+      if (s->gq_size.load(std::memory_order_relaxed) > 0) {
+        // A fair share, not Go's one fiber: a P whose own queue never runs
+        // dry (net/'s hand-offs keep it fed) would otherwise serve the
+        // global queue at one fiber per kGlobalQueueCheckTicks slices, and
+        // the fibers there would wait for hundreds of milliseconds.
+        // reset_spinning (in found) may take s->lock: global_get drops it.
+        if (Fiber* f = global_get(s, p, 0)) return found(f, false);
+      }
     }
     bool inh = false;
     if (Fiber* f = runq_get(p, &inh)) return found(f, inh);

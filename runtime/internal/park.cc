@@ -113,7 +113,11 @@ void make_runnable(Fiber* f) {
 
 }  // namespace
 
-void ready(Fiber* f) {
+namespace {
+
+// ready and ready_behind: `next` puts f in runnext (it inherits the caller's
+// slice), else behind the fibers in the ring.
+void ready_impl(Fiber* f, bool next) {
   MHold hold;
   M* m = hold.m();
   if (m != nullptr && m->p != nullptr) {
@@ -122,18 +126,36 @@ void ready(Fiber* f) {
     // A fiber of an ended runtime (its waiter outlived run in a sync
     // object): it never runs again.
     if (f->epoch != s->epoch) return;
+    P* p = m->p;
+    if (!next) p->io_handoffs.add();
+    if (!next && p->runq.size() >= p->runq.kCapacity / 2) {
+      // A waker that readies many peers in turn (net/'s hand-off) would
+      // otherwise overflow the ring, which moves half of it to the global
+      // queue; past half full, the rest go there one by one.
+      make_runnable(f);
+      trace_ready(m, f);
+      global_put(s, f);
+      wakep(s);
+      return;
+    }
+    // Whether f is the only fiber queued here (read before the put; the
+    // owner is the only one that adds, so it can only have shrunk since).
+    const bool alone =
+        p->runq.empty() &&
+        (next || p->runnext.load(std::memory_order_relaxed) == nullptr);
     make_runnable(f);
     trace_ready(m, f);
-    runq_put(m->p, f, true);
+    runq_put(p, f, next);
     // A fiber readied into an empty runnext of a P whose ring is empty runs
     // as soon as the caller blocks or yields -- usually at once (a channel
     // hand-off, a mutex release before a wait). Waking an idle M for it
     // would only have that M steal it across CPUs or go back to sleep, which
     // costs more than the hand-off itself (Tokio's LIFO slot makes the same
-    // trade). If the caller keeps running instead, sysmon wakes an M for the
-    // waiting fiber within one of its periods (retake.h). Anything in the
-    // ring is stealable work: wake as usual.
-    if (!m->p->runq.empty()) {
+    // trade). The same holds for a fiber queued behind nothing. If the
+    // caller keeps running instead, sysmon wakes an M for the waiting fiber
+    // within one of its periods (retake.h). Anything more in the ring is
+    // stealable work: wake as usual.
+    if (!(next ? p->runq.empty() : alone)) {
       std::atomic_thread_fence(std::memory_order_seq_cst);  // see runq_put
       wakep(s);
     } else if (s->sysmon_sleeping.load(std::memory_order_relaxed)) {
@@ -150,14 +172,23 @@ void ready(Fiber* f) {
   SchedUse use;
   Sched* s = use.get();
   if (s == nullptr || f->epoch != s->epoch) return;
+  if (!next) s->io_handoffs_off_p.fetch_add(1, std::memory_order_relaxed);
   make_runnable(f);
   trace_ready(m, f);
   global_put(s, f);
   wakep(s);
 }
 
+}  // namespace
+
+void ready(Fiber* f) { ready_impl(f, true); }
+
+void ready_behind(Fiber* f) { ready_impl(f, false); }
+
 void netpoll_inject(Sched* s, M* m, Fiber** fs, int n) {
   if (n <= 0) return;
+  s->netpoll_readied.fetch_add(static_cast<std::uint64_t>(n),
+                               std::memory_order_relaxed);
   for (int i = 0; i < n; ++i) make_runnable(fs[i]);
   trace_netpoll(m, fs, n);
   const bool on_p = m != nullptr && m->p != nullptr;

@@ -173,8 +173,8 @@ inline Pick pick_next(Sched* s, M* m, Fiber** out, bool* inherit) {
   }
   const std::int64_t t0 = p->timers.earliest();
   if (t0 != 0 && mono_now_ns() >= t0) return Pick::kNeedScheduler;
-  if (s->gq_size.load(std::memory_order_relaxed) > 0 &&
-      p->schedtick % kGlobalQueueCheckTicks == 0) {
+  if (p->schedtick % kGlobalQueueCheckTicks == 0 &&
+      (s->gq_size.load(std::memory_order_relaxed) > 0 || busy_poll_due(s))) {
     return Pick::kNeedScheduler;
   }
   *out = runq_get(p, inherit);

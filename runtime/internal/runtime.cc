@@ -151,6 +151,7 @@ void fill_stats(const Sched& s, Stats* out) {
     st.timers_fired += p->timers_fired.get();
     st.preemptions_async += p->preemptions_async.get();
     st.preemptions_cooperative += p->preemptions_cooperative.get();
+    st.io_handoffs += p->io_handoffs.get();
   }
   st.fibers_created = created;
   st.fibers_live = created >= exited ? created - exited : 0;
@@ -163,6 +164,8 @@ void fill_stats(const Sched& s, Stats* out) {
   st.signals_sent = get(s.signals_sent);
   st.syscall_retakes = get(s.syscall_retakes);
   st.pinned_released = get(s.pinned_released);
+  st.netpoll_readied = get(s.netpoll_readied);
+  st.io_handoffs += get(s.io_handoffs_off_p);
   auto refused = [&](Refusal r) {
     return s.refused[r].load(std::memory_order_relaxed);
   };

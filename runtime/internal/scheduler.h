@@ -132,7 +132,7 @@ struct alignas(64) P {
 
   // Statistics (owner-written).
   OwnerCounter context_switches, steals, fibers_created, fibers_exited,
-      timers_fired, preemptions_async, preemptions_cooperative;
+      timers_fired, preemptions_async, preemptions_cooperative, io_handoffs;
 
  private:
   std::atomic<M*> m_{nullptr};
@@ -318,6 +318,9 @@ class Sched {
   std::atomic<std::uint64_t> preempt_requests{0}, signals_sent{0},
       syscall_retakes{0}, pinned_released{0};
   std::atomic<std::uint64_t> refused[kNumRefusals] = {};  // by Refusal
+  // Network counters: fibers readied by the netpoller (netpoll_inject), and
+  // by ready_behind from threads without a P (the rest are per P).
+  std::atomic<std::uint64_t> netpoll_readied{0}, io_handoffs_off_p{0};
 
   StackAllocator stacks;
 

@@ -148,11 +148,26 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit);
 std::int64_t earliest_timer(Sched* s);
 // Fibers one netpoll call may return (two per epoll event at most).
 inline constexpr int kNetpollBatch = 128;
+// The batch of the polls that drain epoll's ready list (sysmon's and a busy
+// P's): room for a second round of events after the first (net/'s
+// netpoll_with drains while the next round fits).
+inline constexpr int kNetpollDrainBatch = 2 * kNetpollBatch;
 // The batch netpoll_queue_ready polls from a preempted fiber's stack.
 inline constexpr int kPreemptPollBatch = 16;
 // Whether net/ has a poller for this runtime (some socket was opened).
 inline bool netpoll_on() {
   return g_hooks.netpoll_inited != nullptr && g_hooks.netpoll_inited();
+}
+// A P that keeps finding work polls the network when nobody has for this
+// long (find_work.cc, "The netpoller": a busy P's poll).
+inline constexpr std::int64_t kBusyPollNs = 250'000;
+// Whether that poll is due: some fiber waits for I/O, no M is blocked in
+// netpoll, and the last poll is kBusyPollNs old. Reads the clock only when
+// fibers wait for I/O.
+inline bool busy_poll_due(Sched* s) {
+  if (io_waiters() == 0) return false;
+  const std::int64_t lp = s->last_poll.load(std::memory_order_relaxed);
+  return lp != 0 && mono_now_ns() - lp >= kBusyPollNs && netpoll_on();
 }
 // A non-blocking poll (one M at a time, only while some fiber waits for
 // I/O and no M blocks in netpoll) whose fibers are queued with

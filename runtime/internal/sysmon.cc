@@ -228,8 +228,8 @@ void sysmon_netpoll(Sched* s, std::int64_t now) {
                                             std::memory_order_seq_cst)) {
     return;
   }
-  Fiber* fs[kNetpollBatch];
-  const int n = g_hooks.netpoll(0, fs, kNetpollBatch);
+  Fiber* fs[kNetpollDrainBatch];
+  const int n = g_hooks.netpoll(0, fs, kNetpollDrainBatch);
   netpoll_inject(s, nullptr, fs, n);
 }
 

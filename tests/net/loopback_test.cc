@@ -1,0 +1,435 @@
+// Copyright goro authors.
+//
+// In-process loopback pairs (net/internal/loopback.h, poll.h "on_written"):
+// a write on one end of a TCP connection whose other end is in this process
+// readies that end's parked reader at once, on the writer's P, and the
+// poller drops the stale epoll events those bytes leave behind. These tests
+// check that the hand-off happens (and only for such pairs), that it loses
+// no wake-up and no byte under stress, that no connection starves when
+// there are more pairs than a P's ring holds, and that Ps kept busy by
+// hand-offs still poll for other sockets.
+
+#include "net/internal/loopback.h"
+
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "goro.h"
+#include "gtest/gtest.h"
+#include "tests/common/test_util.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using goro::net::Conn;
+using goro::net::Listener;
+using Clock = std::chrono::steady_clock;
+
+Listener must_listen(std::string_view net, std::string_view addr) {
+  absl::StatusOr<Listener> ln = goro::net::listen(net, addr);
+  EXPECT_TRUE(ln.ok()) << ln.status();
+  return ln.ok() ? *ln : Listener();
+}
+
+// Dials ln and accepts: both ends of one connection.
+std::pair<Conn, Conn> must_pair(Listener& ln) {
+  std::pair<Conn, Conn> p;
+  goro::Chan<int> accepted(1);
+  goro::go([&] {
+    absl::StatusOr<Conn> c = ln.accept();
+    EXPECT_TRUE(c.ok()) << c.status();
+    if (c.ok()) p.second = *c;
+    accepted.send(1);
+  });
+  absl::StatusOr<Conn> c = goro::net::dial(
+      ln.addr().find(':') == std::string::npos ? "unix" : "tcp", ln.addr());
+  EXPECT_TRUE(c.ok()) << c.status();
+  if (c.ok()) p.first = *c;
+  (void)accepted.recv();
+  return p;
+}
+
+// `rounds` 64-byte round trips between the two ends (the second echoes),
+// each byte checked.
+void ping_pong(Conn client, Conn server, int rounds) {
+  goro_test::FiberGroup g;
+  g.go([server]() mutable {
+    char buf[64];
+    for (;;) {
+      goro::net::IoResult r = server.read_full(buf);
+      if (!r.ok()) break;
+      if (!server.write({buf, sizeof(buf)}).ok()) break;
+    }
+  });
+  char out[64], in[64];
+  for (int i = 0; i < rounds; ++i) {
+    std::memset(out, 'a' + i % 26, sizeof(out));
+    std::memcpy(out, &i, sizeof(i));
+    ASSERT_TRUE(client.write({out, sizeof(out)}).ok());
+    goro::net::IoResult r = client.read_full(in);
+    ASSERT_TRUE(r.ok()) << r.status;
+    ASSERT_EQ(std::memcmp(in, out, sizeof(in)), 0) << "round " << i;
+  }
+  (void)client.close_write();
+}
+
+struct Counts {
+  std::uint64_t handoffs, polled;
+};
+Counts counts() {
+  const goro::Stats s = goro::stats();
+  return {s.io_handoffs, s.netpoll_readied};
+}
+
+// A pair's round trips go by hand-off, not through epoll: each write readies
+// the parked reader directly, and the poller drops the events the bytes
+// left (they would wake the reader again for nothing). Without the hand-off
+// every wake-up is the poller's (about 2 per round trip); without the
+// stale-event check the poller's spurious wake-ups come back.
+TEST(LoopbackHandOff, PairsPingPongWithoutThePoller) {
+  for (const char* where : {"127.0.0.1:0", "[::1]:0"}) {
+    SCOPED_TRACE(where);
+    goro::run(goro_test::Procs(2), [where] {
+      Listener ln = must_listen("tcp", where);
+      if (!ln) return;
+      const std::uint64_t links0 = goro::net_internal::loopback_links();
+      auto [client, server] = must_pair(ln);
+      ASSERT_TRUE(client && server);
+      EXPECT_EQ(goro::net_internal::loopback_links(), links0 + 1);
+      const int kRounds = goro_test::Scaled(4000, 1000);
+      const Counts c0 = counts();
+      ping_pong(client, server, kRounds);
+      const Counts c1 = counts();
+      const std::uint64_t handoffs = c1.handoffs - c0.handoffs;
+      const std::uint64_t polled = c1.polled - c0.polled;
+      // 2 per round trip when each reader is parked at the write (nearly
+      // always: the two fibers share a P).
+      EXPECT_GE(handoffs, static_cast<std::uint64_t>(kRounds))
+          << "polled " << polled;
+      // A reader the kernel's late delivery sent back to epoll, now and
+      // then; not one per round trip.
+      EXPECT_LE(polled, static_cast<std::uint64_t>(kRounds / 10))
+          << "handoffs " << handoffs;
+      (void)ln.close();
+    });
+  }
+}
+
+// Only pairs whose two ends are in this process are linked: a Unix socket
+// (its client end has no name), and a TCP connection to a socket of another
+// process's making (here, a raw socket no goro::net call registered), are
+// not, and go through epoll as before.
+TEST(LoopbackHandOff, OnlyInProcessTcpPairsAreLinked) {
+  goro::run(goro_test::Procs(2), [] {
+    const std::uint64_t links0 = goro::net_internal::loopback_links();
+    // The abstract namespace: TEST_TMPDIR is longer than sun_path's 108
+    // bytes under Bazel.
+    Listener ul = must_listen(
+        "unix", "@goro_loopback_test_" + std::to_string(::getpid()));
+    ASSERT_TRUE(ul);
+    auto [uc, us] = must_pair(ul);
+    ASSERT_TRUE(uc && us);
+    const Counts c0 = counts();
+    ping_pong(uc, us, 200);
+    EXPECT_EQ(counts().handoffs, c0.handoffs) << "unix pairs are not linked";
+    (void)ul.close();
+
+    Listener ln = must_listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    absl::StatusOr<goro::net::Addr> a = goro::net::Addr::parse(ln.addr());
+    ASSERT_TRUE(a.ok());
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(::connect(fd, a->sa(), a->len()), 0);
+    absl::StatusOr<Conn> sc = ln.accept();
+    ASSERT_TRUE(sc.ok()) << sc.status();
+    EXPECT_EQ(goro::net_internal::loopback_links(), links0);
+    const Counts c1 = counts();
+    // The raw end answers from a plain thread, blocking.
+    std::thread peer([fd] {
+      char b[16];
+      for (int i = 0; i < 50; ++i) {
+        if (::recv(fd, b, sizeof(b), MSG_WAITALL) != sizeof(b)) return;
+        if (::send(fd, b, sizeof(b), MSG_NOSIGNAL) != sizeof(b)) return;
+      }
+    });
+    char out[16] = "0123456789abcde", in[16];
+    for (int i = 0; i < 50; ++i) {
+      ASSERT_TRUE(sc->write({out, sizeof(out)}).ok());
+      ASSERT_TRUE(sc->read_full(in).ok());
+      ASSERT_EQ(std::memcmp(in, out, sizeof(in)), 0);
+    }
+    peer.join();
+    ::close(fd);
+    EXPECT_EQ(counts().handoffs, c1.handoffs);
+    (void)sc->close();
+    (void)ln.close();
+  });
+}
+
+// read(2) calls this process made so far (/proc/self/io's syscr).
+std::uint64_t read_calls() {
+  FILE* f = std::fopen("/proc/self/io", "r");
+  if (f == nullptr) return 0;
+  char line[128];
+  unsigned long long v = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "syscr: %llu", &v) == 1) break;
+  }
+  std::fclose(f);
+  return v;
+}
+
+// The events the hand-offs leave in epoll are dropped, not turned into
+// readiness: each would cost its reader a read that finds nothing (and a
+// spurious wake-up if it was parked again). With 32 pairs keeping both Ps
+// busy, the busy Ps' polls see one such event per message; a round trip
+// then costs its 4 reads (2 that return the message, 2 that find nothing
+// and park) and little more.
+TEST(LoopbackHandOff, StaleEventsCostNoReads) {
+  GORO_SKIP_TIMING_UNDER_SANITIZERS();
+  goro::run(goro_test::Procs(2), [] {
+    Listener ln = must_listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    constexpr int kPairs = 32, kRounds = 500;
+    std::vector<std::pair<Conn, Conn>> pairs;
+    for (int i = 0; i < kPairs; ++i) pairs.push_back(must_pair(ln));
+    const std::uint64_t r0 = read_calls();
+    goro_test::FiberGroup g;
+    for (auto& [c, s] : pairs) {
+      g.go([c, s] { ping_pong(c, s, kRounds); });
+    }
+    g.wait();
+    const double per_rt =
+        static_cast<double>(read_calls() - r0) / (kPairs * kRounds);
+    std::printf("read(2) calls per round trip: %.2f\n", per_rt);
+    EXPECT_LT(per_rt, 5.0);
+    for (auto& [a, b] : pairs) {
+      (void)a.close();
+      (void)b.close();
+    }
+    (void)ln.close();
+  });
+}
+
+int raise_nofile(int want) {
+  rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  rl.rlim_cur = rl.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  return static_cast<int>(std::min<rlim_t>(rl.rlim_cur, want));
+}
+
+// Exact accounting under stress: many pairs (more than half a P's ring, so
+// hand-offs also go through the global queue), messages of random size up
+// to 24 KiB (partial reads; writes that fill the socket buffer and park),
+// both directions at once. Every byte arrives, in order; nothing hangs (a
+// lost wake-up stops a pair for good: the watchdog).
+TEST(LoopbackHandOff, ManyPairsLoseNoByteAndNoWakeUp) {
+  const int kPairs = goro_test::Scaled(300, 60);
+  if (raise_nofile(4 * kPairs + 100) < 4 * kPairs + 100) {
+    GTEST_SKIP() << "RLIMIT_NOFILE too low";
+  }
+  goro::run(goro_test::Procs(2), [kPairs] {
+    Listener ln = must_listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    std::vector<std::pair<Conn, Conn>> pairs;
+    for (int i = 0; i < kPairs; ++i) pairs.push_back(must_pair(ln));
+    const int kMessages = goro_test::Scaled(40, 15);
+    std::atomic<std::uint64_t> bytes{0};
+    std::atomic<int> bad{0};
+    goro_test::FiberGroup g;
+    for (int i = 0; i < kPairs; ++i) {
+      for (int dir = 0; dir < 2; ++dir) {
+        Conn from = dir == 0 ? pairs[i].first : pairs[i].second;
+        Conn to = dir == 0 ? pairs[i].second : pairs[i].first;
+        const std::uint32_t seed = static_cast<std::uint32_t>(i * 2 + dir + 1);
+        // Writer: kMessages messages of pseudo-random sizes; each byte is a
+        // function of its position in the stream.
+        g.go([from, seed, kMessages]() mutable {
+          std::uint32_t x = seed;
+          std::uint64_t pos = 0;
+          std::string m;
+          for (int k = 0; k < kMessages; ++k) {
+            x = x * 1664525u + 1013904223u;
+            m.resize(1 + (x >> 8) % (24 * 1024));
+            for (char& c : m) c = static_cast<char>((pos++ * 131 + seed) >> 3);
+            if (!from.write(m).ok()) return;
+          }
+          (void)from.close_write();
+        });
+        // Reader: reads to end of stream in odd-sized pieces, checking.
+        g.go([to, seed, &bytes, &bad]() mutable {
+          std::uint64_t pos = 0;
+          char buf[3001];
+          for (;;) {
+            absl::StatusOr<std::size_t> n = to.read(buf);
+            if (!n.ok() || *n == 0) break;
+            for (std::size_t j = 0; j < *n; ++j) {
+              if (buf[j] != static_cast<char>((pos++ * 131 + seed) >> 3)) {
+                bad.fetch_add(1);
+                return;
+              }
+            }
+          }
+          bytes.fetch_add(pos);
+        });
+      }
+    }
+    g.wait();
+    EXPECT_EQ(bad.load(), 0);
+    // The writers' sizes, replayed.
+    std::uint64_t want = 0;
+    for (int i = 0; i < kPairs; ++i) {
+      for (int dir = 0; dir < 2; ++dir) {
+        std::uint32_t x = static_cast<std::uint32_t>(i * 2 + dir + 1);
+        for (int k = 0; k < kMessages; ++k) {
+          x = x * 1664525u + 1013904223u;
+          want += 1 + (x >> 8) % (24 * 1024);
+        }
+      }
+    }
+    EXPECT_EQ(bytes.load(), want);
+    for (auto& [a, b] : pairs) {
+      (void)a.close();
+      (void)b.close();
+    }
+    (void)ln.close();
+  });
+}
+
+// More ping-pong pairs than two Ps' rings hold: the hand-offs past half a
+// ring go to the global queue, which busy Ps must serve in fair shares (one
+// fiber per 61 slices, Go's rate, starved some pairs for hundreds of
+// milliseconds). Every pair makes progress comparable to the others'.
+TEST(LoopbackHandOff, NoPairStarvesWhenTheyOutnumberTheRings) {
+  GORO_SKIP_TIMING_UNDER_SANITIZERS();
+  const int kPairs = 600;
+  if (raise_nofile(2 * kPairs + 100) < 2 * kPairs + 100) {
+    GTEST_SKIP() << "RLIMIT_NOFILE too low";
+  }
+  goro::run(goro_test::Procs(2), [kPairs] {
+    Listener ln = must_listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    std::vector<std::pair<Conn, Conn>> pairs;
+    for (int i = 0; i < kPairs; ++i) pairs.push_back(must_pair(ln));
+    std::vector<std::atomic<int>> done(kPairs);
+    std::atomic<bool> stop{false};
+    goro_test::FiberGroup g;
+    for (int i = 0; i < kPairs; ++i) {
+      Conn c = pairs[i].first, s = pairs[i].second;
+      g.go([s]() mutable {
+        char b[64];
+        while (s.read_full(b).ok() && s.write({b, sizeof(b)}).ok()) {
+        }
+      });
+      g.go([c, i, &done, &stop]() mutable {
+        char b[64] = {};
+        while (!stop.load(std::memory_order_relaxed)) {
+          if (!c.write({b, sizeof(b)}).ok() || !c.read_full(b).ok()) return;
+          done[i].fetch_add(1, std::memory_order_relaxed);
+        }
+        (void)c.close_write();
+      });
+    }
+    goro::sleep_for(1500ms);
+    stop.store(true);
+    g.wait();
+    std::vector<int> n;
+    for (auto& d : done) n.push_back(d.load());
+    std::sort(n.begin(), n.end());
+    const int median = n[n.size() / 2];
+    std::printf(
+        "round trips per pair in 1.5 s: min %d p10 %d median %d max %d\n",
+        n.front(), n[n.size() / 10], median, n.back());
+    EXPECT_GT(median, 10);
+    // Fair service keeps every pair within a small factor of the others
+    // (here: max/min 1.2-1.3). At the one-per-61 rate the pairs that stayed
+    // in the rings made 36-112x the round trips of the starved ones.
+    EXPECT_GE(n.front(), median / 3);
+    EXPECT_LE(n.back(), 4 * n.front())
+        << "min " << n.front() << " median " << median << " max " << n.back();
+    for (auto& [a, b] : pairs) {
+      (void)a.close();
+      (void)b.close();
+    }
+    (void)ln.close();
+  });
+}
+
+// A P kept busy by hand-offs never runs dry, so it never polls on its way
+// to idling; it must still poll (every kBusyPollNs) for the sockets that
+// depend on epoll. A connection to a plain thread (not linked) gets its
+// replies within a fraction of a millisecond, not at sysmon's 10 ms poll.
+TEST(LoopbackHandOff, BusyPsStillPollForOtherSockets) {
+  GORO_SKIP_TIMING_UNDER_SANITIZERS();
+  goro::run(goro_test::Procs(2), [] {
+    Listener ln = must_listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    // Load: 16 in-process pairs ping-ponging on both Ps.
+    std::atomic<bool> stop{false};
+    goro_test::FiberGroup g;
+    for (int i = 0; i < 16; ++i) {
+      auto [c, s] = must_pair(ln);
+      g.go([s]() mutable {
+        char b[64];
+        while (s.read_full(b).ok() && s.write({b, sizeof(b)}).ok()) {
+        }
+      });
+      g.go([c, &stop]() mutable {
+        char b[64] = {};
+        while (!stop.load(std::memory_order_relaxed)) {
+          if (!c.write({b, sizeof(b)}).ok() || !c.read_full(b).ok()) return;
+        }
+        (void)c.close_write();
+      });
+    }
+    // The probe: a goro echo fiber for a raw socket driven by a plain
+    // thread, one ping every millisecond.
+    absl::StatusOr<goro::net::Addr> a = goro::net::Addr::parse(ln.addr());
+    ASSERT_TRUE(a.ok());
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(::connect(fd, a->sa(), a->len()), 0);
+    absl::StatusOr<Conn> sc = ln.accept();
+    ASSERT_TRUE(sc.ok()) << sc.status();
+    g.go([s = *sc]() mutable {
+      char b[8];
+      while (s.read_full(b).ok() && s.write({b, sizeof(b)}).ok()) {
+      }
+    });
+    goro_test::Samples rtt(
+        "reply to a plain thread's socket while Ps are busy");
+    std::thread probe([fd, &rtt] {
+      char b[8] = "ping!!!";
+      for (int i = 0; i < 200; ++i) {
+        std::this_thread::sleep_for(1ms);
+        const auto t0 = Clock::now();
+        if (::send(fd, b, sizeof(b), MSG_NOSIGNAL) != sizeof(b)) return;
+        if (::recv(fd, b, sizeof(b), MSG_WAITALL) != sizeof(b)) return;
+        rtt.Add(Clock::now() - t0);
+      }
+    });
+    goro::blocking([&] { probe.join(); });
+    stop.store(true);
+    ::close(fd);
+    g.wait();
+    // Documented: a poll at least every 250 us while some P is busy; sysmon's
+    // 10 ms poll alone puts the median near 5 ms.
+    EXPECT_TRUE(goro_test::QuantileBelow(rtt, 0.5, 2ms));
+    EXPECT_TRUE(goro_test::QuantileBelow(rtt, 0.9, 4ms));
+    (void)sc->close();
+    (void)ln.close();
+  });
+}
+
+}  // namespace
