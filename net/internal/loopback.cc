@@ -64,13 +64,14 @@ absl::flat_hash_map<std::string, PollDesc*>& waiting()
   return *m;
 }
 std::atomic<std::uint64_t> g_links{0};
+std::atomic<bool> g_linking{true};
 
 }  // namespace
 
 std::string loopback_register(PollDesc* pd, const net::Addr& local,
                               const net::Addr& remote) {
-  if (!is_loopback(remote) || local.empty() ||
-      local.sa()->sa_family != remote.sa()->sa_family) {
+  if (!g_linking.load(std::memory_order_relaxed) || !is_loopback(remote) ||
+      local.empty() || local.sa()->sa_family != remote.sa()->sa_family) {
     return "";
   }
   std::string key = key_of(local, remote);
@@ -96,6 +97,10 @@ void loopback_forget(const std::string& key, PollDesc* pd) {
 
 std::uint64_t loopback_links() {
   return g_links.load(std::memory_order_relaxed);
+}
+
+void loopback_set_linking(bool on) {
+  g_linking.store(on, std::memory_order_relaxed);
 }
 
 }  // namespace goro::net_internal

@@ -24,6 +24,7 @@
 #ifndef GORO_NET_INTERNAL_LOOPBACK_H_
 #define GORO_NET_INTERNAL_LOOPBACK_H_
 
+#include <cstdint>
 #include <string>
 
 #include "net/internal/poll.h"
@@ -44,6 +45,11 @@ void loopback_forget(const std::string& key, PollDesc* pd);
 
 // For tests: connections linked so far.
 std::uint64_t loopback_links();
+
+// For tests of the poller (tests/net/netpoll*_test.cc), whose in-process
+// pairs would otherwise bypass it: while off, no new pair is linked. On in
+// programs.
+void loopback_set_linking(bool on);
 
 }  // namespace goro::net_internal
 

@@ -46,7 +46,9 @@ Listener must_listen(std::string_view net, std::string_view addr) {
 std::pair<Conn, Conn> must_pair(Listener& ln) {
   std::pair<Conn, Conn> p;
   goro::Chan<int> accepted(1);
-  goro::go([&] {
+  // `accepted` by value: the handle keeps the channel alive until the
+  // sender is out of send, after our recv has returned.
+  goro::go([&p, &ln, accepted] {
     absl::StatusOr<Conn> c = ln.accept();
     EXPECT_TRUE(c.ok()) << c.status();
     if (c.ok()) p.second = *c;
