@@ -471,13 +471,16 @@ bool stale_read_event(PollDesc* pd) {
 }
 
 // Readies the waiters of n epoll events into out[k...]; returns the new k.
-int take_events(Poller* pl, const epoll_event* evs, int n, Fiber** out, int k) {
+// *broke: the eventfd was among them (netpoll_break).
+int take_events(Poller* pl, const epoll_event* evs, int n, Fiber** out, int k,
+                bool* broke) {
   for (int i = 0; i < n; ++i) {
     const std::uint64_t data = evs[i].data.u64;
     if (data == kBreakData) {
       std::uint64_t v;
       (void)!::read(pl->evfd, &v, sizeof(v));
       pl->wake_sig.store(false, std::memory_order_release);
+      *broke = true;
       continue;
     }
     auto* pd = reinterpret_cast<PollDesc*>(data & kPtrMask);
@@ -513,45 +516,56 @@ __attribute__((noinline)) int netpoll_with(Poller* pl, std::int64_t until_ns,
                                            Fiber** out, int cap) {
   epoll_event evs[kMaxEvents];
   const int max_events = std::min(kMaxEvents, cap / 2);
-  std::int64_t wait_ns = 0;
-  if (until_ns < 0) {
-    wait_ns = -1;
-  } else if (until_ns > 0) {
-    wait_ns =
-        std::max<std::int64_t>(0, until_ns - runtime_internal::mono_now_ns());
-  }
-  int n = -1;
-  if (g_have_pwait2.load(std::memory_order_relaxed)) {
-    timespec ts{static_cast<time_t>(wait_ns / 1'000'000'000),
-                static_cast<long>(wait_ns % 1'000'000'000)};
-    n = static_cast<int>(::syscall(SYS_epoll_pwait2, pl->epfd, evs, max_events,
-                                   wait_ns < 0 ? nullptr : &ts, nullptr, 0));
-    if (n < 0 && errno == ENOSYS) {
-      g_have_pwait2.store(false, std::memory_order_relaxed);
+  for (;;) {
+    std::int64_t wait_ns = 0;
+    if (until_ns < 0) {
+      wait_ns = -1;
+    } else if (until_ns > 0) {
+      wait_ns =
+          std::max<std::int64_t>(0, until_ns - runtime_internal::mono_now_ns());
     }
-  }
-  if (!g_have_pwait2.load(std::memory_order_relaxed)) {
-    // Kernels before 5.11: millisecond timeout, rounded up.
-    const int ms =
-        wait_ns < 0 ? -1 : static_cast<int>((wait_ns + 999'999) / 1'000'000);
-    n = ::epoll_wait(pl->epfd, evs, max_events, ms);
-  }
-  if (n <= 0) return 0;  // timeout, EINTR, or the fd closed at teardown
-  int k = 0;
-  for (int round = 1;; ++round) {
-    k = take_events(pl, evs, n, out, k);
-    // A non-blocking poll drains epoll's ready list while each batch comes
-    // back full and `out` has room for another: events wait there in order,
-    // and most may be stale -- for bytes an in-process peer's hand-off
-    // already delivered (on_written) -- so one batch per poll would leave the
-    // events that matter behind them until later polls (sysmon's comes
-    // every 10 ms). Bounded, so a flood cannot keep the poller here.
-    if (until_ns != 0 || n < max_events || k + 2 * max_events > cap ||
-        round == kMaxDrainRounds) {
-      return k;
+    int n = -1;
+    if (g_have_pwait2.load(std::memory_order_relaxed)) {
+      timespec ts{static_cast<time_t>(wait_ns / 1'000'000'000),
+                  static_cast<long>(wait_ns % 1'000'000'000)};
+      n = static_cast<int>(::syscall(SYS_epoll_pwait2, pl->epfd, evs,
+                                     max_events, wait_ns < 0 ? nullptr : &ts,
+                                     nullptr, 0));
+      if (n < 0 && errno == ENOSYS) {
+        g_have_pwait2.store(false, std::memory_order_relaxed);
+      }
     }
-    n = ::epoll_wait(pl->epfd, evs, max_events, 0);
-    if (n <= 0) return k;
+    if (!g_have_pwait2.load(std::memory_order_relaxed)) {
+      // Kernels before 5.11: millisecond timeout, rounded up.
+      const int ms =
+          wait_ns < 0 ? -1 : static_cast<int>((wait_ns + 999'999) / 1'000'000);
+      n = ::epoll_wait(pl->epfd, evs, max_events, ms);
+    }
+    if (n <= 0) return 0;  // timeout, EINTR, or the fd closed at teardown
+    bool broke = false;
+    int k = 0;
+    for (int round = 1;; ++round) {
+      k = take_events(pl, evs, n, out, k, &broke);
+      // A non-blocking poll drains epoll's ready list while each batch comes
+      // back full and `out` has room for another: events wait there in
+      // order, and most may be stale -- for bytes an in-process peer's
+      // hand-off already delivered (on_written) -- so one batch per poll
+      // would leave the events that matter behind them until later polls
+      // (sysmon's comes every 10 ms). Bounded, so a flood cannot keep the
+      // poller here.
+      if (until_ns != 0 || n < max_events || k + 2 * max_events > cap ||
+          round == kMaxDrainRounds) {
+        break;
+      }
+      n = ::epoll_wait(pl->epfd, evs, max_events, 0);
+      if (n <= 0) break;
+    }
+    // A blocking poll woken only by stale events (nothing readied, no
+    // break) waits again, until its deadline: returning would send this M
+    // through the scheduler for nothing, twice per round trip of an
+    // in-process pair while the runtime has an idle P.
+    if (k > 0 || broke || until_ns == 0) return k;
+    if (until_ns > 0 && runtime_internal::mono_now_ns() >= until_ns) return 0;
   }
 }
 

@@ -397,8 +397,8 @@ Fiber* global_get_locked(Sched* s, P* p, int max) {
   int n = size / s->nprocs + 1;
   if (n > size) n = size;
   if (max > 0 && n > max) n = max;
-  if (n > static_cast<int>(RunQueue<Fiber>::kCapacity / 2)) {
-    n = RunQueue<Fiber>::kCapacity / 2;
+  if (n > static_cast<int>(kLocalRunQueueSize / 2)) {
+    n = kLocalRunQueueSize / 2;
   }
   Fiber* f = global_pop_locked(s);
   for (int i = 1; i < n; ++i) {

@@ -81,6 +81,14 @@ enum class PStatus : std::uint32_t { kIdle, kRunning };
 //                      scheduling point (retire_spare)
 enum class SpareState : int { kOff, kOn, kRetire };
 
+// A P's ring of runnable fibers holds this many (Go's holds 256). In-process
+// loopback connections keep one fiber per connection runnable on the P of
+// its last writer (net/'s hand-off), so the ring is sized for a thousand
+// busy connections on two Ps without spilling into the global queue, whose
+// lock and fair shares made 1,000 connections run at half the rate of 64
+// (bench/README.md, "Echo"). 8 KiB per P.
+inline constexpr std::uint32_t kLocalRunQueueSize = 1024;
+
 struct alignas(64) P {
   int id = 0;
   std::atomic<PStatus> status{PStatus::kIdle};
@@ -95,9 +103,9 @@ struct alignas(64) P {
   std::atomic<SpareState> spare_state{SpareState::kOff};
 
   // Local run queue: owner pushes and pops; any P steals.
-  RunQueue<Fiber> runq;
+  RunQueue<Fiber, kLocalRunQueueSize> runq;
   // runq_overflow's batch (owner only), off the fiber stacks it runs on.
-  Fiber* overflow_batch[RunQueue<Fiber>::kCapacity / 2 + 1] = {};
+  Fiber* overflow_batch[kLocalRunQueueSize / 2 + 1] = {};
   // A just-readied or just-spawned fiber that runs next. Only the owner
   // stores a non-null value; thieves may CAS it to null (Go's rule).
   std::atomic<Fiber*> runnext{nullptr};
