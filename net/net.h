@@ -77,7 +77,7 @@
 //
 // Cost (docs/net.md, bench/README.md): a read or write that does not wait
 // is one system call; one that waits adds a park and a wake-up (~1-2 us),
-// and no epoll_ctl. A socket costs one fd, a 192-byte poll descriptor
+// and no epoll_ctl. A socket costs one fd, a 256-byte poll descriptor
 // (recycled, never freed) and the handle's shared state.
 
 #ifndef GORO_NET_NET_H_
