@@ -5,9 +5,12 @@
 // Invariants:
 //   CM1  g_map points to one of two static Maps and is replaced only by
 //        code_map_refresh, which runs when no preemption walk can run (a
-//        runtime starting, sysmon not yet started). Readers (the SIGURG
-//        handler, the trampoline's walk) therefore never see a half-built
-//        map, and need no lock.
+//        runtime starting; its sysmon before its first round, when it has
+//        sent no signal). Readers (the SIGURG handler, the trampoline's
+//        walk, an overflow report racing with sysmon's refresh) therefore
+//        never see a half-built map, and need no lock: the map being built
+//        is never the published one, and the one replaced is left intact
+//        until the refresh after next, a runtime later.
 //   CM2  A segment with `registered` set has its dyn_info on libunwind's
 //        dynamic list while that segment is in g_map. Entries of a replaced
 //        map are cancelled, never freed (static storage), so a libunwind
