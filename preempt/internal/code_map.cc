@@ -341,13 +341,6 @@ void code_map_refresh() {
       old->subs == counters[1] && old->with_unwinder == (u != nullptr)) {
     return;  // no object loaded or unloaded since, nothing to register (CM3)
   }
-  // libunwind's one-time set-up takes a lock: do it here, not in a walk.
-  // Per-thread caching would keep its cache of parsed frames lock-free;
-  // Debian's 1.6.2 build falls back to the global cache, whose lock each
-  // step takes with every signal blocked (see preempt_walk.cc).
-  if (u != nullptr) {
-    u->set_caching_policy(u->local_addr_space, UNW_CACHE_PER_THREAD);
-  }
   Map* m = old == &g_maps[0] ? &g_maps[1] : &g_maps[0];
   m->n = 0;
   m->registered = 0;

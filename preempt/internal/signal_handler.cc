@@ -242,7 +242,14 @@ void load_unwinder() {
   // (CM1). If libunwind was loaded meanwhile for a dump, this registers the
   // map all the same (code_map.cc CM3).
   unwinder_load();
+#if !defined(__SANITIZE_THREAD__)
+  // Not under ThreadSanitizer: there no walk runs (no SIGURG preemption),
+  // and TSan cannot see the loader's lock that orders dl_iterate_phdr's
+  // reads of object names against another thread's dlopen (a dump loading
+  // libdw), so it would report a race. The overflow backtrace follows frame
+  // pointers there (the map registers nothing).
   code_map_refresh();
+#endif
 }
 
 }  // namespace goro::preempt_internal

@@ -3,9 +3,10 @@
 // Loading libunwind (see unwinder.h).
 //
 // Invariants:
-//   U1  g_table is null until g_storage is completely filled; it is then
-//       stored once, with release, and never changed: a reader that loads
-//       it with acquire (a signal handler included) sees every pointer.
+//   U1  g_table is null until g_storage is completely filled and libunwind
+//       has run its one-time set-up; it is then stored once, with release,
+//       and never changed: a reader that loads it with acquire (a signal
+//       handler included) sees every pointer and libunwind's set-up.
 //   U2  Only unwinder_load() writes g_storage and g_failed, under g_load_mu,
 //       and never from a signal handler. The library is never closed, so
 //       the pointers stay valid for the process's life.
@@ -98,6 +99,15 @@ const Unwinder* unwinder_load() {
     return nullptr;
   }
   u.local_addr_space = *local_as;
+  // libunwind's one-time set-up (tdep_init, run by the first unw_* call that
+  // needs it) takes a lock and fills globals that later calls read without
+  // one, behind a plain "done" flag: do it here, before the release store,
+  // so that every thread that sees the table sees it done (U1; ThreadSanitizer
+  // reported the race when the first call came after the store). Per-thread
+  // caching would keep its cache of parsed frames lock-free; Debian's 1.6.2
+  // build falls back to the global cache, whose lock each step takes with
+  // every signal blocked (see preempt_walk.cc).
+  u.set_caching_policy(u.local_addr_space, UNW_CACHE_PER_THREAD);
   g_table.store(&u, std::memory_order_release);  // U1
   return &u;
 }

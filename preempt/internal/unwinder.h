@@ -9,7 +9,7 @@
 // from libunwind.so.8, opened with dlopen(RTLD_NOW | RTLD_LOCAL). goro's
 // library targets do not link libunwind: a program that never runs long
 // enough to need it never maps it (nor its liblzma), which was about a
-// tenth of an empty goro::run's start-up (bench/README.md, "Start-up").
+// sixth of an empty goro::run's wall time (bench/README.md, "Start-up").
 // <libunwind.h> (with UNW_LOCAL_ONLY) is included for its types only; a
 // direct call of an unw_* function no longer links.
 //
