@@ -22,9 +22,10 @@
 // also registered with libunwind's dynamic unwind-info list
 // (_U_dyn_register), which libunwind consults before its own
 // dl_iterate_phdr-based search. A map built before that registers nothing,
-// and code_has_unwind_info is false for every address in it. The walk only lets libunwind look up an
-// address for which code_has_unwind_info() found an FDE in that table, so
-// libunwind never falls back to dl_iterate_phdr (which takes the loader lock).
+// and code_has_unwind_info is false for every address in it. The walk only
+// lets libunwind look up an address for which code_has_unwind_info() found
+// an FDE in that table, so libunwind never falls back to dl_iterate_phdr
+// (which takes the loader lock).
 //
 // Not for use by anything but the preemption code in preempt/internal/ (and
 // its stack-overflow backtrace, fault_backtrace.cc, which needs the same
