@@ -12,15 +12,17 @@
 namespace goro::diag_internal {
 
 // The dump of every fiber (dump.h's format). self_ctx/self: the calling
-// fiber and a libunwind context taken in it (both null when the caller is
-// not a fiber). Any thread with a full-size stack; serialised internally.
+// fiber and a context taken in it (a ucontext_t from getcontext; both null
+// when the caller is not a fiber). Any thread with a full-size stack, not a
+// signal handler (it may load libunwind); serialised internally.
 std::string dump_string(const void* self_ctx,
                         const runtime_internal::Fiber* self);
 
-// One fiber's block of the dump, from a libunwind context taken on that
-// fiber (which must stay put meanwhile), with the frames of the C++
+// One fiber's block of the dump, from a context taken on that fiber (a
+// ucontext_t; the fiber must stay put meanwhile), with the frames of the C++
 // runtime's throw and terminate machinery left out at the top: the
-// backtrace of an uncaught exception. Any thread with a full-size stack.
+// backtrace of an uncaught exception. Any thread with a full-size stack,
+// not a signal handler.
 std::string backtrace_string(const void* ctx,
                              const runtime_internal::Fiber* self);
 

@@ -20,16 +20,21 @@
 //
 // Only raw program counters are taken while a fiber is pinned (libunwind
 // over its saved registers: microseconds); names and lines come afterwards.
+// libunwind is loaded on the first dump if sysmon has not loaded it yet
+// (preempt/internal/unwinder.h), always on a thread with a full-size stack:
+// the helper thread, sysmon's (SIGQUIT), an M's scheduler stack (a deadlock
+// report) or run's thread. The caller's own registers are taken before, with
+// glibc's getcontext, whose ucontext_t is libunwind's unw_context_t on
+// x86-64 (libunwind's unw_getcontext would need the library loaded on the
+// caller's, possibly small, fiber stack).
 //
 // The uncaught-exception message (runtime/internal/fiber.cc) uses the same
 // walk and format for the one failing fiber (fiber_backtrace): the fiber's
 // frames are intact when std::terminate runs, and the fiber's thread waits
 // in it while a helper thread walks and symbolizes them.
 
-#define UNW_LOCAL_ONLY
 #include "diag/dump.h"
 
-#include <libunwind.h>
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
@@ -46,6 +51,7 @@
 
 #include "diag/internal/diag.h"
 #include "diag/internal/symbolize.h"
+#include "preempt/internal/unwinder.h"
 #include "runtime/blocking.h"
 #include "runtime/internal/context_x86_64.h"
 #include "runtime/internal/scheduler_internal.h"
@@ -54,6 +60,7 @@ extern "C" void goro_async_preempt();
 
 namespace goro::diag_internal {
 
+using preempt_internal::Unwinder;
 using runtime_internal::Fiber;
 using runtime_internal::FiberState;
 using runtime_internal::M;
@@ -103,29 +110,30 @@ struct FiberInfo {
 
 // Walks from the cursor's frame outwards while the stack pointer stays in
 // [lo, hi] (no bounds when lo == 0).
-void walk(unw_cursor_t* c, std::uintptr_t lo, std::uintptr_t hi,
-          bool first_is_return, std::vector<RawFrame>* out, bool* preempted) {
+void walk(const Unwinder& u, unw_cursor_t* c, std::uintptr_t lo,
+          std::uintptr_t hi, bool first_is_return, std::vector<RawFrame>* out,
+          bool* preempted) {
   bool is_return = first_is_return;
   for (int i = 0; i < kMaxFrames; ++i) {
     unw_word_t ip = 0, sp = 0;
-    if (unw_get_reg(c, UNW_REG_IP, &ip) < 0 || ip == 0) break;
-    if (unw_get_reg(c, UNW_REG_SP, &sp) < 0) break;
+    if (u.get_reg(c, UNW_REG_IP, &ip) < 0 || ip == 0) break;
+    if (u.get_reg(c, UNW_REG_SP, &sp) < 0) break;
     if (lo != 0 && (sp < lo || sp > hi)) break;
     out->push_back({ip, is_return});
     unw_proc_info_t pi;
     const bool trampoline =
-        unw_get_proc_info(c, &pi) == 0 &&
+        u.get_proc_info(c, &pi) == 0 &&
         pi.start_ip == reinterpret_cast<unw_word_t>(&goro_async_preempt);
     if (trampoline && preempted != nullptr) *preempted = true;
     // Above the preemption trampoline is the interrupted pc itself.
-    is_return = !trampoline && unw_is_signal_frame(c) <= 0;
-    if (unw_step(c) <= 0) break;
+    is_return = !trampoline && u.is_signal_frame(c) <= 0;
+    if (u.step(c) <= 0) break;
   }
 }
 
 // A switched-out fiber: its callee-saved registers and return address are
 // the SwitchFrame at f->sp (context_x86_64.h). Caller holds the pin.
-void unwind_saved(Fiber* f, FiberInfo* info) {
+void unwind_saved(const Unwinder& u, Fiber* f, FiberInfo* info) {
   const auto* fr = static_cast<const SwitchFrame*>(f->sp);
   ucontext_t uc;
   std::memset(&uc, 0, sizeof(uc));
@@ -139,9 +147,9 @@ void unwind_saved(Fiber* f, FiberInfo* info) {
   g[REG_R14] = static_cast<greg_t>(fr->r14);
   g[REG_R15] = static_cast<greg_t>(fr->r15);
   unw_cursor_t c;
-  if (unw_init_local(&c, &uc) < 0) return;
+  if (u.init_local(&c, &uc) < 0) return;
   const auto lo = reinterpret_cast<std::uintptr_t>(f->stack.lo);
-  walk(&c, lo, lo + f->stack.size, true, &info->frames, &info->preempted);
+  walk(u, &c, lo, lo + f->stack.size, true, &info->frames, &info->preempted);
 }
 
 bool starts_with(const std::string& s, const char* p) {
@@ -286,30 +294,37 @@ Symbolizer* shared_symbolizer() {
   return sym;
 }
 
-// The calling fiber's own block (in->f), from a libunwind context taken on
-// it: its stack cannot move while we read it.
-void read_self(const void* self_ctx, FiberInfo* in) {
+// The calling fiber's own block (in->f), from a context taken on it (a
+// ucontext_t): its stack cannot move while we read it. No frames without
+// libunwind (u null).
+void read_self(const Unwinder* u, const void* self_ctx, FiberInfo* in) {
   in->where = Where::kSelf;
   in->id = in->f->id;
   copy_parked(in->f, in);
   in->reason = runtime_internal::WaitReason::kNone;
+  if (u == nullptr) return;
   unw_cursor_t c;
   unw_context_t ctx;
   std::memcpy(&ctx, self_ctx, sizeof(ctx));
-  if (unw_init_local(&c, &ctx) == 0) {
-    walk(&c, 0, 0, false, &in->frames, nullptr);
+  if (u->init_local(&c, &ctx) == 0) {
+    walk(*u, &c, 0, 0, false, &in->frames, nullptr);
   }
 }
+
+// The dump's first line when it can have no frames.
+constexpr char kNoUnwinder[] =
+    "goro: no stacks in this dump: libunwind could not be loaded\n";
 
 }  // namespace
 
 std::string backtrace_string(const void* self_ctx, const Fiber* self) {
   std::lock_guard<std::mutex> dump_lock(g_dump_mu);
+  const Unwinder* u = preempt_internal::unwinder_load();
   FiberInfo in;
   in.f = const_cast<Fiber*>(self);
   in.state = FiberState::kRunning;
-  read_self(self_ctx, &in);
-  std::string out;
+  read_self(u, self_ctx, &in);
+  std::string out = u == nullptr ? kNoUnwinder : "";
   print_fiber(in, shared_symbolizer(), &out, /*thrown=*/true);
   return out;
 }
@@ -327,6 +342,7 @@ std::string dump_string(const void* self_ctx, const Fiber* self) {
   SchedUse use;
   Sched* s = use.get();
   if (s == nullptr) return "goro: no runtime is running\n";
+  const Unwinder* u = preempt_internal::unwinder_load();
 
   std::vector<FiberInfo> infos;
   {
@@ -363,7 +379,7 @@ std::string dump_string(const void* self_ctx, const Fiber* self) {
       in.state = f->state.load(std::memory_order_acquire);
       in.wait_since = f->wait_since.load(std::memory_order_relaxed);
       if (f == self) {
-        read_self(self_ctx, &in);
+        read_self(u, self_ctx, &in);
         continue;
       }
       if (in.state == FiberState::kRunning) {
@@ -383,8 +399,8 @@ std::string dump_string(const void* self_ctx, const Fiber* self) {
           copy_parked(f, &in);
           if (f->sp == nullptr) {
             in.where = Where::kNotStarted;
-          } else {
-            unwind_saved(f, &in);
+          } else if (u != nullptr) {
+            unwind_saved(*u, f, &in);
           }
         }
       } else {
@@ -401,14 +417,14 @@ std::string dump_string(const void* self_ctx, const Fiber* self) {
   std::sort(infos.begin(), infos.end(),
             [](const FiberInfo& a, const FiberInfo& b) { return a.id < b.id; });
   Symbolizer* sym = shared_symbolizer();
-  std::string out;
+  std::string out = u == nullptr ? kNoUnwinder : "";
   for (const FiberInfo& in : infos) print_fiber(in, sym, &out);
   return out;
 }
 
 __attribute__((noinline)) std::string fiber_backtrace() {
-  unw_context_t ctx;
-  unw_getcontext(&ctx);
+  ucontext_t ctx;
+  getcontext(&ctx);
   runtime_internal::M* m = runtime_internal::current_m();
   const Fiber* self = m != nullptr ? m->curg() : nullptr;
   if (self == nullptr) return "";
@@ -426,8 +442,8 @@ __attribute__((noinline)) std::string fiber_backtrace() {
 namespace goro {
 
 __attribute__((noinline)) void dump_fibers(std::ostream& out) {
-  unw_context_t ctx;
-  unw_getcontext(&ctx);
+  ucontext_t ctx;
+  getcontext(&ctx);
   runtime_internal::Fiber* self = runtime_internal::current_fiber();
   std::string text;
   if (runtime_internal::current_m() == nullptr) {

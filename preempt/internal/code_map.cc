@@ -5,18 +5,27 @@
 // Invariants:
 //   CM1  g_map points to one of two static Maps and is replaced only by
 //        code_map_refresh, which runs when no preemption walk can run (a
-//        runtime starting, sysmon not yet started). Readers (the SIGURG
-//        handler, the trampoline's walk) therefore never see a half-built
-//        map, and need no lock.
-//   CM2  A segment's dyn_info is on libunwind's dynamic list while that
-//        segment is in g_map. Entries of a replaced map are cancelled, never
-//        freed (static storage), so a libunwind reader that raced with the
-//        cancel still follows valid `next` pointers.
+//        runtime starting; its sysmon before its first round, when it has
+//        sent no signal). Readers (the SIGURG handler, the trampoline's
+//        walk, an overflow report racing with sysmon's refresh) therefore
+//        never see a half-built map, and need no lock: the map being built
+//        is never the published one, and the one replaced is left intact
+//        until the refresh after next, a runtime later.
+//   CM2  A segment with `registered` set has its dyn_info on libunwind's
+//        dynamic list while that segment is in g_map. Entries of a replaced
+//        map are cancelled, never freed (static storage), so a libunwind
+//        reader that raced with the cancel still follows valid `next`
+//        pointers.
+//   CM3  A map built before libunwind was loaded registers nothing
+//        (unwinder.h: it is loaded on sysmon's thread, after the map of the
+//        runtime's start). The refresh sysmon makes once it has loaded it
+//        rebuilds the map -- which then also holds libunwind's and
+//        liblzma's own segments -- and registers it, before its first round;
+//        the next refresh is cheap again. Readers only ever see a map whose
+//        `registered` flags are final.
 
 #include "preempt/internal/code_map.h"
 
-#define UNW_LOCAL_ONLY
-#include <libunwind.h>
 #include <link.h>
 #include <string.h>
 #include <unistd.h>
@@ -24,6 +33,7 @@
 #include <algorithm>
 #include <atomic>
 
+#include "preempt/internal/unwinder.h"
 #include "runtime/internal/scheduler.h"
 
 // The statically linked C++ and unwinder runtimes' code, gathered by
@@ -34,19 +44,13 @@ extern "C" const char __start_goro_denied_text[]
 extern "C" const char __stop_goro_denied_text[]
     __attribute__((weak, visibility("hidden")));
 
-// Defined by libunwind (PROTECTED in its source) but not declared in its
-// public headers: the binary search of an .eh_frame_hdr table that libunwind
-// itself runs on a table found by dl_iterate_phdr.
-extern "C" int _ULx86_64_dwarf_search_unwind_table(
-    unw_addr_space_t as, unw_word_t ip, unw_dyn_info_t* di, unw_proc_info_t* pi,
-    int need_unwind_info, void* arg);
-
 namespace goro::preempt_internal {
 
 struct CodeSegment {
   std::uintptr_t lo = 0, hi = 0;  // [lo, hi): an executable PT_LOAD segment
   CodeKind kind = CodeKind::kUnknown;
-  bool has_table = false;  // dyn_info describes a usable binary-search table
+  bool has_table = false;   // dyn_info describes a usable binary-search table
+  bool registered = false;  // dyn_info is on libunwind's list (CM2)
   unw_dyn_info_t dyn_info{};
   // The object's load bias (dl_iterate_phdr's dlpi_addr) and file, copied
   // (a fault report reads them after the object may have been unloaded):
@@ -62,6 +66,7 @@ constexpr int kMaxSegments = 512;
 struct Map {
   int n = 0;
   int registered = 0;
+  bool with_unwinder = false;             // built with libunwind loaded (CM3)
   unsigned long long adds = 0, subs = 0;  // dl_iterate_phdr's counters
   CodeSegment seg[kMaxSegments];          // sorted by lo
 };
@@ -329,20 +334,17 @@ int read_counters(dl_phdr_info* info, std::size_t size, void* arg) {
 void code_map_refresh() {
   unsigned long long counters[2] = {~0ULL, ~0ULL};
   Map* old = g_map.load(std::memory_order_acquire);
+  const Unwinder* u = unwinder();
   // At the first start there is nothing to compare: collect reads them.
   if (old != nullptr) dl_iterate_phdr(read_counters, counters);
   if (old != nullptr && counters[0] != ~0ULL && old->adds == counters[0] &&
-      old->subs == counters[1]) {
-    return;  // no object loaded or unloaded since
+      old->subs == counters[1] && old->with_unwinder == (u != nullptr)) {
+    return;  // no object loaded or unloaded since, nothing to register (CM3)
   }
-  // libunwind's one-time set-up takes a lock: do it here, not in a walk.
-  // Per-thread caching would keep its cache of parsed frames lock-free;
-  // Debian's 1.6.2 build falls back to the global cache, whose lock each
-  // step takes with every signal blocked (see preempt_walk.cc).
-  unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
   Map* m = old == &g_maps[0] ? &g_maps[1] : &g_maps[0];
   m->n = 0;
   m->registered = 0;
+  m->with_unwinder = u != nullptr;
   m->adds = counters[0];  // ~0: collect reads them
   m->subs = counters[1];
   dl_iterate_phdr(collect, m);
@@ -351,15 +353,17 @@ void code_map_refresh() {
       [](const CodeSegment& a, const CodeSegment& b) { return a.lo < b.lo; });
   deny_static_runtimes(m);
   for (int i = 0; i < m->n; ++i) {
-    if (m->seg[i].has_table) {
-      _U_dyn_register(&m->seg[i].dyn_info);
+    CodeSegment& s = m->seg[i];
+    s.registered = u != nullptr && s.has_table;
+    if (s.registered) {
+      u->dyn_register(&s.dyn_info);
       ++m->registered;
     }
   }
   g_map.store(m, std::memory_order_release);
-  if (old != nullptr) {  // CM2
+  if (old != nullptr && old->with_unwinder) {  // CM2
     for (int i = 0; i < old->n; ++i) {
-      if (old->seg[i].has_table) _U_dyn_cancel(&old->seg[i].dyn_info);
+      if (old->seg[i].registered) u->dyn_cancel(&old->seg[i].dyn_info);
     }
   }
 }
@@ -408,13 +412,15 @@ const char* code_segment_object(const CodeSegment* seg) {
 std::uintptr_t code_segment_base(const CodeSegment* seg) { return seg->base; }
 
 bool code_has_unwind_info(const CodeSegment* seg, std::uintptr_t ip) {
-  if (seg == nullptr || !seg->has_table) return false;
+  // Registered implies loaded (CM3): the table pointer is non-null then.
+  if (seg == nullptr || !seg->registered) return false;
+  const Unwinder* u = unwinder();
   unw_proc_info_t pi;
   memset(&pi, 0, sizeof(pi));
   // need_unwind_info = 0: locates the FDE and checks its range without
   // allocating the parsed CIE (which would take libunwind's pool lock).
-  return _ULx86_64_dwarf_search_unwind_table(
-             unw_local_addr_space, ip,
+  return u->dwarf_search_unwind_table(
+             u->local_addr_space, ip,
              const_cast<unw_dyn_info_t*>(&seg->dyn_info), &pi, 0, nullptr) == 0;
 }
 

@@ -17,12 +17,15 @@
 // (JIT code, an object loaded after the map was built) is unknown, and unknown
 // refuses.
 //
-// Each executable segment with a usable .eh_frame_hdr binary-search table is
+// Once libunwind is loaded (unwinder.h: by sysmon, before its first round),
+// each executable segment with a usable .eh_frame_hdr binary-search table is
 // also registered with libunwind's dynamic unwind-info list
 // (_U_dyn_register), which libunwind consults before its own
-// dl_iterate_phdr-based search. The walk only lets libunwind look up an
-// address for which code_has_unwind_info() found an FDE in that table, so
-// libunwind never falls back to dl_iterate_phdr (which takes the loader lock).
+// dl_iterate_phdr-based search. A map built before that registers nothing,
+// and code_has_unwind_info is false for every address in it. The walk only
+// lets libunwind look up an address for which code_has_unwind_info() found
+// an FDE in that table, so libunwind never falls back to dl_iterate_phdr
+// (which takes the loader lock).
 //
 // Not for use by anything but the preemption code in preempt/internal/ (and
 // its stack-overflow backtrace, fault_backtrace.cc, which needs the same
@@ -47,10 +50,12 @@ struct CodeSegment;
 // Longest object file name a segment keeps (longer ones are cut).
 inline constexpr int kCodeObjectNameMax = 256;
 
-// (Re)builds the map from dl_iterate_phdr and registers the unwind tables
-// with libunwind. Not async-signal-safe: called when a runtime starts, before
+// (Re)builds the map from dl_iterate_phdr and, if libunwind is loaded,
+// registers the unwind tables with it. Not async-signal-safe: called when a
+// runtime starts and when its sysmon starts (after loading libunwind), before
 // sysmon can send a signal, and never while a walk may run. Cheap when no
-// object was loaded or unloaded since the last call.
+// object was loaded or unloaded and libunwind was already loaded at the
+// last call.
 void code_map_refresh();
 
 // What kind of code `pc` is in; *seg (if not null) gets its segment, or null.
@@ -67,12 +72,14 @@ const CodeSegment* code_segment(std::uintptr_t pc);
 const char* code_segment_object(const CodeSegment* seg);
 std::uintptr_t code_segment_base(const CodeSegment* seg);
 
-// True if the segment's .eh_frame_hdr has an FDE covering `ip`. Uses
-// libunwind's table search without unwind info (no allocation, no lock).
+// True if the segment's .eh_frame_hdr table is registered with libunwind
+// and has an FDE covering `ip`. Uses libunwind's table search without
+// unwind info (no allocation, no lock).
 bool code_has_unwind_info(const CodeSegment* seg, std::uintptr_t ip);
 
-// For tests and diagnostics: the number of segments known, and of those
-// registered with libunwind.
+// The number of segments known, and of those registered with libunwind
+// (0 until libunwind is loaded: the walk and the overflow backtrace check
+// it). Async-signal-safe.
 int code_map_segments();
 int code_map_registered();
 

@@ -19,6 +19,11 @@ struct Register {
   Register() {
     runtime_internal::g_hooks.on_start = on_start;
     runtime_internal::g_hooks.fault_backtrace = fault_backtrace;
+    // Also under ThreadSanitizer, without the signal half: the overflow
+    // backtrace and the dumps use libunwind there too.
+    runtime_internal::g_hooks.on_sysmon_start = [](runtime_internal::Sched*) {
+      load_unwinder();
+    };
 #if !defined(__SANITIZE_THREAD__)
     // ThreadSanitizer defers asynchronous signals to its own safe points, so
     // SIGURG preemption cannot work under it: sysmon then preempts only

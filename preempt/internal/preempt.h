@@ -23,6 +23,11 @@ std::uint64_t preempt_stack_need();
 // and clears the hijack table (code_map.h, preempt_walk.h).
 void install_signal_handler();
 
+// Hooks::on_sysmon_start: loads libunwind (unwinder.h) and registers the
+// code map's unwind tables with it. Not async-signal-safe; on sysmon's
+// thread before its first round, so before any SIGURG.
+void load_unwinder();
+
 // Hooks::preempt_m: interrupts m's thread with SIGURG unless a signal is
 // already in flight to it (then returns false).
 bool preempt_m(runtime_internal::M* m);
@@ -30,7 +35,8 @@ bool preempt_m(runtime_internal::M* m);
 // Hooks::fault_backtrace: the return addresses of fiber f's stack from a
 // fault's signal context (a ucontext_t), written to fd, for the stack
 // overflow report. Async-signal-safe in the sense fault_backtrace.cc
-// explains (libunwind over registered tables only).
+// explains (libunwind over registered tables only; the frame-pointer chain
+// before libunwind is loaded).
 void fault_backtrace(const runtime_internal::Fiber* f, const void* ucontext,
                      int fd);
 

@@ -69,9 +69,7 @@
 
 #include "preempt/internal/preempt_walk.h"
 
-#define UNW_LOCAL_ONLY
 #include <errno.h>
-#include <libunwind.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/ucontext.h>
@@ -82,6 +80,7 @@
 
 #include "preempt/internal/code_map.h"
 #include "preempt/internal/preempt.h"
+#include "preempt/internal/unwinder.h"
 #include "runtime/internal/context_x86_64.h"
 #include "runtime/internal/locks.h"
 #include "runtime/internal/scheduler_internal.h"
@@ -156,6 +155,13 @@ bool is_fiber_entry(std::uintptr_t ip) {
 }
 
 Walk walk(const TrampolineFrame* fr, const Fiber* f, Found* out, int* frames) {
+  // No libunwind, no walk: refuse. sysmon loads it before it sends the
+  // first signal, so this is only a program without it (unwinder.h); and
+  // the map's tables must be registered, or libunwind's lookups would fall
+  // back to dl_iterate_phdr (code_map.cc CM3; code_has_unwind_info refuses
+  // frame by frame as well).
+  const Unwinder* u = unwinder();
+  if (u == nullptr || code_map_registered() == 0) return Walk::kFailed;
   const auto sp0 = reinterpret_cast<std::uintptr_t>(fr + 1);
   const auto lo = reinterpret_cast<std::uintptr_t>(f->stack.lo);
   const auto hi = reinterpret_cast<std::uintptr_t>(f->stack.hi());
@@ -182,13 +188,13 @@ Walk walk(const TrampolineFrame* fr, const Fiber* f, Found* out, int* frames) {
   g[REG_EFL] = static_cast<greg_t>(fr->rflags);
   unw_cursor_t c;
   // The interrupted pc is an instruction to resume, not a return address.
-  if (unw_init_local2(&c, &uc, UNW_INIT_SIGNAL_FRAME) < 0) return Walk::kFailed;
+  if (u->init_local2(&c, &uc, UNW_INIT_SIGNAL_FRAME) < 0) return Walk::kFailed;
   bool prev_denied = false, any_denied = false, use_prev_instr = false;
   for (int depth = 0; depth < kMaxFrames; ++depth) {
     *frames = depth + 1;
     unw_word_t ip = 0, sp = 0;
-    if (unw_get_reg(&c, UNW_REG_IP, &ip) < 0 ||
-        unw_get_reg(&c, UNW_REG_SP, &sp) < 0 || sp < lo || sp > hi) {
+    if (u->get_reg(&c, UNW_REG_IP, &ip) < 0 ||
+        u->get_reg(&c, UNW_REG_SP, &sp) < 0 || sp < lo || sp > hi) {
       return Walk::kFailed;
     }
     if (ip == reinterpret_cast<std::uintptr_t>(&goro_hijack_stub)) {
@@ -212,7 +218,7 @@ Walk walk(const TrampolineFrame* fr, const Fiber* f, Found* out, int* frames) {
       // read this frame's ip.
       unw_save_loc_t loc;
       out->slot = 0;
-      if (unw_get_save_loc(&c, UNW_X86_64_RIP, &loc) == 0 &&
+      if (u->get_save_loc(&c, UNW_X86_64_RIP, &loc) == 0 &&
           loc.type == UNW_SLT_MEMORY && loc.u.addr + 8 == sp &&
           loc.u.addr >= lo && use_prev_instr &&
           *reinterpret_cast<const std::uintptr_t*>(loc.u.addr) == ip) {
@@ -225,8 +231,8 @@ Walk walk(const TrampolineFrame* fr, const Fiber* f, Found* out, int* frames) {
     // lookup, so it never falls back to dl_iterate_phdr.
     if (!code_has_unwind_info(seg, at)) return Walk::kFailed;
     // A signal frame's caller resumes at its pc, not after a call.
-    use_prev_instr = unw_is_signal_frame(&c) <= 0;
-    if (unw_step(&c) <= 0) return Walk::kFailed;
+    use_prev_instr = u->is_signal_frame(&c) <= 0;
+    if (u->step(&c) <= 0) return Walk::kFailed;
   }
   return Walk::kFailed;
 }

@@ -49,6 +49,7 @@
 #include "preempt/internal/code_map.h"
 #include "preempt/internal/preempt.h"
 #include "preempt/internal/preempt_walk.h"
+#include "preempt/internal/unwinder.h"
 #include "runtime/internal/dcheck.h"
 #include "runtime/internal/locks.h"
 #include "runtime/internal/scheduler_internal.h"
@@ -186,6 +187,10 @@ void sigurg_handler(int sig, siginfo_t* info, void* ctx) {
 }  // namespace
 
 bool preempt_m(M* m) {
+  // Without libunwind every walk refuses: no signal for nothing. sysmon
+  // loads it before its first round (on_sysmon_start), so this is only a
+  // program where it could not be loaded; it is preempted cooperatively.
+  if (unwinder() == nullptr) return false;
   if (m->signal_pending.exchange(true, std::memory_order_acq_rel)) {
     return false;  // one in flight already
   }
@@ -215,6 +220,8 @@ std::uint64_t preempt_stack_need() {
 void install_signal_handler() {
   // Each runtime start: no walk or hijack can run now (sysmon starts after
   // this), so the map and the table may be replaced (code_map.cc CM1).
+  // Without libunwind loaded yet the map registers nothing; sysmon's start
+  // does (load_unwinder, code_map.cc CM3).
   code_map_refresh();
   hijack_init();
   bool expected = false;
@@ -227,6 +234,22 @@ void install_signal_handler() {
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGURG, &sa, &g_old_urg);
+}
+
+void load_unwinder() {
+  // On sysmon's thread, before its first round: no signal has been sent
+  // (sysmon sends them all), so no walk runs, and the map may be replaced
+  // (CM1). If libunwind was loaded meanwhile for a dump, this registers the
+  // map all the same (code_map.cc CM3).
+  unwinder_load();
+#if !defined(__SANITIZE_THREAD__)
+  // Not under ThreadSanitizer: there no walk runs (no SIGURG preemption),
+  // and TSan cannot see the loader's lock that orders dl_iterate_phdr's
+  // reads of object names against another thread's dlopen (a dump loading
+  // libdw), so it would report a race. The overflow backtrace follows frame
+  // pointers there (the map registers nothing).
+  code_map_refresh();
+#endif
 }
 
 }  // namespace goro::preempt_internal

@@ -526,6 +526,11 @@ struct Hooks {
   // process there). A signal handler that wants it called soon wakes
   // sysmon with s->sysmon_note.wake().
   void (*on_sysmon_round)(Sched* s) = nullptr;
+  // For preempt/: called by sysmon on its thread once, before its first
+  // round -- so before it can call preempt_m -- to load what the signal half
+  // needs and a runtime's start should not pay for (libunwind:
+  // preempt/internal/unwinder.h). It may block and allocate.
+  void (*on_sysmon_start)(Sched* s) = nullptr;
   void (*on_stop)(Sched* s) = nullptr;
   // For diag/: the calling fiber's stack as one block of the dump's format
   // (the throw and terminate machinery left out), for the uncaught-

@@ -36,12 +36,13 @@
 // ends within the delay (an empty program, a short tool, a test's small
 // run) never pays for the thread: its clone, its malloc arena and its join
 // were 7-25 % of an empty run's CPU time in interleaved runs
-// (bench/README.md, "Start-up"). What waits for it meanwhile, by at most the
-// delay: a SIGQUIT (polled each round), the 10 ms network poll, and a deadlock
-// report whose check sees the new thread before it registered (checkdead.cc
-// retries). When main returns first, stop_all_ms gives the Ms the delay to stop
-// on their own and makes the thread only if one still runs a fiber (a spinner
-// needs preempting to stop).
+// (bench/README.md, "Start-up"); nor for loading libunwind, which the
+// thread does first (Hooks::on_sysmon_start). What waits for it meanwhile,
+// by at most the delay: a SIGQUIT (polled each round), the 10 ms network
+// poll, and a deadlock report whose check sees the new thread before it
+// registered (checkdead.cc retries). When main returns first, stop_all_ms
+// gives the Ms the delay to stop on their own and makes the thread only if
+// one still runs a fiber (a spinner needs preempting to stop).
 //
 // sysmon reads other threads' fields without their locks (P::m, M::curg,
 // the run queues): all are atomics, the objects live until the runtime
@@ -278,6 +279,8 @@ void sysmon_main(Sysmon* sm) {
   pol.slice =
       std::chrono::duration_cast<std::chrono::nanoseconds>(s->opts.time_slice)
           .count();
+  // Before the first round, which may already ask preempt_m to signal.
+  if (g_hooks.on_sysmon_start != nullptr) g_hooks.on_sysmon_start(s);
   const std::int64_t busy_period = sysmon_start_delay(s);
   std::int64_t period = busy_period;
   int idle_rounds = 0, calm_rounds = 0;

@@ -3,7 +3,9 @@
 // Stack overflow is always caught, never silent (docs/runtime.md, "Stack
 // overflow"): a frame bigger than the guard region is reported when the code
 // is built with -fstack-clash-protection (this test is, through .bazelrc);
-// a frame up to the guard size is reported even without it; a fault in any
+// a frame up to the guard size is reported even without it; the report's
+// backtrace names the frames that recursed, whether libunwind is loaded yet
+// or not (then it follows frame pointers); a fault in any
 // fiber's guard region is reported; on a kernel without guards (emulated by a
 // seccomp filter) an overwritten canary is reported at the fiber's next
 // switch; and the stack sizes ordinary C++ needs
@@ -21,6 +23,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -107,10 +110,11 @@ TEST_F(StackOverflowDeathTest, Alloca100000IsReported) {
 }
 
 // Runs this test binary again with `filter` and the environment variable
-// `child_env` set (the child does what the test does when it sees it) and
-// returns everything it printed. Bazel's result files belong to this
-// process: the child must not write them.
-std::string RunChild(const char* filter, const char* child_env) {
+// `child_env` set to `value` (the child does what the test does when it
+// sees it) and returns everything it printed. Bazel's result files belong
+// to this process: the child must not write them.
+std::string RunChild(const char* filter, const char* child_env,
+                     const char* value = "1") {
   char self[4096];
   const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
   if (n <= 0) return "readlink failed";
@@ -118,8 +122,8 @@ std::string RunChild(const char* filter, const char* child_env) {
   const std::string cmd =
       "env -u XML_OUTPUT_FILE -u GTEST_OUTPUT -u TEST_PREMATURE_EXIT_FILE "
       "-u TEST_SHARD_STATUS_FILE " +
-      std::string(child_env) + "=1 " + self + " --gtest_filter=" + filter +
-      " 2>&1";
+      std::string(child_env) + "=" + value + " " + self +
+      " --gtest_filter=" + filter + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) return "popen failed";
   std::string out;
@@ -160,19 +164,32 @@ __attribute__((noinline)) int Recurse(int n) {
 
 __attribute__((noinline)) void StartRecursion() { g_sink = Recurse(0); }
 
-// The overflow report ends with the fiber's frames (issue 11): the
-// recursing function first, then -- after the elided middle -- the frames
-// that started the recursion, down to the fiber's entry. Raw addresses in
-// the report; addr2line turns them into the functions checked here.
-TEST(StackOverflowBacktrace, OverflowReportEndsWithTheFramesThatRecursed) {
-  if (std::getenv("GORO_OVERFLOW_CHILD") != nullptr) {
-    RunOnFiber(64 * 1024, [] { StartRecursion(); });
-    std::fprintf(stderr, "the recursion did not overflow\n");
-    std::exit(3);
-  }
-  const std::string out = RunChild(
-      "StackOverflowBacktrace.OverflowReportEndsWithTheFramesThatRecursed",
-      "GORO_OVERFLOW_CHILD");
+constexpr char kOverflowChildEnv[] = "GORO_OVERFLOW_CHILD";
+constexpr char kOverflowChildFilter[] =
+    "StackOverflowBacktrace.OverflowReportEndsWithTheFramesThatRecursed";
+// What the overflow report says when it follows frame pointers because
+// libunwind is not loaded yet (preempt/internal/fault_backtrace.cc).
+constexpr char kFramePointerWalk[] =
+    "\t(a frame-pointer walk: libunwind is not loaded yet;";
+
+// The child's part: overflow at once ("early": before sysmon loads
+// libunwind, preempt/internal/unwinder.h) or after 50 ms ("late": sysmon
+// has loaded it, one busy period after the start).
+void OverflowChild(const char* when) {
+  const bool late = std::strcmp(when, "late") == 0;
+  RunOnFiber(64 * 1024, [late] {
+    if (late) goro::sleep_for(std::chrono::milliseconds(50));
+    StartRecursion();
+  });
+  std::fprintf(stderr, "the recursion did not overflow\n");
+  std::exit(3);
+}
+
+// Checks the report in `out`: the recursing function first, then -- after
+// the elided middle -- the frames that started the recursion, down to the
+// fiber's entry. Raw addresses in the report; addr2line turns them into the
+// functions checked here.
+void ExpectFramesThatRecursed(const std::string& out) {
   ASSERT_TRUE(std::regex_search(
       out, std::regex("goro: fiber [0-9]+ \\(big-frame\\) overflowed its "
                       "65536-byte stack")))
@@ -231,6 +248,36 @@ TEST(StackOverflowBacktrace, OverflowReportEndsWithTheFramesThatRecursed) {
   EXPECT_GT(index[32], 32) << listing;
   EXPECT_EQ(index.back(), index[32] + static_cast<int>(index.size()) - 33)
       << listing;
+}
+
+// The overflow report ends with the fiber's frames (issue 11), found by
+// libunwind's CFI walk once sysmon has loaded it.
+TEST(StackOverflowBacktrace, OverflowReportEndsWithTheFramesThatRecursed) {
+  if (const char* when = std::getenv(kOverflowChildEnv)) OverflowChild(when);
+  const std::string out =
+      RunChild(kOverflowChildFilter, kOverflowChildEnv, "late");
+  EXPECT_EQ(out.find(kFramePointerWalk), std::string::npos)
+      << "libunwind was not loaded 50 ms into the run\n"
+      << out;
+  ExpectFramesThatRecursed(out);
+}
+
+// The same report for an overflow in the first instant of a run, before
+// sysmon has loaded libunwind (which a signal handler cannot load): the
+// frame-pointer walk names the same frames, and says what it is. The
+// overflow comes microseconds after the start and sysmon a busy period (at
+// most 1 ms) later, but a loaded machine can stall the child past that:
+// up to 20 children, until one's report is a frame-pointer walk.
+TEST(StackOverflowBacktrace, OverflowBeforeLibunwindIsLoadedStillNamesFrames) {
+  std::string out;
+  for (int rep = 0; rep < 20; ++rep) {
+    out = RunChild(kOverflowChildFilter, kOverflowChildEnv, "early");
+    if (out.find(kFramePointerWalk) != std::string::npos) break;
+  }
+  ASSERT_NE(out.find(kFramePointerWalk), std::string::npos)
+      << "no frame-pointer walk in 20 overflows at the start of a run\n"
+      << out;
+  ExpectFramesThatRecursed(out);
 }
 
 // A parked neighbour whose stack sits right below the overflowing fiber's
