@@ -27,6 +27,7 @@
 
 #include "goro.h"
 #include "gtest/gtest.h"
+#include "runtime/internal/scheduler.h"
 #include "tests/common/test_util.h"
 
 namespace {
@@ -84,6 +85,46 @@ void ping_pong(Conn client, Conn server, int rounds) {
     ASSERT_EQ(std::memcmp(in, out, sizeof(in)), 0) << "round " << i;
   }
   (void)client.close_write();
+}
+
+using Pairs = std::vector<std::pair<Conn, Conn>>;
+
+Pairs make_pairs(Listener& ln, int n) {
+  Pairs pairs;
+  for (int i = 0; i < n; ++i) pairs.push_back(must_pair(ln));
+  return pairs;
+}
+
+void close_all(Pairs& pairs, Listener& ln) {
+  for (auto& [a, b] : pairs) {
+    (void)a.close();
+    (void)b.close();
+  }
+  (void)ln.close();
+}
+
+// Echoes `Size`-byte messages on s until it fails (end of stream, close).
+template <std::size_t Size>
+void echo(goro_test::FiberGroup& g, Conn s) {
+  g.go([s]() mutable {
+    char b[Size];
+    while (s.read_full(b).ok() && s.write({b, sizeof(b)}).ok()) {
+    }
+  });
+}
+
+// Sends 64-byte messages on c and reads each echo until *stop, counting
+// round trips in *done; then half-closes c.
+void ping_until(goro_test::FiberGroup& g, Conn c, const std::atomic<bool>* stop,
+                std::atomic<int>* done) {
+  g.go([c, stop, done]() mutable {
+    char b[64] = {};
+    while (!stop->load(std::memory_order_relaxed)) {
+      if (!c.write({b, sizeof(b)}).ok() || !c.read_full(b).ok()) return;
+      if (done != nullptr) done->fetch_add(1, std::memory_order_relaxed);
+    }
+    (void)c.close_write();
+  });
 }
 
 struct Counts {
@@ -204,8 +245,7 @@ TEST(LoopbackHandOff, StaleEventsCostNoReads) {
     Listener ln = must_listen("tcp", "127.0.0.1:0");
     ASSERT_TRUE(ln);
     constexpr int kPairs = 32, kRounds = 500;
-    std::vector<std::pair<Conn, Conn>> pairs;
-    for (int i = 0; i < kPairs; ++i) pairs.push_back(must_pair(ln));
+    Pairs pairs = make_pairs(ln, kPairs);
     const std::uint64_t r0 = read_calls();
     goro_test::FiberGroup g;
     for (auto& [c, s] : pairs) {
@@ -216,11 +256,7 @@ TEST(LoopbackHandOff, StaleEventsCostNoReads) {
         static_cast<double>(read_calls() - r0) / (kPairs * kRounds);
     std::printf("read(2) calls per round trip: %.2f\n", per_rt);
     EXPECT_LT(per_rt, 5.0);
-    for (auto& [a, b] : pairs) {
-      (void)a.close();
-      (void)b.close();
-    }
-    (void)ln.close();
+    close_all(pairs, ln);
   });
 }
 
@@ -232,22 +268,24 @@ int raise_nofile(int want) {
   return static_cast<int>(std::min<rlim_t>(rl.rlim_cur, want));
 }
 
-// Exact accounting under stress: many pairs (more than half a P's ring, so
-// hand-offs also go through the global queue), messages of random size up
+// Exact accounting under stress: many pairs (with up to four fibers each
+// runnable, more than two half rings hold, so hand-offs also go through the
+// global queue), messages of random size up
 // to 24 KiB (partial reads; writes that fill the socket buffer and park),
 // both directions at once. Every byte arrives, in order; nothing hangs (a
 // lost wake-up stops a pair for good: the watchdog).
 TEST(LoopbackHandOff, ManyPairsLoseNoByteAndNoWakeUp) {
-  const int kPairs = goro_test::Scaled(300, 60);
+  const int kPairs = goro_test::Scaled(
+      static_cast<int>(goro::runtime_internal::kLocalRunQueueSize) / 2 + 100,
+      60);
   if (raise_nofile(4 * kPairs + 100) < 4 * kPairs + 100) {
     GTEST_SKIP() << "RLIMIT_NOFILE too low";
   }
   goro::run(goro_test::Procs(2), [kPairs] {
     Listener ln = must_listen("tcp", "127.0.0.1:0");
     ASSERT_TRUE(ln);
-    std::vector<std::pair<Conn, Conn>> pairs;
-    for (int i = 0; i < kPairs; ++i) pairs.push_back(must_pair(ln));
-    const int kMessages = goro_test::Scaled(40, 15);
+    Pairs pairs = make_pairs(ln, kPairs);
+    const int kMessages = goro_test::Scaled(20, 15);
     std::atomic<std::uint64_t> bytes{0};
     std::atomic<int> bad{0};
     goro_test::FiberGroup g;
@@ -302,11 +340,7 @@ TEST(LoopbackHandOff, ManyPairsLoseNoByteAndNoWakeUp) {
       }
     }
     EXPECT_EQ(bytes.load(), want);
-    for (auto& [a, b] : pairs) {
-      (void)a.close();
-      (void)b.close();
-    }
-    (void)ln.close();
+    close_all(pairs, ln);
   });
 }
 
@@ -316,33 +350,23 @@ TEST(LoopbackHandOff, ManyPairsLoseNoByteAndNoWakeUp) {
 // milliseconds). Every pair makes progress comparable to the others'.
 TEST(LoopbackHandOff, NoPairStarvesWhenTheyOutnumberTheRings) {
   GORO_SKIP_TIMING_UNDER_SANITIZERS();
-  const int kPairs = 600;
+  // Each pair keeps one fiber runnable; two half rings hold
+  // kLocalRunQueueSize of them.
+  const int kPairs =
+      static_cast<int>(goro::runtime_internal::kLocalRunQueueSize) + 400;
   if (raise_nofile(2 * kPairs + 100) < 2 * kPairs + 100) {
     GTEST_SKIP() << "RLIMIT_NOFILE too low";
   }
   goro::run(goro_test::Procs(2), [kPairs] {
     Listener ln = must_listen("tcp", "127.0.0.1:0");
     ASSERT_TRUE(ln);
-    std::vector<std::pair<Conn, Conn>> pairs;
-    for (int i = 0; i < kPairs; ++i) pairs.push_back(must_pair(ln));
+    Pairs pairs = make_pairs(ln, kPairs);
     std::vector<std::atomic<int>> done(kPairs);
     std::atomic<bool> stop{false};
     goro_test::FiberGroup g;
     for (int i = 0; i < kPairs; ++i) {
-      Conn c = pairs[i].first, s = pairs[i].second;
-      g.go([s]() mutable {
-        char b[64];
-        while (s.read_full(b).ok() && s.write({b, sizeof(b)}).ok()) {
-        }
-      });
-      g.go([c, i, &done, &stop]() mutable {
-        char b[64] = {};
-        while (!stop.load(std::memory_order_relaxed)) {
-          if (!c.write({b, sizeof(b)}).ok() || !c.read_full(b).ok()) return;
-          done[i].fetch_add(1, std::memory_order_relaxed);
-        }
-        (void)c.close_write();
-      });
+      echo<64>(g, pairs[i].second);
+      ping_until(g, pairs[i].first, &stop, &done[i]);
     }
     goro::sleep_for(1500ms);
     stop.store(true);
@@ -361,11 +385,7 @@ TEST(LoopbackHandOff, NoPairStarvesWhenTheyOutnumberTheRings) {
     EXPECT_GE(n.front(), median / 3);
     EXPECT_LE(n.back(), 4 * n.front())
         << "min " << n.front() << " median " << median << " max " << n.back();
-    for (auto& [a, b] : pairs) {
-      (void)a.close();
-      (void)b.close();
-    }
-    (void)ln.close();
+    close_all(pairs, ln);
   });
 }
 
@@ -383,18 +403,8 @@ TEST(LoopbackHandOff, BusyPsStillPollForOtherSockets) {
     goro_test::FiberGroup g;
     for (int i = 0; i < 16; ++i) {
       auto [c, s] = must_pair(ln);
-      g.go([s]() mutable {
-        char b[64];
-        while (s.read_full(b).ok() && s.write({b, sizeof(b)}).ok()) {
-        }
-      });
-      g.go([c, &stop]() mutable {
-        char b[64] = {};
-        while (!stop.load(std::memory_order_relaxed)) {
-          if (!c.write({b, sizeof(b)}).ok() || !c.read_full(b).ok()) return;
-        }
-        (void)c.close_write();
-      });
+      echo<64>(g, s);
+      ping_until(g, c, &stop, nullptr);
     }
     // The probe: a goro echo fiber for a raw socket driven by a plain
     // thread, one ping every millisecond.
@@ -404,11 +414,7 @@ TEST(LoopbackHandOff, BusyPsStillPollForOtherSockets) {
     ASSERT_EQ(::connect(fd, a->sa(), a->len()), 0);
     absl::StatusOr<Conn> sc = ln.accept();
     ASSERT_TRUE(sc.ok()) << sc.status();
-    g.go([s = *sc]() mutable {
-      char b[8];
-      while (s.read_full(b).ok() && s.write({b, sizeof(b)}).ok()) {
-      }
-    });
+    echo<8>(g, *sc);
     goro_test::Samples rtt(
         "reply to a plain thread's socket while Ps are busy");
     std::thread probe([fd, &rtt] {
