@@ -97,8 +97,8 @@ struct alignas(64) PollDesc {
   // The descriptor of this socket's other end when both ends are in this
   // process (loopback.h), or null; peer_seq is the peer's seq when linked,
   // so a peer recycled since no longer matches. Written by link_peers
-  // (release: peer_seq first) and close; read by on_written and the poller
-  // (acquire).
+  // (peer_seq first, then peer, seq_cst) and close; read by on_written and
+  // the poller (acquire).
   std::atomic<PollDesc*> peer{nullptr};
   std::atomic<std::uint32_t> peer_seq{0};
   // Bytes written on this socket by Conn::write, and read from it by
