@@ -13,15 +13,16 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cinttypes>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <sstream>
-#include <cstdlib>
 #include <string>
 #include <thread>
 
@@ -288,6 +289,26 @@ std::string Runfile(const std::string& path) {
   if (n <= 0) return path;
   self[n] = '\0';
   return std::string(self) + ".runfiles/goro/" + path;
+}
+
+std::string RunSelfInChild(const std::string& filter, const std::string& env) {
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return "readlink failed";
+  self[n] = '\0';
+  const std::string cmd =
+      "env -u XML_OUTPUT_FILE -u GTEST_OUTPUT -u TEST_PREMATURE_EXIT_FILE "
+      "-u TEST_SHARD_STATUS_FILE " +
+      env + " " + self + " --gtest_filter=" + filter + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return "popen failed";
+  std::string out;
+  char buf[4096];
+  while (std::size_t got = std::fread(buf, 1, sizeof(buf), p)) {
+    out.append(buf, got);
+  }
+  ::pclose(p);
+  return out;
 }
 
 std::string TempDir() {

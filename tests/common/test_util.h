@@ -202,6 +202,15 @@ std::string Runfile(const std::string& path);
 // $TEST_TMPDIR, or /tmp outside Bazel.
 std::string TempDir();
 
+// RunSelfInChild runs this test binary again, as a child process, with
+// --gtest_filter=`filter` and `env` ("NAME=VALUE ..." assignments, after
+// optional "-u NAME" unsets, as env(1) takes them), and returns what it
+// printed (stdout and stderr). Bazel's result files belong to this process:
+// the child is run without the variables that name them. For cases that
+// need a fresh process (start-up, a crash): the child finds its mode in the
+// environment.
+std::string RunSelfInChild(const std::string& filter, const std::string& env);
+
 inline pid_t Gettid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 
 // Sets (or, with nullopt, unsets) an environment variable for the lifetime of

@@ -49,28 +49,13 @@ bool LibunwindMapped() {
 }
 
 // Runs this binary's `filter` with kChildEnv=mode (and `env`, "NAME=VALUE
-// ...", before it) and returns what it printed. Bazel's result files
-// belong to this process: the child must not write them.
+// ...", before it), in the default slice and procs, and returns what it
+// printed.
 std::string RunChild(const char* filter, const char* mode,
                      const std::string& env = "") {
-  char self[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (n <= 0) return "readlink failed";
-  self[n] = '\0';
-  const std::string cmd =
-      "env -u XML_OUTPUT_FILE -u GTEST_OUTPUT -u TEST_PREMATURE_EXIT_FILE "
-      "-u TEST_SHARD_STATUS_FILE -u GORO_TIMESLICE -u GORO_MAXPROCS " +
-      env + " " + kChildEnv + "=" + mode + " " + self +
-      " --gtest_filter=" + filter + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return "popen failed";
-  std::string out;
-  char buf[4096];
-  while (std::size_t got = std::fread(buf, 1, sizeof(buf), p)) {
-    out.append(buf, got);
-  }
-  ::pclose(p);
-  return out;
+  return goro_test::RunSelfInChild(
+      filter, "-u GORO_TIMESLICE -u GORO_MAXPROCS " + env + " " + kChildEnv +
+                  "=" + mode);
 }
 
 const char* ChildMode() { return std::getenv(kChildEnv); }

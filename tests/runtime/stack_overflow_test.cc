@@ -111,28 +111,11 @@ TEST_F(StackOverflowDeathTest, Alloca100000IsReported) {
 
 // Runs this test binary again with `filter` and the environment variable
 // `child_env` set to `value` (the child does what the test does when it
-// sees it) and returns everything it printed. Bazel's result files belong
-// to this process: the child must not write them.
+// sees it) and returns everything it printed.
 std::string RunChild(const char* filter, const char* child_env,
                      const char* value = "1") {
-  char self[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (n <= 0) return "readlink failed";
-  self[n] = '\0';
-  const std::string cmd =
-      "env -u XML_OUTPUT_FILE -u GTEST_OUTPUT -u TEST_PREMATURE_EXIT_FILE "
-      "-u TEST_SHARD_STATUS_FILE " +
-      std::string(child_env) + "=" + value + " " + self +
-      " --gtest_filter=" + filter + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return "popen failed";
-  std::string out;
-  char buf[4096];
-  while (std::size_t got = std::fread(buf, 1, sizeof(buf), p)) {
-    out.append(buf, got);
-  }
-  ::pclose(p);
-  return out;
+  return goro_test::RunSelfInChild(filter,
+                                   std::string(child_env) + "=" + value);
 }
 
 // Function names for addresses of `object` (addr2line -Cfe: one function
