@@ -116,6 +116,8 @@ struct Hint {
 };
 constexpr std::size_t kHints = 1024;
 Hint g_hints[kHints];
+// Whether a runtime has run since the program started (hijack_init).
+bool g_hints_used = false;
 
 Hint& hint_for(const Fiber* f) {
   return g_hints[(reinterpret_cast<std::uintptr_t>(f) >> 6) % kHints];
@@ -323,10 +325,14 @@ void hijack_init() {
     }
   }
 #endif
-  for (Hint& h : g_hints) {
-    h.fiber.store(nullptr, std::memory_order_relaxed);
-    h.slot.store(0, std::memory_order_relaxed);
+  // Likewise the hints (24 KiB of zeroed .bss at the first run).
+  if (g_hints_used) {
+    for (Hint& h : g_hints) {
+      h.fiber.store(nullptr, std::memory_order_relaxed);
+      h.slot.store(0, std::memory_order_relaxed);
+    }
   }
+  g_hints_used = true;
 }
 
 __attribute__((no_sanitize_address)) bool hijack_pending(Fiber* f,

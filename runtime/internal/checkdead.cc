@@ -106,7 +106,12 @@ struct RegisterSanitizerThreads {
 void own_thread_register() {
   const pid_t tid = gettid_now();
   std::lock_guard<std::mutex> l(g_own_mu);
-  if (g_own_tids == nullptr) g_own_tids = new std::vector<pid_t>;
+  if (g_own_tids == nullptr) {
+    g_own_tids = new std::vector<pid_t>;
+    // run_main registers first, on the caller's thread: with room reserved
+    // then, the Ms' registrations do not malloc (m.cc, setup_thread).
+    g_own_tids->reserve(64);
+  }
   g_own_tids->push_back(tid);
 }
 

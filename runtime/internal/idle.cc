@@ -40,8 +40,10 @@
 // it idles on the list (retire_idle_spare). Fibers on a spare are preempted
 // only cooperatively (see preempt/).
 
+#include <pthread.h>
 #include <sched.h>
 
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -189,14 +191,29 @@ void startm(Sched* s, P* p, bool spinning) {
   auto owned = std::make_unique<M>();
   M* m = owned.get();
   m->id = static_cast<int>(s->ms.size());
-  m->next_p = p;
-  m->next_spinning = spinning;
+  m->sched = s;
+  // The new M holds the P from the start: its thread need not take the
+  // lock (which we hold while it starts) to get it.
+  acquirep(m, p);
+  m->spinning = spinning;
   s->ms.push_back(std::move(owned));
   s->nthreads.fetch_add(1, std::memory_order_relaxed);
   ++s->idle_gen;
   // Start the thread under the lock so teardown, which joins every M after
   // setting `stopping` under the lock, never misses one.
-  m->thread = std::thread(m_main, s, m);
+  const int err = pthread_create(
+      &m->thread, nullptr,
+      [](void* arg) -> void* {
+        auto* self = static_cast<M*>(arg);
+        m_main(self->sched, self);
+        return nullptr;
+      },
+      m);
+  if (err != 0) {
+    fatal("cannot start a thread for an M (%d running): %s",
+          static_cast<int>(s->ms.size()) - 1, std::strerror(err));
+  }
+  m->joinable = true;
 }
 
 void wakep(Sched* s) {
@@ -480,8 +497,9 @@ void abandon_m(Sched* s, M* m) {
   f->all_next = nullptr;
   m->abandoned_fiber = f;
   s->stacks.keep_mapped(f->stack);
-  m->thread.detach();
   MutexLock l(&s->lock);
+  pthread_detach(m->thread);
+  m->joinable = false;
   for (auto& owned : s->ms) {
     if (owned.get() == m) (void)owned.release();
   }
@@ -530,8 +548,9 @@ void stop_all_ms(Sched* s) {
     if (m->blocking_state.compare_exchange_strong(in_call, M::kAbandoning,
                                                   std::memory_order_acq_rel)) {
       abandon_m(s, m);
-    } else if (m->thread.joinable()) {
-      m->thread.join();
+    } else if (m->joinable) {
+      pthread_join(m->thread, nullptr);
+      m->joinable = false;
     }
   }
 }

@@ -147,21 +147,15 @@ void end_abandoned(M* m) {
   delete f;
   remove_thread_signal_stack(m);
   tls_m = nullptr;
-  delete m;  // its std::thread was detached
+  delete m;  // its thread was detached
 }
 
 }  // namespace
 
 void m_main(Sched* s, M* m) {
   setup_thread(m);
-  {
-    MutexLock l(&s->lock);
-    if (m->next_p != nullptr) {
-      acquirep(m, m->next_p);
-      m->spinning = m->next_spinning;
-      m->next_p = nullptr;
-    }
-  }
+  // startm made this M with its P already acquired (idle.cc): no lock here.
+  GORO_DCHECK(m->p != nullptr && m->next_p == nullptr);
   for (;;) {
     bool inherit = false;
     Fiber* f = find_runnable(s, m, &inherit);

@@ -21,9 +21,15 @@
 //     after head_ moved past it, so the CAS rejects such a copy. A wrap of the
 //     full 2^32 between a thief's load and CAS is not a practical concern (Go
 //     makes the same argument).
-//   * Slots are atomics (relaxed) because a thief may read a slot the owner is
-//     overwriting; the CAS then fails and the read value is discarded. Making
-//     that race explicit keeps ThreadSanitizer quiet and the code honest.
+//   * Slots are accessed atomically (relaxed) because a thief may read a slot
+//     the owner is overwriting; the CAS then fails and the read value is
+//     discarded. Making that race explicit keeps ThreadSanitizer quiet and
+//     the code honest.
+//   * The slots are plain pointers, left uninitialised and accessed through
+//     std::atomic_ref: every slot in [head_, tail_) was stored before tail_
+//     covered it, and nothing reads another. An array of std::atomic would
+//     be zeroed by its constructor, faulting in every page of it (8 KiB per
+//     P) at each run's start, spare Ps included, whether or not it is used.
 
 #ifndef GORO_RUNTIME_INTERNAL_RUN_QUEUE_H_
 #define GORO_RUNTIME_INTERNAL_RUN_QUEUE_H_
@@ -46,7 +52,7 @@ class RunQueue {
     std::uint32_t h = head_.load(std::memory_order_acquire);
     std::uint32_t tl = tail_.load(std::memory_order_relaxed);
     if (tl - h >= N) return false;
-    slots_[tl % N].store(t, std::memory_order_relaxed);
+    slot(tl).store(t, std::memory_order_relaxed);
     tail_.store(tl + 1, std::memory_order_release);
     return true;
   }
@@ -57,7 +63,7 @@ class RunQueue {
     for (;;) {
       std::uint32_t tl = tail_.load(std::memory_order_relaxed);
       if (tl == h) return nullptr;
-      T* t = slots_[h % N].load(std::memory_order_relaxed);
+      T* t = slot(h).load(std::memory_order_relaxed);
       if (head_.compare_exchange_weak(h, h + 1, std::memory_order_release,
                                       std::memory_order_acquire)) {
         return t;
@@ -74,7 +80,7 @@ class RunQueue {
     std::uint32_t n = (tl - h) / 2;
     if (n != N / 2) return 0;
     for (std::uint32_t i = 0; i < n; ++i) {
-      out[i] = slots_[(h + i) % N].load(std::memory_order_relaxed);
+      out[i] = slot(h + i).load(std::memory_order_relaxed);
     }
     if (!head_.compare_exchange_strong(h, h + n, std::memory_order_release,
                                        std::memory_order_relaxed)) {
@@ -95,14 +101,14 @@ class RunQueue {
       if (n > N) continue;  // torn snapshot: tail_ moved under us; reload
       n -= n / 2;
       for (std::uint32_t i = 0; i < n; ++i) {
-        T* t = slots_[(h + i) % N].load(std::memory_order_relaxed);
-        to.slots_[(to_tail + i) % N].store(t, std::memory_order_relaxed);
+        T* t = slot(h + i).load(std::memory_order_relaxed);
+        to.slot(to_tail + i).store(t, std::memory_order_relaxed);
       }
       if (head_.compare_exchange_strong(h, h + n, std::memory_order_acq_rel,
                                         std::memory_order_relaxed)) {
         // Keep the last one to run; publish the rest in the thief's queue.
         --n;
-        T* run = to.slots_[(to_tail + n) % N].load(std::memory_order_relaxed);
+        T* run = to.slot(to_tail + n).load(std::memory_order_relaxed);
         if (n > 0) to.tail_.store(to_tail + n, std::memory_order_release);
         return run;
       }
@@ -120,9 +126,14 @@ class RunQueue {
   }
 
  private:
+  std::atomic_ref<T*> slot(std::uint32_t i) {
+    return std::atomic_ref<T*>(slots_[i % N]);
+  }
+
   alignas(64) std::atomic<std::uint32_t> head_{0};
   alignas(64) std::atomic<std::uint32_t> tail_{0};
-  std::atomic<T*> slots_[N] = {};
+  static_assert(std::atomic_ref<T*>::required_alignment <= alignof(T*));
+  T* slots_[N];  // not initialised: see "Ordering" above
 };
 
 }  // namespace goro::runtime_internal

@@ -32,6 +32,7 @@
 #ifndef GORO_RUNTIME_INTERNAL_SCHEDULER_H_
 #define GORO_RUNTIME_INTERNAL_SCHEDULER_H_
 
+#include <pthread.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -102,10 +103,6 @@ struct alignas(64) P {
   bool is_spare = false;
   std::atomic<SpareState> spare_state{SpareState::kOff};
 
-  // Local run queue: owner pushes and pops; any P steals.
-  RunQueue<Fiber, kLocalRunQueueSize> runq;
-  // runq_overflow's batch (owner only), off the fiber stacks it runs on.
-  Fiber* overflow_batch[kLocalRunQueueSize / 2 + 1] = {};
   // A just-readied or just-spawned fiber that runs next. Only the owner
   // stores a non-null value; thieves may CAS it to null (Go's rule).
   std::atomic<Fiber*> runnext{nullptr};
@@ -142,6 +139,15 @@ struct alignas(64) P {
   OwnerCounter context_switches, steals, fibers_created, fibers_exited,
       timers_fired, preemptions_async, preemptions_cooperative, io_handoffs;
 
+  // The large arrays last, uninitialised (Sched makes each P with
+  // make_unique_for_overwrite): a page of them is faulted in only once a
+  // fiber goes there, so a short run, or a spare P never lent, pays for
+  // the fields above only.
+  // Local run queue: owner pushes and pops; any P steals.
+  RunQueue<Fiber, kLocalRunQueueSize> runq;
+  // runq_overflow's batch (owner only), off the fiber stacks it runs on.
+  Fiber* overflow_batch[kLocalRunQueueSize / 2 + 1];
+
  private:
   std::atomic<M*> m_{nullptr};
 };
@@ -153,7 +159,14 @@ struct M {
   // The thread's kernel id: written by the thread as it starts, read by
   // sysmon (0 until then).
   std::atomic<pid_t> tid{0};
-  std::thread thread;
+  // Made by startm with pthread_create, not std::thread: std::thread frees
+  // its start-up state on the new thread, and a thread's first malloc or
+  // free makes glibc set up a malloc arena for it (a 64 MiB reservation,
+  // four system calls, page faults) that an M whose fibers never allocate
+  // does not need. Joined by stop_all_ms, or detached by abandon_m.
+  pthread_t thread{};
+  bool joinable = false;   // written by startm under Sched::lock
+  Sched* sched = nullptr;  // for the thread's start routine
   // Set by the thread as m_main returns normally (not for an M abandoned in
   // blocking()); read by stop_all_ms, which waits for it before deciding
   // whether sysmon is needed to stop the Ms.
