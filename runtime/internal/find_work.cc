@@ -80,7 +80,23 @@
 // sees both. A poller that returns with work does not hand off (Go's
 // findrunnable does not either): another P's timer then waits until an M
 // comes through find_runnable (which runs every P's due timers) or the
-// idle path -- a known gap, shared with Go, when that M's fibers run long.
+// idle path.
+//
+// The backstop: sysmon. A timer armed on a P wakes no idle M (that P's M
+// runs it when it next comes through here), so if that M then runs a
+// fiber that never switches -- a call-free loop with no asynchronous
+// preemption (ThreadSanitizer, Options::async_preempt = false) or with
+// preemption refused -- and every other M went idle before the timer was
+// armed (no deadline), or the poller above took work instead, nobody keeps
+// it. sysmon checks the earliest timer of all Ps each round; one overdue by
+// a period while a P idles and nobody spins makes it wake an M (wakep),
+// which takes the idle P and runs it here (Go's sysmon does the same:
+// "timers that should have already run, perhaps because there is an
+// unpreemptible P"; retake.h, wake_for_overdue_timer). Invariant: a due
+// timer and an idle P are never both left to nobody for longer than about
+// two sysmon periods (an M without a P takes the idle P itself, below).
+// With every P busy the timer waits for a switch, which preemption forces
+// at the end of a slice where it can (as in Go).
 //
 // Time. Each P has a timer heap; any M that finds a timer due runs it. An M
 // that gives up its P sleeps on its futex until the earliest timer of all Ps
@@ -448,10 +464,22 @@ Fiber* find_runnable(Sched* s, M* m, bool* inherit) {
   for (;;) {
     if (s->stopping.load(std::memory_order_acquire)) return nullptr;
     if (m->p == nullptr) {
-      // No P to be had. A timer already due is some P's to run (every P is
-      // busy, or we would have one): sleep until handed a P rather than spin.
+      // No P. A timer already due needs one: take an idle P if there is one
+      // (this M may have been woken without a P, by poll_owed_handoff, or
+      // a P may have gone idle since it last looked) -- never sleep while
+      // an idle P and a due timer are left to nobody. Otherwise every P is
+      // busy and their Ms run it at their next switch (an M whose P goes
+      // idle rechecks the timers first, below): sleep until handed a P
+      // rather than spin.
       std::int64_t deadline = earliest_timer(s);
-      if (deadline != 0 && deadline <= mono_now_ns()) deadline = 0;
+      if (deadline != 0 && deadline <= mono_now_ns()) {
+        MutexLock l(&s->lock);
+        if (P* q = pidle_get_locked(s)) {
+          acquirep(m, q);
+          continue;
+        }
+        deadline = 0;
+      }
       const Polled polled = netpoll_blocking(s, m, deadline);
       if (polled == Polled::kWithP) continue;
       if (polled == Polled::kBehindSpinner) {

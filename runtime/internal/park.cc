@@ -399,6 +399,19 @@ void blocking_exit() {
   releasem(m);
 }
 
+namespace {
+
+// A timer at `when` became the earliest of the caller's P.
+void timer_new_earliest(Sched* s, std::int64_t when) {
+  // The M blocked in netpoll (if any) may sleep past it (see find_work.cc
+  // "The netpoller").
+  netpoll_wake_for(s, when);
+  // A calm sysmon sleeps until the earliest timer it knew of (sysmon.cc).
+  if (s->sysmon_sleeping.load(std::memory_order_relaxed)) sysmon_wake(s);
+}
+
+}  // namespace
+
 void timer_start(Timer* t) {
   MHold hold;
   M* m = hold.m();
@@ -406,12 +419,7 @@ void timer_start(Timer* t) {
     t->epoch = sched()->epoch;
     // A new earliest timer of this P: the M blocked in netpoll (if any)
     // may sleep past it (see find_work.cc "The netpoller").
-    if (m->p->timers.add(t)) {
-      Sched* s = sched();
-      netpoll_wake_for(s, t->when);
-      // A calm sysmon sleeps until the earliest timer it knew of (sysmon.cc).
-      if (s->sysmon_sleeping.load(std::memory_order_relaxed)) sysmon_wake(s);
-    }
+    if (m->p->timers.add(t)) timer_new_earliest(sched(), t->when);
     return;
   }
   // Off a P: hold the runtime (see ready). No runtime: the timer never
@@ -477,7 +485,12 @@ void sleep_until_impl(std::int64_t when) {
   t.arg = m->curg();
   park(
       [](void* tp) {
-        current_m()->p->timers.add(static_cast<Timer*>(tp));
+        auto* t = static_cast<Timer*>(tp);
+        // As in timer_start: this M may go on to run a fiber that never
+        // switches, and then whoever else keeps time must know of the new
+        // earliest timer -- a poller or a calm sysmon that would sleep past
+        // it (sysmon wakes an M for it once it is overdue, retake.h).
+        if (current_m()->p->timers.add(t)) timer_new_earliest(sched(), t->when);
         return true;
       },
       &t, WaitReason::kSleep);

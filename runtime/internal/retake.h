@@ -27,6 +27,9 @@
 //     runs its runnext fibers itself (a channel ping-pong has one there half
 //     the time), and an M woken to steal them would only contend for the P's
 //     cache lines.
+//   * A timer overdue by a period while a P idles and nobody looks for work
+//     (wake_for_overdue_timer, below; not per P: the earliest timer of all
+//     Ps): wake an M, which runs it.
 //
 // The thread's state costs a /proc read (~2.5 us), so it is asked for only
 // when a decision depends on it.
@@ -195,6 +198,33 @@ class PWatch {
   std::uint64_t switches_ = 0;          // P::context_switches last round
   bool calm_ = false;                   // see calm()
 };
+
+// Whether sysmon should wake an M (wakep) for `earliest`, the earliest
+// timer of all Ps (0: none), at `now`; `others_idle` as in PView. Go's
+// sysmon: "There are timers that should have already run, perhaps because
+// there is an unpreemptible P. Try to start an M to run them."
+//
+// Any M that comes through find_runnable runs every P's due timers, and an
+// M that gives up its P sleeps until the earliest timer of all Ps. But a
+// timer armed on a P whose M then runs a fiber that never reaches a
+// cooperative point -- a call-free loop, with asynchronous preemption off
+// (ThreadSanitizer, Options::async_preempt = false) or refused -- waits for
+// that P, while the other Ms may sleep with no deadline: they went idle
+// before it was armed, and arming a timer on a P wakes no idle M (the P's
+// own M is expected to run it). Without this, such a timer never fired.
+//
+// The grace is one period, as for stranded runnable work: an M sleeping
+// until the timer runs it within its wake-up latency, and another woken for
+// it meanwhile would only race that one. While a P runs a fiber and a timer
+// is due within a slice, sysmon is not calm (the timer counts in
+// PView::others_wait) and rounds every period, so an overdue timer is seen
+// at most about two periods after its deadline. With every P busy there is
+// nothing to wake: the timer waits for a switch, which preemption forces at
+// the end of the running fiber's slice (where it can).
+inline bool wake_for_overdue_timer(std::int64_t now, std::int64_t earliest,
+                                   const RetakePolicy& pol, bool others_idle) {
+  return earliest != 0 && others_idle && now - earliest >= pol.period;
+}
 
 }  // namespace goro::runtime_internal
 

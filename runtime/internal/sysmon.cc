@@ -4,7 +4,9 @@
 // the Ps (Go's sysmon in proc.go). Each round it reads every P into a PView
 // and acts on what PWatch::observe decides (retake.h): preemption requests,
 // signals through Hooks::preempt_m (preempt/ owns the signal half), lending
-// and retiring spare Ps, and waking an M for stranded work. Once a second it
+// and retiring spare Ps, and waking an M for stranded work -- runnable
+// fibers, or a timer overdue on a busy P (wake_for_overdue_timer). Once a
+// second it
 // also returns the memory of surplus free stacks to the kernel
 // (StackAllocator::scavenge), and while a P is busy it polls the network
 // if nobody has for 10 ms (sysmon_netpoll).
@@ -25,6 +27,10 @@
 //     and the end of run wake it for the rest. kMaxCalmSleep bounds the
 //     sleep: a kick made without a fence (ready, timers) can be missed in
 //     a store-buffer window, and sysmon polls the network meanwhile.
+// Neither sleep happens while a P runs a fiber and a timer is due within a
+// slice (overdue ones included): such a P is not calm, and sysmon rounds
+// every period, so a timer left overdue on a busy P is seen within about
+// two periods of its deadline (wake_for_overdue_timer).
 // So a runtime that is idle, or busy with nothing waiting, costs nearly no
 // CPU in sysmon (issue 8's targets: <= 0.1 % idle, <= 0.2 % calm).
 //
@@ -214,6 +220,12 @@ std::int64_t retake(Sysmon* sm, std::int64_t now, std::int64_t prev,
       w.signal_sent(now);
     }
   }
+  // A timer that should have run by now is on a P whose fiber does not
+  // switch (retake.h): an M woken with an idle P runs it (find_runnable
+  // runs every P's due timers). wakep starts a spinning M, which counts in
+  // nmspinning, so the next rounds wake no second one while it is on its
+  // way.
+  if (wake_for_overdue_timer(now, t, pol, others_idle)) wakep(s);
   return next_deadline;
 }
 

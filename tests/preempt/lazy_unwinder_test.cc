@@ -130,15 +130,10 @@ TEST(LazyUnwinder, LongRunLoadsItAndPreempts) {
                 goro::WaitGroup wg;
                 wg.add(1);
                 goro::go([&] {
-                  if (goro_test::kTsan) {
-                    // No SIGURG under ThreadSanitizer: a call-free spinner
-                    // would keep the main fiber's sleep timer, queued on
-                    // the spinner's P, from ever firing (sysmon wakes no M
-                    // for another P's due timer).
-                    while (!stop.load()) goro::yield();
-                  } else {
-                    SpinUntil(stop);
-                  }
+                  // Under TSan (no SIGURG) the main fiber's sleep timer may
+                  // be on this spinner's P: sysmon wakes an M for it on the
+                  // other P once it is overdue (overdue_timer_test).
+                  SpinUntil(stop);
                   wg.done();
                 });
                 // With one P, the main fiber needs it back to set `stop`.

@@ -2,8 +2,8 @@
 //
 // sysmon's per-P decisions (runtime/internal/retake.h) against a fake clock:
 // when a fiber has overrun its slice, when its thread is signalled or its
-// P's spare lent, when a lent spare goes back, and when stranded work wakes
-// an M.
+// P's spare lent, when a lent spare goes back, and when stranded work -- or
+// a timer overdue on a busy P -- wakes an M.
 
 #include "runtime/internal/retake.h"
 
@@ -238,6 +238,40 @@ TEST_F(RetakeTest, ARunnextOnAPThatKeepsSwitchingWakesNobody) {
   }
   // The P stopped switching: a period later its runnext counts as stranded.
   EXPECT_TRUE(round(5).wake_m);
+}
+
+// A timer overdue by a period while a P idles and nobody spins: its P runs
+// a fiber that does not switch (no asynchronous preemption), and no M keeps
+// it. Within the period an M sleeping until it normally runs it itself.
+TEST_F(RetakeTest, ATimerOverdueByAPeriodWakesAnMWhenAPIdles) {
+  const std::int64_t due = kBase + 20 * kMs;
+  EXPECT_FALSE(wake_for_overdue_timer(due - kMs, due, pol_, true))
+      << "not due yet";
+  EXPECT_FALSE(wake_for_overdue_timer(due, due, pol_, true)) << "just due";
+  EXPECT_FALSE(wake_for_overdue_timer(due + pol_.period - 1, due, pol_, true))
+      << "within the grace";
+  EXPECT_TRUE(wake_for_overdue_timer(due + pol_.period, due, pol_, true));
+  EXPECT_TRUE(wake_for_overdue_timer(due + 60'000 * kMs, due, pol_, true))
+      << "long overdue";
+}
+
+TEST_F(RetakeTest, AnOverdueTimerWakesNobodyWithoutAnIdlePOrWithASpinner) {
+  // others_idle is false when every P is busy (the timer waits for a
+  // switch) or an M already looks for work (it runs the timer).
+  const std::int64_t due = kBase + 20 * kMs;
+  EXPECT_FALSE(wake_for_overdue_timer(due + 10 * kMs, due, pol_, false));
+}
+
+TEST_F(RetakeTest, NoTimerWakesNobody) {
+  EXPECT_FALSE(wake_for_overdue_timer(kBase, 0, pol_, true));
+}
+
+// The grace follows sysmon's period (a tenth of the slice, at least 20 us).
+TEST_F(RetakeTest, TheOverdueGraceIsOnePeriod) {
+  pol_.period = 20'000;
+  const std::int64_t due = kBase + 20 * kMs;
+  EXPECT_FALSE(wake_for_overdue_timer(due + 19'999, due, pol_, true));
+  EXPECT_TRUE(wake_for_overdue_timer(due + 20'000, due, pol_, true));
 }
 
 // calm (sysmon may sleep until work arrives): a P that runs the same fiber
