@@ -418,8 +418,11 @@ void timer_start(Timer* t) {
   if (m != nullptr && m->p != nullptr) {
     t->epoch = sched()->epoch;
     // A new earliest timer of this P: the M blocked in netpoll (if any)
-    // may sleep past it (see find_work.cc "The netpoller").
-    if (m->p->timers.add(t)) timer_new_earliest(sched(), t->when);
+    // may sleep past it (see find_work.cc "The netpoller"). `when` is read
+    // before the add: once in the heap, the timer is any M's to run (and
+    // its owner's to reset), so *t is not ours to read any more.
+    const std::int64_t when = t->when;
+    if (m->p->timers.add(t)) timer_new_earliest(sched(), when);
     return;
   }
   // Off a P: hold the runtime (see ready). No runtime: the timer never
@@ -490,7 +493,11 @@ void sleep_until_impl(std::int64_t when) {
         // switches, and then whoever else keeps time must know of the new
         // earliest timer -- a poller or a calm sysmon that would sleep past
         // it (sysmon wakes an M for it once it is overdue, retake.h).
-        if (current_m()->p->timers.add(t)) timer_new_earliest(sched(), t->when);
+        // `when` is read before the add: once in the heap the timer may
+        // fire on another M (run_all_timers) and its fiber resume there,
+        // reusing the stack frame that holds it.
+        const std::int64_t when = t->when;
+        if (current_m()->p->timers.add(t)) timer_new_earliest(sched(), when);
         return true;
       },
       &t, WaitReason::kSleep);
