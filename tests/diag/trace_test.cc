@@ -149,9 +149,8 @@ TEST(TraceTest, TracedRunIsWellFormedAndShowsEveryKindOfEvent) {
   EXPECT_EQ(sum.track_names[2], "P1");
 
   // Why slices ended: every kind the workload causes.
-  for (const char* why :
-       {"blocked: chan receive", "blocked: mutex lock", "blocked: sleep",
-        "blocking call", "exit", "yield"}) {
+  for (const char* why : {"blocked: chan receive", "blocked: mutex lock",
+                          "blocked: sleep", "blocking call", "exit", "yield"}) {
     EXPECT_GT(sum.end_reasons[why], 0) << why;
   }
   if (!goro_test::kTsan) {
@@ -186,7 +185,14 @@ TEST(TraceTest, BlockingCallEndsTheSliceAndTheNextOneSaysWhy) {
   TraceSummary sum;
   EXPECT_EQ(CheckTrace(text, &sum), "");
   EXPECT_GT(sum.end_reasons["blocking call"], 0);
-  EXPECT_NE(text.find("\"start\":\"after blocking call\""), std::string::npos);
+  // The fiber comes back on its P (a slice that starts "after blocking
+  // call") -- or, if another M held the P at that instant (a spinning M, the
+  // poller; seen on a loaded machine), off a P: a "blocking done" mark, and
+  // it runs again from the global queue (park.cc, blocking_exit).
+  EXPECT_TRUE(text.find("\"start\":\"after blocking call\"") !=
+                  std::string::npos ||
+              sum.mark_names["blocking done"] > 0)
+      << "neither a slice after the blocking call nor a blocking-done mark";
   EXPECT_TRUE(HasSliceNamed(sum, " main"));
   ::unlink(path.c_str());
 }
@@ -219,8 +225,7 @@ TEST(TraceTest, NetworkWaitsShowNetpollWakeUps) {
       const std::string msg = "ping " + std::to_string(i);
       ASSERT_TRUE(c->write(msg).ok());
       std::string got(msg.size(), '\0');
-      ASSERT_TRUE(
-          c->read_full(std::span<char>(got.data(), got.size())).ok());
+      ASSERT_TRUE(c->read_full(std::span<char>(got.data(), got.size())).ok());
     }
     (void)c->close();
     g.wait();
@@ -387,7 +392,7 @@ TEST(TraceTest, PlainThreadMayStartAndStopATrace) {
     goro::Chan<int> ch(1);
     std::thread t([&] {
       ASSERT_TRUE(goro::trace::start(path).ok());
-      ch.send(1);  // readies main from a thread: an off-P ready
+      ch.send(1);       // readies main from a thread: an off-P ready
       goro::go([] {});  // created off P
     });
     ch.recv();
@@ -427,7 +432,7 @@ TEST(TraceTest, StartAndStopWhileEverythingRunsLeaveNoWriterBehind) {
     std::thread t([&] {
       for (int i = 0; !stop.load(); ++i) {
         from_thread.send(i);  // readies the receiver from off P
-        goro::go([] {});       // and creates fibers from off P
+        goro::go([] {});      // and creates fibers from off P
       }
     });
     for (int i = 0; i < kCycles; ++i) {

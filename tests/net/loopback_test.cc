@@ -378,21 +378,25 @@ TEST(LoopbackHandOff, NoPairStarvesWhenTheyOutnumberTheRings) {
     const int median = n[n.size() / 2];
     const int p10 = n[n.size() / 10];
     std::printf(
-        "round trips per pair in 1.5 s: min %d p10 %d median %d max %d\n",
-        n.front(), p10, median, n.back());
+        "round trips per pair in 1.5 s: min %d p10 %d median %d p90 %d max "
+        "%d\n",
+        n.front(), p10, median, n[n.size() * 9 / 10], n.back());
     EXPECT_GT(median, 10);
-    // Fair service keeps the slowest tenth near the median (p10/median
-    // 0.8-0.9 here, with 100 us slices too) and the busiest pair within a
-    // small factor of it (max/p10 1.1-1.2). At the one-per-61 rate the pairs
-    // that stayed in the rings made 29x the p10 (both planted runs; p10/median
-    // 0.14 and 0.64). With 100 us slices a single pair sometimes gets 10-30x
-    // the median (not explained yet; bench/README.md, seventh session), so
-    // the max is checked at the default slice only.
+    // Fair service keeps the slowest tenth near the median and the busiest
+    // tenth within a small factor of the slowest: p10/median 0.8-0.9 and
+    // p90/p10 1.1-1.2 on the seventh session's machine, 0.62-0.91 and
+    // 1.2-2.0 on the eighth's (4 runs). Serving the global queue one fiber
+    // per 61 slices (planted at find_work.cc's 61-tick global_get) favours
+    // the pairs that stay in the rings: p90/p10 3.6-11.6 in four planted
+    // runs on the eighth session's machine (p10/median 0.16-0.59; on the
+    // seventh's 29x and 0.14-0.64). A single pair sometimes gets 10-60x the
+    // median (with 100 us slices, and on the eighth session's VM at the
+    // default slice too; not explained yet: bench/README.md, seventh
+    // session), so the busiest tenth is checked, not the busiest pair.
+    const int p90 = n[n.size() * 9 / 10];
     EXPECT_GE(p10, median / 2);
-    if (std::getenv("GORO_TIMESLICE") == nullptr) {
-      EXPECT_LE(n.back(), 10 * p10)
-          << "p10 " << p10 << " median " << median << " max " << n.back();
-    }
+    EXPECT_LE(p90, 3 * p10) << "p10 " << p10 << " median " << median << " p90 "
+                            << p90 << " max " << n.back();
     close_all(pairs, ln);
   });
 }
