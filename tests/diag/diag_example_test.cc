@@ -25,6 +25,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -258,6 +259,10 @@ TEST(DiagExampleTest, HangDumpsEveryFiberOnSigquitAndExitsTwo) {
   Child c = Start("hang", {});
   ASSERT_GT(c.pid, 0) << c.text;
   const bool ready = ReadUntil(&c, "ready\n", std::chrono::seconds(30));
+  // "ready" comes just before main parks in never.recv(): give it time to
+  // get there (CI run 15, ASan on a VM with dear page faults: the dump
+  // caught main still running, "fiber 1 [running]").
+  if (ready) std::this_thread::sleep_for(std::chrono::milliseconds(300));
   if (ready) ::kill(c.pid, SIGQUIT);
   const bool closed = ReadUntil(&c, "", std::chrono::seconds(30));
   if (!ready || !closed) ::kill(c.pid, SIGKILL);
