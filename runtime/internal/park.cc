@@ -301,8 +301,13 @@ void yield_impl(bool preempted, bool async) {
              : s->opts.preempt_migrate ? M::After::kRequeueGlobal
                                        : M::After::kPin;
   m->after_fiber = self;
-  // A preempted fiber's successor starts a fresh time slice.
-  if (preempted) inherit = false;
+  // The successor starts a fresh time slice, even from runnext: the yielder
+  // ends its turn (it queues behind the ring), so there is no hand-off chain
+  // to count as one fiber, and a slice the yielder overran must not be
+  // charged to a fiber that has not run yet -- sysmon would preempt that
+  // one before its first line (seen under the sanitizers, whose slow
+  // start-up overran the main fiber's slice before its first go() + yield).
+  inherit = false;
   trace_stop(m, self,
              !preempted ? TraceStop::kYield
              : async    ? TraceStop::kPreemptAsync

@@ -74,9 +74,19 @@ inline void* enter_fiber(M* m, P* p, Fiber* f, bool inherit) {
       f->dump_pin.load(std::memory_order_relaxed)) {
     wait_dump_pin(f);
   }
+  // Before set_curg: sysmon reads curg (acquire) and then sched_seq, so if
+  // it sees f it sees f's fresh slice. The other order let it pair f with
+  // the old slice's count and preempt f before its first line.
+  if (!inherit) new_slice(p);
+  // A request still set was made for an earlier turn of f (sysmon saw it
+  // running just before it parked): that turn is over, and honouring the
+  // request now would cut this one short at its first cooperative point.
+  // Requests for this turn come after set_curg.
+  if (f->preempt_requested.load(std::memory_order_relaxed)) {
+    f->preempt_requested.store(false, std::memory_order_relaxed);
+  }
   trace_start(m, f);  // before set_curg: T1 in trace.h
   m->set_curg(f);
-  if (!inherit) new_slice(p);
   p->context_switches.add();
   if (f->sp == nullptr) init_first_frame(p, f);
   return f->sp;

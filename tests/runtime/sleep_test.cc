@@ -172,26 +172,20 @@ TEST(SleepTest, ManyConcurrentSleepersLatenessIsBounded) {
   EXPECT_LT(late_us[late_us.size() / 2], goro_test::Scaled(5000.0, 50000.0))
       << "median lateness (us)";
   // After run: inside it, the last sleeper can finish before the M that
-  // fired its timer adds its batch to the count.
-  EXPECT_GE(goro::stats().timers_fired, static_cast<std::uint64_t>(kN));
+  // fired its timer adds its batch to the count. A sleeper preempted
+  // between reading the clock and parking for longer than its 1+ ms (behind
+  // a thousand others at a 100 us slice) finds its deadline passed and needs
+  // no timer: allow 1%.
+  EXPECT_GE(goro::stats().timers_fired,
+            static_cast<std::uint64_t>(kN) * 99 / 100);
 }
 
 TEST(SleepTest, PastDeadlineReturnsAtOnceWithoutSwitching) {
-  // Under ThreadSanitizer on the project's current VMs (page faults 25-35 us,
-  // TSan's shadow memory faulting in as it goes) this often fails, on the
-  // code of this session's start too (CI run 13; a helper's runs), and
-  // under AddressSanitizer once (CI run 15): the
-  // failing run inspected showed the main fiber's slice overrun during
-  // set-up (a preemption request, one cooperative preemption); how that
-  // keeps the runnext fiber from running at the yield is not found yet (the
-  // eighth session's note). It runs in the default pass, and passed under
-  // both sanitizers on the earlier machines.
-  if (goro_test::kSanitizer)
-    GTEST_SKIP() << "a sanitizer on a VM with dear page faults: see the "
-                    "comment";
+  const goro_test::CleanGoroEnv env;  // the slice is this test's own
   // procs=1 and another runnable fiber: had sleep parked or yielded, the
-  // other fiber would have run.
-  goro::run(Procs(1), [] {
+  // other fiber would have run. (A long slice: a preemption is a switch
+  // too, and a sanitizer's cold start may overrun the default one.)
+  goro::run(goro_test::OneProc(1s), [] {
     bool other_ran = false;
     goro::go([&] { other_ran = true; });
     const auto t0 = Clock::now();
