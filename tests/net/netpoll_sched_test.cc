@@ -452,7 +452,10 @@ TEST(NetpollThreads, SparseEventsCostNoPollSpin) {
     writer.join();
   });
   std::printf("%s\n", cpu.Summary().c_str());
-  EXPECT_TRUE(goro_test::QuantileBelow(cpu, 0.5, 50us))
+  // On the project's current VMs (wake-ups and page faults are dear) the
+  // fixed code gives p50 22-43 us alone and up to 71 us beside another test
+  // (CI run 16); a spin that never shrinks gives 140-172 us (min 122).
+  EXPECT_TRUE(goro_test::QuantileBelow(cpu, 0.5, 100us))
       << "sparse events still pay for a poll spin";
 }
 
