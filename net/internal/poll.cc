@@ -393,7 +393,7 @@ void on_written(PollDesc* pd, std::size_t n) {
   PollDesc* q = live_peer(pd);
   if (q == nullptr) return;
   if (Fiber* f = unblock(q, Mode::kRead, true)) {
-    runtime_internal::ready_behind(f);
+    runtime_internal::ready_handoff(f);
   }
 }
 

@@ -136,14 +136,16 @@ void link_peers(PollDesc* a, PollDesc* b);
 // on_read after n > 0 bytes were read from it.
 //
 // The hand-off. If the socket's other end is in this process and a fiber is
-// parked reading it, on_written readies that reader now, behind the fibers
-// queued on this P (ready_behind), as the poller would once epoll reported
-// the bytes -- without waiting for a poll, and on the writer's P, so that a
-// connection's two fibers stay on one CPU. A reader about to park, or still
-// running, finds readiness recorded instead (the poller's kReady). It is a
-// hint: a reader woken before the bytes reach its queue (the kernel delivers
-// loopback bytes within the sender's system call, unless it defers them to
-// ksoftirqd) retries its read, finds nothing, and waits for epoll's event.
+// parked reading it, on_written readies that reader now, as the poller
+// would once epoll reported the bytes -- without waiting for a poll, and on
+// the writer's P, so that a connection's two fibers stay on one CPU. It runs
+// next (runnext) for one round trip per turn (two behind a long ring), then
+// behind the fibers queued on this P (ready_handoff, park.h). A reader about to
+// park, or still running, finds readiness recorded instead (the poller's
+// kReady). It is a hint: a reader woken before the bytes reach its queue (the
+// kernel delivers loopback bytes within the sender's system call, unless it
+// defers them to ksoftirqd) retries its read, finds nothing, and waits for
+// epoll's event.
 //
 // Stale events. epoll still reports those bytes, later, to whoever polls;
 // the reader may be parked again by then, waiting for the next message, and

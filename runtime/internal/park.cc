@@ -185,6 +185,24 @@ void ready(Fiber* f) { ready_impl(f, true); }
 
 void ready_behind(Fiber* f) { ready_impl(f, false); }
 
+void ready_handoff(Fiber* f) {
+  MHold hold;  // the P read here is the one ready_impl queues on
+  M* m = hold.m();
+  P* p = m != nullptr ? m->p : nullptr;
+  bool next = false;
+  if (p != nullptr) {
+    const std::uint32_t chain = p->runq.size() > kIoHandoffLongRing
+                                    ? kIoHandoffChainLongRing
+                                    : kIoHandoffChain;
+    next = p->io_chain < chain;
+    if (next) {
+      ++p->io_chain;
+      p->io_handoffs.add();  // (ready_impl counts the other case)
+    }
+  }
+  ready_impl(f, next);
+}
+
 void netpoll_inject(Sched* s, M* m, Fiber** fs, int n) {
   if (n <= 0) return;
   s->netpoll_readied.fetch_add(static_cast<std::uint64_t>(n),

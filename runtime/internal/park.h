@@ -130,6 +130,13 @@ void ready(Fiber* f);
 // Counted in Stats::io_handoffs. Any thread.
 void ready_behind(Fiber* f);
 
+// ready_handoff is net/'s in-process loopback hand-off: ready() while this
+// P's runnext chain is short (kIoHandoffChain in run_queues.h: one round
+// trip of a connection's two fibers, two behind a long ring), so the other
+// end runs next with warm caches; ready_behind() after it, so that the pair
+// then waits its turn. Counted in Stats::io_handoffs. Any thread.
+void ready_handoff(Fiber* f);
+
 std::uint64_t fiber_id(const Fiber* f);
 
 // spin_may_help tells a fiber about to park until another fiber makes

@@ -34,6 +34,21 @@ inline constexpr std::uint32_t kGlobalQueueCheckTicks = 61;
 // cooperative and costs nothing while the ring is empty, as in a ping-pong.
 inline constexpr std::uint32_t kMaxRunnextStreak = 64;
 
+// net/'s in-process hand-off (ready_handoff): how many of its wake-ups go
+// through runnext (P::io_chain) before the ring has had a turn; the rest go
+// behind the ring. 2 is one round trip per turn of a connection's pair of
+// fibers: the reader of a request runs next, and so does the reader of its
+// reply; then the next request waits its turn. Behind a long ring (more than
+// kIoHandoffLongRing fibers) a turn comes around with cold caches (stacks,
+// sockets), so the pair takes two round trips per turn: at 1,000 echo
+// connections on two Ps that is 1.2-1.3x the throughput of one
+// (bench/README.md, ninth session), at the cost of a tail latency -- every
+// other round trip waits for the ring -- that is higher at the 99th percentile
+// though lower on average.
+inline constexpr std::uint32_t kIoHandoffChain = 2;
+inline constexpr std::uint32_t kIoHandoffChainLongRing = 4;
+inline constexpr std::uint32_t kIoHandoffLongRing = 128;
+
 // --- The global queue ------------------------------------------------------
 // It holds pointers, not a list through the fibers: moving a batch in or out
 // under the lock touches no (possibly cold) Fiber object.
@@ -101,6 +116,7 @@ inline Fiber* runq_get(P* p, bool* inherit) {
     runq_put(p, f, false);  // behind the fibers that waited in the ring
   }
   p->runnext_streak = 0;
+  p->io_chain = 0;
   *inherit = false;
   return p->runq.pop();
 }

@@ -119,6 +119,8 @@ struct alignas(64) P {
   // --- Owner only (the M holding this P) ---
   std::uint32_t schedtick = 0;       // fresh slices started; see pick_next
   std::uint32_t runnext_streak = 0;  // fibers run from runnext in a row
+  std::uint32_t io_chain = 0;  // net/ hand-offs into runnext since the ring
+                               // last had a turn (ready_handoff)
   std::uint32_t rand = 0;
   StackCache stack_cache;
   std::vector<Fiber*> free_fibers;        // kFree fibers

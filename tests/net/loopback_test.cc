@@ -170,6 +170,90 @@ TEST(LoopbackHandOff, PairsPingPongWithoutThePoller) {
   }
 }
 
+// The reader a write wakes runs next on the writer's P, ahead of the fibers
+// queued there, and so does the reader of its reply: a round trip takes no
+// turn of the ring. Each round queues three fibers first; they must not run
+// before the reply arrives. (A round may still lose: the kernel may defer a
+// loopback delivery past the write, and the reader then waits for epoll.)
+TEST(LoopbackHandOff, ARoundTripRunsAheadOfQueuedFibers) {
+  const goro_test::CleanGoroEnv env;  // one P with a long slice: no preemption
+  int ahead = 0;
+  constexpr int kRounds = 20;
+  goro::run(goro_test::OneProc(1s), [&] {
+    Listener ln = must_listen("tcp", "127.0.0.1:0");
+    if (!ln) return;
+    auto [client, server] = must_pair(ln);
+    ASSERT_TRUE(client && server);
+    goro_test::FiberGroup g;
+    echo<64>(g, server);
+    char b[64] = {};
+    // A first round trip: the echo fiber is parked in its read from now on.
+    ASSERT_TRUE(client.write({b, sizeof(b)}).ok());
+    ASSERT_TRUE(client.read_full(b).ok());
+    for (int round = 0; round < kRounds; ++round) {
+      bool replied = false;
+      bool overtaken = false;
+      goro::WaitGroup queued;
+      queued.add(3);
+      for (int i = 0; i < 3; ++i) {
+        goro::go([&] {
+          if (!replied) overtaken = true;
+          queued.done();
+        });
+      }
+      ASSERT_TRUE(client.write({b, sizeof(b)}).ok());
+      ASSERT_TRUE(client.read_full(b).ok());
+      replied = true;
+      queued.wait();
+      if (!overtaken) ++ahead;
+    }
+    (void)client.close();
+    (void)ln.close();
+  });
+  // Behind the ring (the hand-off before this rule) the queued fibers ran
+  // first in every round.
+  EXPECT_GE(ahead, kRounds * 3 / 4) << "of " << kRounds;
+}
+
+// ...but only for one round trip per turn while the ring is short: then
+// the pair's next request waits behind the queued fibers. A fiber that
+// yields in a loop beside a ping-ponging pair gets a turn per round trip;
+// through runnext alone (up to kMaxRunnextStreak hand-offs in a row) it got
+// one per 32.
+TEST(LoopbackHandOff, APairTakesOneRoundTripPerTurn) {
+  const goro_test::CleanGoroEnv env;
+  constexpr int kRoundTrips = 640;
+  int turns = 0;
+  goro::run(goro_test::OneProc(1s), [&] {
+    Listener ln = must_listen("tcp", "127.0.0.1:0");
+    if (!ln) return;
+    auto [client, server] = must_pair(ln);
+    ASSERT_TRUE(client && server);
+    goro_test::FiberGroup g;
+    echo<64>(g, server);
+    std::atomic<bool> stop{false};
+    goro::WaitGroup bystander;
+    bystander.add(1);
+    goro::go([&] {
+      while (!stop.load()) {
+        ++turns;
+        goro::yield();
+      }
+      bystander.done();
+    });
+    char b[64] = {};
+    for (int i = 0; i < kRoundTrips; ++i) {
+      ASSERT_TRUE(client.write({b, sizeof(b)}).ok());
+      ASSERT_TRUE(client.read_full(b).ok());
+    }
+    stop = true;
+    bystander.wait();
+    (void)client.close();
+    (void)ln.close();
+  });
+  EXPECT_GE(turns, kRoundTrips / 2);
+}
+
 // Only pairs whose two ends are in this process are linked: a Unix socket
 // (its client end has no name), and a TCP connection to a socket of another
 // process's making (here, a raw socket no goro::net call registered), are
