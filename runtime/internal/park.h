@@ -123,9 +123,9 @@ void ready(Fiber* f);
 // ready_behind is ready for a wake-up that is not a hand-off of the caller's
 // time slice: f goes behind the fibers already in the current P's ring
 // (first in, first out), not into runnext. For a waker that readies one of
-// many peers in turn (net/'s in-process loopback hand-off): runnext would
-// let one pair of fibers take up to kMaxRunnextStreak turns while the others
-// wait. Past a half-full ring, f goes to the global queue instead
+// many peers in turn (net/'s hand-off past its chain, ready_handoff):
+// runnext would let one pair of fibers take up to kMaxRunnextStreak turns
+// while the others wait. Past a half-full ring, f goes to the global queue instead
 // (overflowing would move half the ring there). Off a P it is ready().
 // Counted in Stats::io_handoffs. Any thread.
 void ready_behind(Fiber* f);
