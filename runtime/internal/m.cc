@@ -72,9 +72,16 @@ GORO_TEXT void releasem(M* m) {
 GORO_TEXT void releasem_slow(M* m) {
   // A preemption was requested while the fiber could not be preempted; honour
   // it now, at this cooperative point -- unless the fiber is in a
-  // goro::NoPreempt region, inside blocking(), or not on a P.
+  // goro::NoPreempt region, inside blocking(), not on a P, or holds OS
+  // state (a std::mutex, a static being initialised: Fiber::os_locks) --
+  // the signal handler's rule too: switched out holding it, the fiber would
+  // block every other fiber that reaches it, and their threads with them,
+  // so that nothing may be left to run the holder (a hang, found under TSan
+  // with this_fiber::id() called under a std::mutex). The request stays
+  // set for the next cooperative point.
   Fiber* f = m->curg();
-  if (f->no_preempt != 0 || m->p == nullptr || m->blocking_p != nullptr) {
+  if (f->no_preempt != 0 || f->os_locks != 0 || m->p == nullptr ||
+      m->blocking_p != nullptr) {
     return;
   }
   preempt_yield(false);

@@ -509,6 +509,52 @@ TEST(PreemptRefusal, HeldStdMutexHoldsOffSwitchesThenRetryPreempts) {
   EXPECT_EQ(r.st.preempt_refused, refusal_sum(r.st));
 }
 
+// A cooperative point -- a goro call such as this_fiber::id() or a channel
+// operation -- inside a held std::mutex, with a preemption pending, must not
+// switch either: the next fiber of the thread to reach the mutex would block
+// the thread, and with every thread so blocked nothing runs the holder (the
+// hang SpawnTest.IdsAreNeverReusedAcrossRuns hit under TSan). The other
+// fiber only tries the lock, so the bug shows as a failed try, not a hang.
+TEST(PreemptRefusal, CooperativePointsInsideAHeldStdMutexDoNotSwitch) {
+  const goro_test::CleanGoroEnv env;
+  constexpr auto kSlice = 2ms;
+  goro::Options o = goro_test::OneProc(kSlice);
+  o.async_preempt = false;  // only the cooperative points may switch
+  int overtaken = 0, rounds = 0;
+  goro::run(o, [&] {
+    std::mutex mu;
+    for (int round = 0; round < 5; ++round) {
+      bool found_held = false;
+      goro::WaitGroup wg;
+      wg.add(2);
+      goro::go([&] {
+        std::lock_guard<std::mutex> l(mu);
+        goro::go([&] {  // waits for the P while the lock is held
+          if (mu.try_lock()) {
+            mu.unlock();
+          } else {
+            found_held = true;
+          }
+          wg.done();
+        });
+        const auto end = std::chrono::steady_clock::now() + 3 * kSlice;
+        while (std::chrono::steady_clock::now() < end) {
+        }  // overran: sysmon requests a preemption
+        (void)goro::this_fiber::id();
+        goro::Chan<int> c(1);
+        c.send(1);
+        (void)c.recv();
+        wg.done();
+      });
+      wg.wait();
+      ++rounds;
+      if (found_held) ++overtaken;
+    }
+  });
+  EXPECT_EQ(rounds, 5);
+  EXPECT_EQ(overtaken, 0) << "a fiber was switched out holding a std::mutex";
+}
+
 TEST(PreemptRefusal, HeldSharedMutexHoldsOffSwitches) {
   const SectionRun r = RunGuardedSection(Guard::kSharedMutex);
   EXPECT_NE(r.contender_saw, kInside)
