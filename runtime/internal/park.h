@@ -125,8 +125,9 @@ void ready(Fiber* f);
 // (first in, first out), not into runnext. For a waker that readies one of
 // many peers in turn (net/'s hand-off past its chain, ready_handoff):
 // runnext would let one pair of fibers take up to kMaxRunnextStreak turns
-// while the others wait. Past a half-full ring, f goes to the global queue instead
-// (overflowing would move half the ring there). Off a P it is ready().
+// while the others wait. Past a half-full ring, f goes to the global queue
+// instead (overflowing would move half the ring there). Off a P it is
+// ready().
 // Counted in Stats::io_handoffs. Any thread.
 void ready_behind(Fiber* f);
 

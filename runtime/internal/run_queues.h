@@ -41,7 +41,7 @@ inline constexpr std::uint32_t kMaxRunnextStreak = 64;
 // reply; then the next request waits its turn. Behind a long ring (more than
 // kIoHandoffLongRing fibers) a turn comes around with cold caches (stacks,
 // sockets), so the pair takes two round trips per turn: at 1,000 echo
-// connections on two Ps that is 1.2-1.3x the throughput of one
+// connections on two Ps that is 1.1-1.2x the throughput of one
 // (bench/README.md, ninth session), at the cost of a tail latency -- every
 // other round trip waits for the ring -- that is higher at the 99th percentile
 // though lower on average.
