@@ -15,6 +15,7 @@
 #include <exception>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <stdexcept>
 #include <string>
@@ -856,6 +857,14 @@ TEST(PreemptSpare, FibersOnALentSpareArePreemptedOnlyCooperatively) {
   goro::run(OneProc(1ms), [&] {
     goro::WaitGroup wg;
     wg.add(2);
+    // The main fiber must be in read() before S first runs, so that S starts
+    // on the spare's thread: a preemption at go() -- this 1 ms slice overrun
+    // by the run's start-up on a loaded VM (CI run 18) -- ran S on this
+    // thread first. A fresh slice (after the sleep) makes that rare, the
+    // scope (ended after read() returns) impossible; a signal sysmon still
+    // sends this thread is refused by it.
+    goro::sleep_for(1ms);
+    auto np = std::make_optional<goro::NoPreempt>();
     main_tid = goro_test::Gettid();
     goro::go([&] {  // S
       s_tid = goro_test::Gettid();
@@ -873,6 +882,7 @@ TEST(PreemptSpare, FibersOnALentSpareArePreemptedOnlyCooperatively) {
     char c = 0;
     // Raw: this thread (the only P's) sleeps in the kernel.
     EXPECT_EQ(read(fds[0], &c, 1), 1);
+    np.reset();
     wg.wait();
     st = goro::stats();
   });
@@ -894,8 +904,13 @@ TEST(PreemptSpare, FibersOnALentSpareArePreemptedOnlyCooperatively) {
   EXPECT_EQ(st.preemptions_async, 0u);
   EXPECT_GT(st.preempt_requests, 0u) << "sysmon never asked S to yield";
   // retake.h: a spare is never signalled (the handler's refusal on a spare
-  // is the second line: refused_not_fiber would count it).
-  EXPECT_EQ(st.signals_sent, 0u) << "sysmon signalled the lent spare's thread";
+  // is the second line: refused_not_fiber would count it). Signals to the
+  // main fiber's thread before its read() are refused by its scope; allow
+  // two more (one in 30 runs on a loaded VM had one besides, handled as
+  // "no request"): signalling the spare sends one every resignal interval,
+  // 62-471 in these 200 ms when planted.
+  EXPECT_LE(st.signals_sent, st.refused_no_preempt + 2)
+      << "sysmon signalled the lent spare's thread";
   EXPECT_EQ(st.refused_not_fiber, 0u);
 }
 
