@@ -110,7 +110,15 @@ void Workload() {
       while (!stop.load(std::memory_order_relaxed)) n = n + 1;
     });
   }
-  goro::sleep_for(30ms);
+  // 30 ms, and on (up to 500 ms) until a spinner has been preempted
+  // asynchronously: on a loaded machine sysmon may not get a CPU in time
+  // (CI run 18 saw none in 30 ms). Under TSan there is none to wait for.
+  const std::uint64_t async0 = goro::stats().preemptions_async;
+  for (int i = 0; i < 3 || (!goro_test::kTsan && i < 50 &&
+                            goro::stats().preemptions_async == async0);
+       ++i) {
+    goro::sleep_for(10ms);
+  }
   stop.store(true);
   group.wait();
   EXPECT_EQ(counter, 20);
