@@ -376,9 +376,22 @@ SectionRun RunGuardedSection(Guard guard) {
     goro::WaitGroup wg;
     wg.add(2);
     goro::go([&] {
+      // When the holder yields, the contender must reach its record before
+      // the holder resumes, even at 100 us slices on a loaded VM. So it
+      // starts (and yields) before the section: started cold at the scope's
+      // end, its fresh stack could take a whole slice in page faults (25-80
+      // us each here) and be preempted before its first line. And it waits
+      // in a NoPreempt scope: the return from its yield is a cooperative
+      // point, where a thread descheduled for a slice would switch it out.
+      std::atomic<bool> contender_started{false};
       goro::go([&] {
-        r.contender_saw = phase.load();
-        contender_ran = true;
+        {
+          goro::NoPreempt np;
+          contender_started = true;
+          while (phase.load() == kBefore) goro::yield();
+          r.contender_saw = phase.load();
+          contender_ran = true;
+        }
         // Had the holder been switched out while holding an OS lock, taking
         // it here would block the only thread: do not, report instead.
         if (r.contender_saw != kInside) {
@@ -387,6 +400,7 @@ SectionRun RunGuardedSection(Guard guard) {
         }
         wg.done();
       });
+      while (!contender_started.load()) goro::yield();
       auto inside = [&] {
         phase = kInside;
         spin_in_text(guard == Guard::kNone ? kCap : kInsideFor, contender_ran);
