@@ -501,7 +501,16 @@ TEST(LoopbackHandOff, NoPairStarvesWhenTheyOutnumberTheRings) {
 // replies within a fraction of a millisecond, not at sysmon's 10 ms poll.
 TEST(LoopbackHandOff, BusyPsStillPollForOtherSockets) {
   GORO_SKIP_TIMING_UNDER_SANITIZERS();
-  goro::run(goro_test::Procs(2), [] {
+  // The default slice, whatever GORO_TIMESLICE says. At 100 us sysmon's
+  // rounds and the preemptions of threads the OS deschedules stretch every
+  // turn of the queue (docs/net.md, "With very short time slices"): p90 1.1
+  // to 5 ms with the busy poll, p50 2.8-3.9 ms without it, too close to
+  // tell apart on two shared cores. At 10 ms: p50 0.35 ms with, 9.3-9.6 ms
+  // without (tenth session).
+  goro_test::ScopedEnv slice("GORO_TIMESLICE", std::nullopt);
+  goro::Options o = goro_test::Procs(2);
+  o.time_slice = 10ms;
+  goro::run(o, [] {
     Listener ln = must_listen("tcp", "127.0.0.1:0");
     ASSERT_TRUE(ln);
     // Load: 16 in-process pairs ping-ponging on both Ps.

@@ -768,8 +768,11 @@ TEST(PreemptOff, ChannelOperationsAreCooperativePoints) {
 // caught exceptions and its uncaught count) survives an asynchronous switch.
 // One P, 100 us slice. Fiber A, inside a catch block, spins call-free until
 // B has thrown and is inside its own catch block; B, on the same thread
-// (the only P), spins call-free there until A has checked. Only asynchronous
-// preemptions alternate them. Each must then still see its own exception.
+// (the only P), spins call-free there until A has checked. Each must then
+// still see its own exception. B leaves its catch block's spin only by an
+// asynchronous switch; A may leave for B at its go() instead, when its first
+// throw (unwinder set-up, page faults) outlasted the 100 us slice: the
+// exception state is kept at every switch, so either way counts.
 
 TEST(Preempt, ExceptionStateSurvivesAnAsynchronousSwitch) {
   std::string a_current, a_rethrown, b_current;
@@ -827,7 +830,7 @@ TEST(Preempt, ExceptionStateSurvivesAnAsynchronousSwitch) {
       << "B never ran inside its catch block while A spun in its own";
   EXPECT_TRUE(a_checked_seen)
       << "A never resumed while B was inside its catch block";
-  EXPECT_GE(st.preemptions_async, 2u);
+  EXPECT_GE(st.preemptions_async, 1u);
   EXPECT_TRUE(a_same_ptr)
       << "after the switch, A's std::current_exception() is not its own";
   EXPECT_EQ(a_current, "A's exception");
