@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <vector>
 
@@ -216,11 +217,16 @@ absl::StatusOr<Conn> dial(std::string_view network, std::string_view address) {
 
 absl::StatusOr<Conn> dial(std::string_view network, std::string_view address,
                           std::chrono::nanoseconds timeout) {
-  std::int64_t d = now_ns() + timeout.count();
-  if (timeout.count() <= 0) d = -1;  // already passed
-  if (d == -1) {
+  if (timeout.count() <= 0) {  // already passed
     return timeout_error(cat("dial ", network, " ", address));
   }
+  // A bound past the end of the clock (nanoseconds::max() for "forever")
+  // is none: now + timeout would overflow into the past.
+  const std::int64_t now = now_ns();
+  const std::int64_t d =
+      timeout.count() > std::numeric_limits<std::int64_t>::max() - now
+          ? 0
+          : now + timeout.count();
   return dial_impl(network, address, d, nullptr);
 }
 

@@ -248,7 +248,10 @@ absl::StatusOr<Listener> listen(std::string_view network,
 // at once), and every resolved address is tried in order until one
 // connects. With a timeout (or a Context, whose cancellation or deadline
 // ends the dial: Go's DialContext) the bound covers resolution too; a lookup
-// that outlives it finishes in the background.
+// that outlives it finishes in the background. A timeout of zero or less
+// has passed already: is_timeout at once (Go's DialTimeout reads 0 as no
+// bound: use the two-argument dial for that); one beyond the clock's range
+// (nanoseconds::max()) is no bound.
 absl::StatusOr<Conn> dial(std::string_view network, std::string_view address);
 absl::StatusOr<Conn> dial(std::string_view network, std::string_view address,
                           std::chrono::nanoseconds timeout);
