@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "runtime/internal/duration.h"
+
 namespace goro {
 
 // yield lets other runnable fibers run; the caller goes to the back of its
@@ -27,12 +29,13 @@ void yield();
 // tens of microseconds of lateness from the kernel's wake-up latency.
 void sleep_until(std::chrono::steady_clock::time_point deadline);
 
-// sleep_for parks the fiber for at least `d` (d <= 0 returns at once).
+// sleep_for parks the fiber for at least `d` (d <= 0 returns at once; a
+// `d` beyond the clock's range, such as hours::max(), parks for good).
 template <typename Rep, typename Period>
 void sleep_for(std::chrono::duration<Rep, Period> d) {
   if (d <= d.zero()) return;
-  sleep_until(std::chrono::steady_clock::now() +
-              std::chrono::ceil<std::chrono::steady_clock::duration>(d));
+  sleep_until(
+      runtime_internal::deadline_after(runtime_internal::saturating_ns(d)));
 }
 
 namespace this_fiber {

@@ -113,7 +113,11 @@ std::pair<Context, CancelFunc> with_deadline(const Context& parent,
   std::weak_ptr<Context::State> w = s;
   if (!s->deadline || d < *s->deadline) {
     s->deadline = d;
-    const auto left = d - std::chrono::steady_clock::now();
+    // Compared before subtracting: d - now overflows for a d long past
+    // (time_point::min()), and wrapped it would be a deadline far ahead.
+    const auto now = std::chrono::steady_clock::now();
+    const auto left =
+        d > now ? d - now : std::chrono::steady_clock::duration::zero();
     if (left <= left.zero()) {
       s->cancel(absl::DeadlineExceededError("context deadline exceeded"));
     } else {

@@ -44,6 +44,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "runtime/internal/duration.h"
 #include "sync/chan.h"
 #include "sync/timer.h"
 
@@ -87,14 +88,13 @@ std::pair<Context, CancelFunc> with_cancel(const Context& parent);
 std::pair<Context, CancelFunc> with_deadline(const Context& parent,
                                              TimePoint d);
 
-// with_timeout is with_deadline(parent, now + timeout).
+// with_timeout is with_deadline(parent, now + timeout); a timeout beyond
+// the clock's range (hours::max()) gives a deadline that never passes.
 template <typename Rep, typename Period>
 std::pair<Context, CancelFunc> with_timeout(
     const Context& parent, std::chrono::duration<Rep, Period> timeout) {
-  return with_deadline(
-      parent,
-      std::chrono::steady_clock::now() +
-          std::chrono::ceil<std::chrono::steady_clock::duration>(timeout));
+  return with_deadline(parent, runtime_internal::deadline_after(
+                                   runtime_internal::saturating_ns(timeout)));
 }
 
 }  // namespace goro

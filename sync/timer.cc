@@ -60,9 +60,12 @@ void fire(void* arg) {
         s->ch.try_send(now);  // full: the reader fell behind; drop it
       }
       if (s->period_ns > 0) {
-        std::int64_t next = a->t.when + s->period_ns;
+        std::int64_t next =
+            runtime_internal::add_saturating(a->t.when, s->period_ns);
         const std::int64_t now = runtime_internal::mono_now_ns();
-        if (next <= now) next = now + s->period_ns;  // skip missed ticks
+        if (next <= now) {  // skip missed ticks
+          next = runtime_internal::add_saturating(now, s->period_ns);
+        }
         a->t.when = next;
         runtime_internal::timer_start(&a->t);
         rearmed = true;
@@ -120,7 +123,8 @@ bool timer_arm(TimerState* s, std::int64_t d_ns, std::int64_t period_ns) {
   auto* a = new Arming;
   a->st = s;
   a->gen = s->gen;
-  a->t.when = runtime_internal::mono_now_ns() + (d_ns > 0 ? d_ns : 0);
+  a->t.when = runtime_internal::add_saturating(runtime_internal::mono_now_ns(),
+                                               d_ns > 0 ? d_ns : 0);
   a->t.fire = fire;
   a->t.arg = a;
   s->refs.fetch_add(1, std::memory_order_relaxed);

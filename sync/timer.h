@@ -21,6 +21,8 @@
 //     whether it did; after stop() or reset() returns, no value from the
 //     earlier arming is received (the channel is drained, as Go 1.23+).
 //   * Ticker: a value every `period`, until stop() or destruction.
+//   * A duration beyond the clock's range (hours::max(), "never") arms a
+//     timer that never fires; it does not wrap around into the past.
 //   * Memory ordering: none beyond the channel's.
 //
 // Runtimes: a timer is armed in the runtime running when it is created or
@@ -40,6 +42,7 @@
 #include <cstdint>
 #include <functional>
 
+#include "runtime/internal/duration.h"
 #include "sync/chan.h"
 
 namespace goro {
@@ -75,9 +78,10 @@ class TimerHandle {
   TimerState* s_;
 };
 
+// Saturating (runtime/internal/duration.h): hours::max() is "never".
 template <typename Rep, typename Period>
 std::int64_t to_ns(std::chrono::duration<Rep, Period> d) {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+  return runtime_internal::saturating_ns(d);
 }
 }  // namespace sync_internal
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <mutex>
 
 #include "absl/status/statusor.h"
@@ -537,8 +538,13 @@ __attribute__((noinline)) int netpoll_with(Poller* pl, std::int64_t until_ns,
     }
     if (!g_have_pwait2.load(std::memory_order_relaxed)) {
       // Kernels before 5.11: millisecond timeout, rounded up.
+      // Clamped: a timer "for ever" (INT64_MAX) is 9e12 ms, past int.
       const int ms =
-          wait_ns < 0 ? -1 : static_cast<int>((wait_ns + 999'999) / 1'000'000);
+          wait_ns < 0
+              ? -1
+              : static_cast<int>(std::min<std::int64_t>(
+                    std::numeric_limits<int>::max(),
+                    wait_ns / 1'000'000 + (wait_ns % 1'000'000 != 0 ? 1 : 0)));
       n = ::epoll_wait(pl->epfd, evs, max_events, ms);
     }
     if (n <= 0) return 0;  // timeout, EINTR, or the fd closed at teardown

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <mutex>
 #include <numeric>
 #include <random>
@@ -200,6 +201,37 @@ TEST(SleepTest, PastDeadlineReturnsAtOnceWithoutSwitching) {
     goro::yield();
     EXPECT_TRUE(other_ran);
   });
+}
+
+// this_fiber.h: a duration beyond the clock's range parks for good. Before,
+// now + d overflowed into the past and these sleeps returned at once.
+TEST(SleepTest, ForeverDurationsParkForGood) {
+  goro::run(Procs(2), [] {
+    std::atomic<int> woke{0};
+    goro::go([&] {
+      goro::sleep_for(std::chrono::hours::max());
+      ++woke;
+    });
+    goro::go([&] {
+      goro::sleep_for(std::chrono::nanoseconds::max());
+      ++woke;
+    });
+    goro::go([&] {
+      goro::sleep_for(std::chrono::duration<double>(1e300));
+      ++woke;
+    });
+    goro::go([&] {
+      goro::sleep_until(Clock::time_point::max());
+      ++woke;
+    });
+    goro::sleep_for(50ms);
+    EXPECT_EQ(woke.load(), 0) << "a sleep for ever returned";
+    // A NaN duration is no time at all, and other sleeps still keep time.
+    const auto t0 = Clock::now();
+    goro::sleep_for(std::chrono::duration<double>(std::nan("")));
+    goro::sleep_for(5ms);
+    EXPECT_GE(Clock::now() - t0, 5ms);
+  });  // the four stay parked: main's return ends the runtime
 }
 
 TEST(SleepTest, OutsideAFiberSleepsTheThread) {

@@ -40,6 +40,33 @@ TEST_P(ContextTest, CancelPropagatesToChildrenNotParents) {
   });
 }
 
+// context.h with_timeout: a timeout beyond the clock's range is a deadline
+// that never passes (before, now + timeout overflowed into the past and the
+// context was born expired).
+TEST_P(ContextTest, ForeverTimeoutNeverExpires) {
+  run([] {
+    auto [ctx, cancel] = goro::with_timeout(goro::Context::background(),
+                                            std::chrono::hours::max());
+    goro::sleep_for(20ms);
+    EXPECT_TRUE(ctx.err().ok()) << ctx.err();
+    ASSERT_TRUE(ctx.deadline().has_value());
+    EXPECT_EQ(*ctx.deadline(), std::chrono::steady_clock::time_point::max());
+    cancel();
+    EXPECT_TRUE(absl::IsCancelled(ctx.err()));
+    // The other end: a deadline long past (time_point::min(), a timeout of
+    // nanoseconds::min()) is born expired, not wrapped into the future.
+    auto [old, cancel_old] =
+        goro::with_deadline(goro::Context::background(),
+                            std::chrono::steady_clock::time_point::min());
+    EXPECT_TRUE(absl::IsDeadlineExceeded(old.err())) << old.err();
+    auto [neg, cancel_neg] = goro::with_timeout(
+        goro::Context::background(), std::chrono::nanoseconds::min());
+    EXPECT_TRUE(absl::IsDeadlineExceeded(neg.err())) << neg.err();
+    cancel_old();
+    cancel_neg();
+  });
+}
+
 TEST_P(ContextTest, TimeoutWakesSelect) {
   run([] {
     auto [ctx, cancel] = goro::with_timeout(goro::Context::background(), 2ms);
