@@ -182,7 +182,9 @@ class ContextTest : public testing::Test {
 };
 
 // Fiber A sets FE_UPWARD, yields to B which sets FE_DOWNWARD; each still
-// sees its own mode after every resume. One P, so they strictly alternate.
+// sees its own mode after every resume. One P, so they strictly alternate,
+// once B has seen A's first turn: either may run first (CI run 20, TSan:
+// main was preempted at its wg.wait() and A ran before B).
 TEST_F(ContextTest, RoundingModeIsPerFiberAcrossYield) {
   goro::run(Procs(1), [] {
     goro::WaitGroup wg;
@@ -203,12 +205,13 @@ TEST_F(ContextTest, RoundingModeIsPerFiberAcrossYield) {
     });
     goro::go([&] {
       ASSERT_EQ(std::fesetround(FE_DOWNWARD), 0);
+      while (turn.load() == 0) goro::yield();  // A's first turn
       for (int i = 0; i < 100; ++i) {
-        goro::yield();
         EXPECT_EQ(turn.load(), 1) << "round " << i << ": A did not run";
         turn.store(2);
         ExpectMode(FE_DOWNWARD, "B");
         b_third = OneThird();
+        goro::yield();
       }
       wg.done();
     });
