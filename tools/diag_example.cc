@@ -14,7 +14,7 @@
 //   diag_example overflow   a fiber's runaway recursion: the stack overflow
 //                           report with its raw backtrace, then abort
 //   diag_example trace      ~20 ms of a small pipeline (channels, a Mutex,
-//                           sleep, blocking(), a spinner that is preempted),
+//                           sleep, blocking(), spinners that are preempted),
 //                           for GORO_TRACE=file
 
 #include <unistd.h>
@@ -73,15 +73,17 @@ void start_fibers(goro::Chan<int> jobs, goro::Mutex* mu, int* v) {
 
 // A pipeline worth looking at in a trace viewer: a producer feeds two
 // workers through a channel, they count results under a Mutex and send them
-// on; a logger sleeps, one call blocks the thread, and a spinner keeps a P
-// busy until it is preempted.
+// on; a logger sleeps, one call blocks the thread, and spinners (one more
+// than there are Ps, so that one always waits) keep the Ps busy until they
+// are preempted.
 void trace_mode() {
   goro::Chan<int> jobs(0), results(4);
   goro::Mutex mu;
   int done = 0;
   goro::WaitGroup wg;
   std::atomic<bool> stop{false};
-  wg.add(6);
+  const int spinners = goro::stats().procs + 1;
+  wg.add(5 + spinners);
   goro::go({.name = "producer"}, [&] {
     for (int i = 0; i < 40; ++i) jobs.send(i);
     jobs.close();
@@ -108,12 +110,21 @@ void trace_mode() {
     goro::blocking([] { ::usleep(3000); });  // a call that blocks the thread
     wg.done();
   });
-  goro::go({.name = "spinner"}, [&] {
-    volatile std::uint64_t n = 0;
-    while (!stop.load(std::memory_order_relaxed)) n = n + 1;
-    wg.done();
-  });
+  for (int i = 0; i < spinners; ++i) {
+    goro::go({.name = "spinner"}, [&] {
+      volatile std::uint64_t n = 0;
+      while (!stop.load(std::memory_order_relaxed)) n = n + 1;
+      wg.done();
+    });
+  }
+  // 20 ms, and on (up to 500 ms) until a spinner was preempted: on a loaded
+  // machine sysmon may not get a CPU in time. (With asynchronous preemption
+  // off, as under TSan, none comes.)
+  const std::uint64_t async0 = goro::stats().preemptions_async;
   goro::sleep_for(20ms);
+  for (int i = 0; i < 96 && goro::stats().preemptions_async == async0; ++i) {
+    goro::sleep_for(5ms);
+  }
   stop.store(true);
   wg.wait();
 }
