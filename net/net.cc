@@ -26,6 +26,7 @@
 #include "net/internal/util.h"
 #include "runtime/blocking.h"
 #include "runtime/go.h"
+#include "runtime/internal/duration.h"
 #include "runtime/internal/futex.h"
 #include "runtime/internal/park.h"
 #include "runtime/this_fiber.h"
@@ -221,12 +222,9 @@ absl::StatusOr<Conn> dial(std::string_view network, std::string_view address,
     return timeout_error(cat("dial ", network, " ", address));
   }
   // A bound past the end of the clock (nanoseconds::max() for "forever")
-  // is none: now + timeout would overflow into the past.
-  const std::int64_t now = now_ns();
-  const std::int64_t d =
-      timeout.count() > std::numeric_limits<std::int64_t>::max() - now
-          ? 0
-          : now + timeout.count();
+  // is none (0): now + timeout would overflow into the past.
+  std::int64_t d = runtime_internal::add_saturating(now_ns(), timeout.count());
+  if (d == std::numeric_limits<std::int64_t>::max()) d = 0;
   return dial_impl(network, address, d, nullptr);
 }
 

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 namespace goro::runtime_internal {
 
@@ -37,23 +38,7 @@ constexpr std::int64_t saturating_ns(std::chrono::duration<Rep, Period> d) {
   return std::chrono::ceil<std::chrono::nanoseconds>(d).count();
 }
 
-// now + ns, clamped to steady_clock's range.
-inline std::chrono::steady_clock::time_point deadline_after(std::int64_t ns) {
-  using Clock = std::chrono::steady_clock;
-  const Clock::time_point now = Clock::now();
-  const std::int64_t t = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                             now.time_since_epoch())
-                             .count();
-  if (ns > 0 && ns > std::numeric_limits<std::int64_t>::max() - t) {
-    return Clock::time_point::max();
-  }
-  if (ns < 0 && ns < std::numeric_limits<std::int64_t>::min() - t) {
-    return Clock::time_point::min();
-  }
-  return now + std::chrono::nanoseconds(ns);
-}
-
-// The same on the runtime's clock (mono_now_ns's), for out-of-line code.
+// t + ns in nanoseconds (mono_now_ns's clock), clamped to std::int64_t.
 inline std::int64_t add_saturating(std::int64_t t, std::int64_t ns) {
   if (ns > 0 && t > std::numeric_limits<std::int64_t>::max() - ns) {
     return std::numeric_limits<std::int64_t>::max();
@@ -62,6 +47,15 @@ inline std::int64_t add_saturating(std::int64_t t, std::int64_t ns) {
     return std::numeric_limits<std::int64_t>::min();
   }
   return t + ns;
+}
+
+// now + ns on steady_clock, clamped to its range (time_point::max() never
+// passes).
+inline std::chrono::steady_clock::time_point deadline_after(std::int64_t ns) {
+  using Clock = std::chrono::steady_clock;
+  static_assert(std::is_same_v<Clock::duration, std::chrono::nanoseconds>);
+  return Clock::time_point(Clock::duration(
+      add_saturating(Clock::now().time_since_epoch().count(), ns)));
 }
 
 }  // namespace goro::runtime_internal
