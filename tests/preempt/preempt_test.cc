@@ -353,6 +353,41 @@ __attribute__((noinline)) void spin_in_text(std::chrono::milliseconds d,
   }
 }
 
+// The refusals a guard's section is meant to cause.
+std::uint64_t guard_refusals(Guard guard, const goro::Stats& st) {
+  switch (guard) {
+    case Guard::kNone:
+      return 0;
+    case Guard::kNoPreempt:
+    case Guard::kNestedNoPreempt:
+      return st.refused_no_preempt;
+    case Guard::kStdMutex:
+    case Guard::kSharedMutex:
+      return st.refused_os_lock;
+    case Guard::kUnderQsort:
+      return st.refused_pc;
+  }
+  return 0;
+}
+
+// A guarded section's spin: at least `min`, then on until sysmon's request
+// has been refused at least once for the guard's reason (at most `cap`, or
+// until `stop`). A fixed length alone was not enough: in a CI run under load
+// no signal came in 50 ms (sysmon's thread starts one period after the Ms,
+// and loads libunwind first), the section ended unrefused and the test
+// failed with nothing wrong.
+void spin_guarded(Guard guard, std::chrono::milliseconds min,
+                  std::chrono::milliseconds cap,
+                  const std::atomic<bool>& stop) {
+  const auto end = std::chrono::steady_clock::now() + cap;
+  spin_in_text(min, stop);
+  while (guard_refusals(guard, goro::stats()) == 0 &&
+         std::chrono::steady_clock::now() < end &&
+         !stop.load(std::memory_order_relaxed)) {
+    spin_in_text(1ms, stop);
+  }
+}
+
 std::function<void()>* g_compare_body = nullptr;  // qsort has no context arg
 
 int compare_running_body(const void* a, const void* b) {
@@ -363,8 +398,9 @@ int compare_running_body(const void* a, const void* b) {
 }
 
 SectionRun RunGuardedSection(Guard guard) {
-  // Inside: long enough for ~50 refused signals; the control leaves as soon
-  // as the contender ran. After: until the contender ran, at most 2 s.
+  // Inside: long enough for ~50 refused signals, and on until one was
+  // (spin_guarded); the control leaves as soon as the contender ran. After:
+  // until the contender ran, at most 2 s.
   constexpr auto kInsideFor = 50ms;
   constexpr auto kCap = 2s;
   SectionRun r;
@@ -403,7 +439,11 @@ SectionRun RunGuardedSection(Guard guard) {
       while (!contender_started.load()) goro::yield();
       auto inside = [&] {
         phase = kInside;
-        spin_in_text(guard == Guard::kNone ? kCap : kInsideFor, contender_ran);
+        if (guard == Guard::kNone) {
+          spin_in_text(kCap, contender_ran);
+        } else {
+          spin_guarded(guard, kInsideFor, kCap, contender_ran);
+        }
         phase = kAfter;
       };
       goro_test::WatchdogNote("holder spinning in its critical section");
@@ -422,7 +462,7 @@ SectionRun RunGuardedSection(Guard guard) {
           phase = kInside;
           {
             goro::NoPreempt inner;
-            spin_in_text(kInsideFor, contender_ran);
+            spin_guarded(guard, kInsideFor, kCap, contender_ran);
           }
           r.ran_at_inner_end = contender_ran.load();
           spin_in_text(10ms, contender_ran);
