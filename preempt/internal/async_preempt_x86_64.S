@@ -102,6 +102,20 @@
   movl goro_xsave_mask_hi(%rip), %edx
   xsave64 (%rsp)
   cld                               // the ABI's direction flag for C code
+  // Until the restore the registers belong to other code: the C code
+  // called below and, when the fiber yields, the fiber that runs next on
+  // this thread, which starts fresh or returns from a call and so assumes
+  // the ABI's state at a call. Give it that: an empty x87 stack (with the
+  // interrupted fiber's values left in place, the next fiber's long double
+  // code overflowed the 8-deep stack into NaNs; preempt_test X87Stack...)
+  // and clean upper vector halves (dirty ones make SSE code pay transition
+  // penalties). The restore brings the fiber's own state back, control
+  // words included.
+  fninit
+  testb $4, goro_xsave_mask_lo(%rip)  // AVX state enabled (XCR0 bit 2)
+  jz 3f
+  vzeroupper
+3:
 .endm
 
 // Undoes GORO_SAVE_ALL and returns to the address in the return slot.

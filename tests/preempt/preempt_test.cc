@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -170,11 +171,18 @@ struct Results {
   long double x87;
   double avx2[4];
   double avx512[8];
-  bool operator==(const Results& o) const {
-    return std::memcmp(&sse, &o.sse, sizeof(sse)) == 0 &&
-           std::memcmp(&x87, &o.x87, 10) == 0 &&
-           std::memcmp(avx2, o.avx2, sizeof(avx2)) == 0 &&
-           std::memcmp(avx512, o.avx512, sizeof(avx512)) == 0;
+  unsigned mxcsr_controls;  // MXCSR without its sticky exception flags
+  unsigned x87_cw;
+  // The components that differ from `o`, bit for bit ("" when none).
+  std::string diff(const Results& o) const {
+    std::string d;
+    if (std::memcmp(&sse, &o.sse, sizeof(sse)) != 0) d += " sse";
+    if (std::memcmp(&x87, &o.x87, 10) != 0) d += " x87";
+    if (std::memcmp(avx2, o.avx2, sizeof(avx2)) != 0) d += " avx2";
+    if (std::memcmp(avx512, o.avx512, sizeof(avx512)) != 0) d += " avx512";
+    if (mxcsr_controls != o.mxcsr_controls) d += " mxcsr";
+    if (x87_cw != o.x87_cw) d += " x87_cw";
+    return d;
   }
 };
 
@@ -184,6 +192,10 @@ Results compute(int k, bool avx512) {
   r.x87 = x87_work(1.0L + k);
   avx2_work(1.0 + k, r.avx2);
   if (avx512) avx512_work(1.0 + k, r.avx512);
+  r.mxcsr_controls = _mm_getcsr() & ~0x3Fu;
+  std::uint16_t cw;
+  __asm__ volatile("fnstcw %0" : "=m"(cw));
+  r.x87_cw = cw;
   return r;
 }
 
@@ -208,8 +220,191 @@ TEST(Preempt, VectorAndX87StateSurvivesPreemption) {
     wg.wait();
     EXPECT_GT(goro::stats().preemptions_async, 10u);
   });
-  for (int k = 0; k < kFibers; ++k) EXPECT_TRUE(got[k] == ref[k]) << k;
+  for (int k = 0; k < kFibers; ++k) {
+    EXPECT_EQ(got[k].diff(ref[k]), "") << "fiber " << k;
+  }
   if (!avx512) std::printf("note: no AVX-512 on this CPU; checked the rest\n");
+}
+
+// --- The x87 register stack is the preempted fiber's alone -------------------
+//
+// The ABI has the x87 stack empty at every call and return, and the XSAVE
+// area of an asynchronous preemption restores the interrupted fiber's
+// stack only when it resumes. Meanwhile the thread runs the next fiber:
+// a fresh one, or one returning from a cooperative switch, both of which
+// assume an empty stack. With the preempted fiber's values left in the
+// registers, the next fiber's x87 code overflows the 8-deep stack and
+// computes NaNs (VectorAndX87StateSurvivesPreemption saw it at 100 us
+// slices whenever one fiber reached its x87 loop before the others had
+// started).
+
+// goro_test_hold_x87(flag, spins): pushes seven ones on the x87 stack,
+// spins call-free until *flag != 0 (at most `spins` rounds), then adds them
+// up: returns 7 in st(0), as the ABI returns a long double.
+// goro_test_x87_tags(): the x87 tag word (0xFFFF: every register empty).
+// goro_test_x87_two(): 1 + 1 on the x87 stack (NaN if it overflows).
+asm(R"(
+  .text
+  .globl goro_test_hold_x87
+  .type goro_test_hold_x87,@function
+  .p2align 4
+goro_test_hold_x87:
+  .cfi_startproc
+  fld1
+  fld1
+  fld1
+  fld1
+  fld1
+  fld1
+  fld1
+1:
+  pause
+  cmpb $0, (%rdi)
+  jne 2f
+  subq $1, %rsi
+  jnz 1b
+2:
+  faddp
+  faddp
+  faddp
+  faddp
+  faddp
+  faddp
+  ret
+  .cfi_endproc
+  .size goro_test_hold_x87,.-goro_test_hold_x87
+
+  .globl goro_test_x87_tags
+  .type goro_test_x87_tags,@function
+  .p2align 4
+goro_test_x87_tags:
+  .cfi_startproc
+  subq $40, %rsp
+  .cfi_adjust_cfa_offset 40
+  fnstenv (%rsp)
+  movzwl 8(%rsp), %eax
+  fldenv (%rsp)
+  addq $40, %rsp
+  .cfi_adjust_cfa_offset -40
+  ret
+  .cfi_endproc
+  .size goro_test_x87_tags,.-goro_test_x87_tags
+
+  .globl goro_test_x87_two
+  .type goro_test_x87_two,@function
+  .p2align 4
+goro_test_x87_two:
+  .cfi_startproc
+  fld1
+  fld1
+  faddp
+  ret
+  .cfi_endproc
+  .size goro_test_x87_two,.-goro_test_x87_two
+)");
+extern "C" long double goro_test_hold_x87(const volatile char* flag,
+                                          std::uint64_t spins);
+extern "C" unsigned goro_test_x87_tags();
+extern "C" long double goro_test_x87_two();
+
+struct X87Next {
+  bool ran = false;
+  unsigned tags = 0;    // the next fiber's tag word at its first line
+  long double two = 0;  // 1 + 1 on the x87 stack, computed there
+  long double held = 0;
+  std::uint64_t preemptions_async = 0;
+};
+
+// A holder fiber, preempted with seven values on the x87 stack, and the
+// fiber that runs next on the only thread: `fresh`, one that starts then;
+// otherwise one that has run before and comes back from a yield.
+X87Next X87AfterAPreemption(bool fresh) {
+  X87Next r;
+  goro::run(OneProc(1ms), [&] {
+    volatile char release = 0;
+    std::atomic<bool> holding{false}, next_started{false};
+    goro::WaitGroup wg;
+    wg.add(2);
+    auto next = [&] {
+      next_started = true;
+      while (!holding.load()) goro::yield();
+      r.tags = goro_test_x87_tags();
+      r.two = goro_test_x87_two();
+      r.ran = true;
+      release = 1;
+      wg.done();
+    };
+    if (!fresh) {
+      goro::go(next);
+      while (!next_started.load()) goro::yield();
+    }
+    goro::go([&] {
+      if (fresh) goro::go(next);  // runnext: runs when the holder is preempted
+      holding = true;
+      r.held = goro_test_hold_x87(&release, std::uint64_t{1} << 26);
+      wg.done();
+    });
+    wg.wait();
+    r.preemptions_async = goro::stats().preemptions_async;
+  });
+  return r;
+}
+
+TEST(Preempt, X87StackIsEmptyForAFiberStartedAfterAPreemption) {
+  const X87Next r = X87AfterAPreemption(/*fresh=*/true);
+  ASSERT_TRUE(r.ran) << "the holder was not preempted ("
+                     << r.preemptions_async << " async preemptions)";
+  EXPECT_EQ(r.tags, 0xFFFFu) << "x87 registers in use at the fiber's start";
+  EXPECT_EQ(r.two, 2.0L) << "x87 stack overflow";
+  EXPECT_EQ(r.held, 7.0L) << "the preempted fiber's x87 stack was lost";
+}
+
+TEST(Preempt, X87StackIsEmptyForAFiberResumedAfterAPreemption) {
+  const X87Next r = X87AfterAPreemption(/*fresh=*/false);
+  ASSERT_TRUE(r.ran) << "the holder was not preempted ("
+                     << r.preemptions_async << " async preemptions)";
+  EXPECT_EQ(r.tags, 0xFFFFu) << "x87 registers in use after its yield";
+  EXPECT_EQ(r.two, 2.0L) << "x87 stack overflow";
+  EXPECT_EQ(r.held, 7.0L) << "the preempted fiber's x87 stack was lost";
+}
+
+// The same through a hijacked return: a signal that lands in libc's strtold
+// (long, over a string of millions of digits) hijacks its return, and the
+// stub runs with the result in st(0) -- a long double comes back on the
+// x87 stack. It yields there, and the fiber that starts next must find the
+// stack empty, while the holder gets its result intact.
+TEST(Preempt, X87ResultOfAHijackedReturnStaysWithItsFiber) {
+  std::string digits = "1.";
+  digits.append(4'000'000, '3');
+  const long double expected = std::strtold(digits.c_str(), nullptr);
+  X87Next r;
+  int calls = 0, wrong = 0;
+  goro::run(OneProc(1ms), [&] {
+    std::atomic<bool> next_ran{false};
+    goro::WaitGroup wg;
+    wg.add(2);
+    goro::go([&] {
+      goro::go([&] {  // runnext: runs when the holder is switched out
+        r.tags = goro_test_x87_tags();
+        r.two = goro_test_x87_two();
+        next_ran = true;
+        wg.done();
+      });
+      while (!next_ran.load() && calls < 1000) {
+        const long double v = std::strtold(digits.c_str(), nullptr);
+        if (std::memcmp(&v, &expected, 10) != 0) ++wrong;
+        ++calls;
+      }
+      wg.done();
+    });
+    wg.wait();
+    r.preemptions_async = goro::stats().preemptions_async;
+  });
+  ASSERT_LT(calls, 1000) << "the holder was never switched out";
+  EXPECT_GT(r.preemptions_async, 0u);
+  EXPECT_EQ(r.tags, 0xFFFFu) << "x87 registers in use at the fiber's start";
+  EXPECT_EQ(r.two, 2.0L) << "x87 stack overflow";
+  EXPECT_EQ(wrong, 0) << "of " << calls << " strtold results";
 }
 
 // --- The red zone below rsp survives ----------------------------------------
