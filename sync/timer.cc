@@ -6,16 +6,21 @@
 // reference to the shared TimerState; the firing (or a successful
 // timer_stop) frees it and drops that reference. A firing that lost a race
 // with stop/reset recognises itself by a stale generation and delivers
-// nothing.
+// nothing. An arming still pending when its runtime ends is dropped
+// (Timer::drop): freed like a firing that delivers nothing, so after()'s
+// timers, which have no handle to stop them, are not leaked.
 //
 // Invariants (under TimerState::lock):
 //   (T1) current is the live arming or null; gen identifies it.
 //   (T2) refs counts the handle (Timer/Ticker, or after()'s caller until it
 //        returns) plus one per Arming not yet freed.
+//   (T3) orphaned: the arming that was current when its runtime ended was
+//        dropped; the next disarm reports it as active (it never fired).
 
 #include "sync/timer.h"
 
 #include <atomic>
+#include <utility>
 
 #include "runtime/internal/futex.h"  // mono_now_ns
 #include "runtime/internal/park.h"
@@ -37,6 +42,7 @@ struct TimerState {
   std::int64_t period_ns ABSL_GUARDED_BY(lock) = 0;
   std::uint64_t gen ABSL_GUARDED_BY(lock) = 0;
   Arming* current ABSL_GUARDED_BY(lock) = nullptr;
+  bool orphaned ABSL_GUARDED_BY(lock) = false;
 };
 
 namespace {
@@ -67,8 +73,9 @@ void fire(void* arg) {
           next = runtime_internal::add_saturating(now, s->period_ns);
         }
         a->t.when = next;
-        runtime_internal::timer_start(&a->t);
-        rearmed = true;
+        // Fails only once the runtime ends: then it is over, as below.
+        rearmed = runtime_internal::timer_start(&a->t);
+        if (!rearmed) s->current = nullptr;
       } else {
         s->current = nullptr;
       }
@@ -81,12 +88,27 @@ void fire(void* arg) {
   }
 }
 
+// Timer::drop: the runtime ended with `arg` pending; it will not fire.
+void drop(void* arg) {
+  auto* a = static_cast<Arming*>(arg);
+  TimerState* s = a->st;
+  {
+    SpinLockGuard l(&s->lock);
+    if (s->current == a) {
+      s->current = nullptr;
+      s->orphaned = true;
+    }
+  }
+  delete a;
+  unref(s);
+}
+
 // Disarms the current arming, if any. Returns whether it was pending.
 bool disarm_locked(TimerState* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock) {
   Arming* a = s->current;
   s->current = nullptr;
   ++s->gen;
-  bool was = false;
+  bool was = std::exchange(s->orphaned, false);
   if (a != nullptr) {
     if (runtime_internal::timer_stop(&a->t)) {
       delete a;
@@ -116,8 +138,14 @@ TimerState* timer_new(std::int64_t period_ns, std::function<void()> fn) {
 
 void timer_unref(TimerState* s) { unref(s); }
 
-bool timer_arm(TimerState* s, std::int64_t d_ns, std::int64_t period_ns) {
-  SpinLockGuard l(&s->lock);
+namespace {
+
+// Disarms, then arms a new arming at now + d_ns. Returns whether the timer
+// was active; *started: whether the runtime took the new arming (without
+// one it never fires, and the next disarm frees it: timer_stop says the
+// caller owns it).
+bool arm_locked(TimerState* s, std::int64_t d_ns, std::int64_t period_ns,
+                bool* started) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->lock) {
   const bool was = disarm_locked(s);
   s->period_ns = period_ns;
   auto* a = new Arming;
@@ -126,11 +154,36 @@ bool timer_arm(TimerState* s, std::int64_t d_ns, std::int64_t period_ns) {
   a->t.when = runtime_internal::add_saturating(runtime_internal::mono_now_ns(),
                                                d_ns > 0 ? d_ns : 0);
   a->t.fire = fire;
+  a->t.drop = drop;
   a->t.arg = a;
   s->refs.fetch_add(1, std::memory_order_relaxed);
   s->current = a;
-  runtime_internal::timer_start(&a->t);
+  *started = runtime_internal::timer_start(&a->t);
   return was;
+}
+
+}  // namespace
+
+bool timer_arm(TimerState* s, std::int64_t d_ns, std::int64_t period_ns) {
+  SpinLockGuard l(&s->lock);
+  bool started;
+  return arm_locked(s, d_ns, period_ns, &started);
+}
+
+Chan<TimePoint> after_ns(std::int64_t d_ns) {
+  TimerState* s = timer_new(0, nullptr);
+  Chan<TimePoint> c = s->ch;
+  {
+    SpinLockGuard l(&s->lock);
+    bool started;
+    arm_locked(s, d_ns, 0, &started);
+    // Not armed (no runtime): it would never fire, and nobody could stop
+    // it. Armed: the arming's reference keeps it until it fires or its
+    // runtime ends.
+    if (!started) disarm_locked(s);
+  }
+  timer_unref(s);
+  return c;
 }
 
 bool timer_stop(TimerState* s) {

@@ -34,11 +34,10 @@
 // Errors: std::invalid_argument for a Ticker period <= 0.
 //
 // Cost: one small allocation per arming; firing is a non-blocking send.
-// An after(d) timer lives until it fires, whoever still holds its channel
-// (as Go's before 1.23): a loop of selects with an after(1h) timeout keeps
-// every one of them for the hour, and one still pending when its runtime
-// ends is never freed (about 500 bytes; LeakSanitizer reports it). Where
-// that matters, use a Timer and stop() it.
+// An after(d) timer lives until it fires or its runtime ends, whoever still
+// holds its channel (as Go's before 1.23): a loop of selects with an
+// after(1h) timeout keeps every one of them (about 500 bytes each) for the
+// hour, or until run returns. Where that matters, use a Timer and stop() it.
 
 #ifndef GORO_SYNC_TIMER_H_
 #define GORO_SYNC_TIMER_H_
@@ -65,6 +64,9 @@ void timer_unref(TimerState* s);
 bool timer_arm(TimerState* s, std::int64_t d_ns, std::int64_t period_ns);
 bool timer_stop(TimerState* s);
 Chan<TimePoint> timer_chan(TimerState* s);
+// after(d): a one-shot timer that frees itself when it fires, or when its
+// runtime ends first.
+Chan<TimePoint> after_ns(std::int64_t d_ns);
 
 // Owns one reference to a timer and stops it when destroyed. Neither
 // copyable nor movable, nor are the Timer and Ticker that hold one.
@@ -93,11 +95,7 @@ std::int64_t to_ns(std::chrono::duration<Rep, Period> d) {
 // after returns a channel that receives the time once, after `d`.
 template <typename Rep, typename Period>
 Chan<TimePoint> after(std::chrono::duration<Rep, Period> d) {
-  sync_internal::TimerState* s = sync_internal::timer_new(0, nullptr);
-  sync_internal::timer_arm(s, sync_internal::to_ns(d), 0);
-  Chan<TimePoint> c = sync_internal::timer_chan(s);
-  sync_internal::timer_unref(s);  // the armed timer keeps its own reference
-  return c;
+  return sync_internal::after_ns(sync_internal::to_ns(d));
 }
 
 // Timer: a one-shot timer that can be stopped and reset.

@@ -11,8 +11,10 @@
 #include <chrono>
 #include <iterator>
 #include <thread>
+#include <vector>
 
 #include "runtime/internal/api.h"
+#include "runtime/internal/dcheck.h"
 #include "runtime/internal/run_queues.h"
 #include "runtime/internal/scheduler_internal.h"
 #include "runtime/internal/trace.h"
@@ -435,7 +437,7 @@ void timer_new_earliest(Sched* s, std::int64_t when) {
 
 }  // namespace
 
-void timer_start(Timer* t) {
+bool timer_start(Timer* t) {
   MHold hold;
   M* m = hold.m();
   if (m != nullptr && m->p != nullptr) {
@@ -445,8 +447,11 @@ void timer_start(Timer* t) {
     // before the add: once in the heap, the timer is any M's to run (and
     // its owner's to reset), so *t is not ours to read any more.
     const std::int64_t when = t->when;
-    if (m->p->timers.add(t)) timer_new_earliest(sched(), when);
-    return;
+    const TimerHeap::Added added = m->p->timers.add(t);
+    // Heaps close only once every M has stopped (drop_timers).
+    GORO_DCHECK(added != TimerHeap::Added::kClosed);
+    if (added == TimerHeap::Added::kEarliest) timer_new_earliest(sched(), when);
+    return true;
   }
   // Off a P: hold the runtime (see ready). No runtime: the timer never
   // fires, as for a fiber abandoned by run.
@@ -454,15 +459,29 @@ void timer_start(Timer* t) {
   Sched* s = use.get();
   if (s == nullptr) {
     t->epoch = 0;
-    return;
+    return false;
   }
   t->epoch = s->epoch;
-  if (s->ps[0]->timers.add(t)) {
-    // An idle M may be sleeping until a later deadline: wake one to re-plan;
-    // a calm sysmon too.
-    wake_idle_m_for_timer(s);
-    sysmon_wake(s);
+  switch (s->ps[0]->timers.add(t)) {
+    case TimerHeap::Added::kClosed:  // the runtime is ending
+      t->epoch = 0;
+      return false;
+    case TimerHeap::Added::kEarliest:
+      // An idle M may be sleeping until a later deadline: wake one to
+      // re-plan; a calm sysmon too.
+      wake_idle_m_for_timer(s);
+      sysmon_wake(s);
+      return true;
+    case TimerHeap::Added::kNotEarliest:
+      return true;
   }
+  return true;
+}
+
+void drop_timers(Sched* s) {
+  std::vector<TimerHeap::Dropped> dropped;
+  for (const auto& p : s->ps) p->timers.close(&dropped);
+  for (const TimerHeap::Dropped& d : dropped) d.drop(d.arg);
 }
 
 namespace {
@@ -520,7 +539,11 @@ void sleep_until_impl(std::int64_t when) {
         // fire on another M (run_all_timers) and its fiber resume there,
         // reusing the stack frame that holds it.
         const std::int64_t when = t->when;
-        if (current_m()->p->timers.add(t)) timer_new_earliest(sched(), when);
+        const TimerHeap::Added added = current_m()->p->timers.add(t);
+        GORO_DCHECK(added != TimerHeap::Added::kClosed);  // Ms run: open
+        if (added == TimerHeap::Added::kEarliest) {
+          timer_new_earliest(sched(), when);
+        }
         return true;
       },
       &t, WaitReason::kSleep);

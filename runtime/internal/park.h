@@ -179,9 +179,17 @@ std::uint64_t runtime_epoch();
 // destroyed -- but `arg` must outlive a fire that already started. fire runs
 // on a scheduler context with preemption disabled, must not block, and may
 // call ready().
+//
+// A timer still armed when its runtime ends never fires. If it has a `drop`,
+// the runtime calls drop(arg) instead, on run's thread once every M has
+// stopped, with the same rules as for fire: the timer is disarmed first
+// (a timer_stop racing with it returns false), and `arg` must outlive it.
+// Owners that free themselves on firing (after()'s timers, which nobody
+// else holds) free themselves there too.
 struct Timer {
   std::int64_t when = 0;  // CLOCK_MONOTONIC ns
   void (*fire)(void* arg) = nullptr;
+  void (*drop)(void* arg) = nullptr;  // optional, see above
   void* arg = nullptr;
   // Runtime-private: the heap holding the timer while armed, its index, and
   // the runtime it was armed in (Sched::epoch; 0: none).
@@ -190,10 +198,12 @@ struct Timer {
   std::uint64_t epoch = 0;
 };
 
-// timer_start arms `t` on the current P (or the first P off a fiber). With
-// no runtime running, `t` is left unarmed: it never fires.
+// timer_start arms `t` on the current P (or the first P off a fiber) and
+// returns true. With no runtime running, or one that is ending (its timers
+// dropped already), `t` is left unarmed and it returns false: `t` never
+// fires and is the caller's again.
 // Precondition: t is not armed.
-void timer_start(Timer* t);
+bool timer_start(Timer* t);
 // timer_stop disarms `t`. Returns true if fire will not run and the caller
 // owns `t` again: it was armed, or armed in a runtime that has ended (whose
 // timers never fire) or never armed at all. False if it fired or is firing.

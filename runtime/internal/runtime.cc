@@ -277,6 +277,10 @@ void run_main(const Options& options, void (*main_fn)(void*), void* arg) {
   // until every M is joined.
   stop_all_ms(s.get());
   sysmon_stop(s.get());
+  // No M runs now, so no timer fires: the pending ones are dropped (their
+  // owners free what only a firing would have), and timers started from
+  // here on, by plain threads, stay unarmed.
+  drop_timers(s.get());
   if (g_hooks.on_stop != nullptr) g_hooks.on_stop(s.get());
   {
     // Hand the Ms abandoned inside blocking() their fibers (see M): from

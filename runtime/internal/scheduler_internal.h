@@ -193,6 +193,11 @@ void netpoll_inject(Sched* s, M* m, Fiber** fs, int n);
 
 void sysmon_start(Sched* s);
 void sysmon_stop(Sched* s);
+
+// drop_timers disarms every timer of the runtime and calls their drops
+// (park.h, Timer). From run's thread, once no M runs; timer_start fails
+// from then on.
+void drop_timers(Sched* s);
 // How long after the Ms start sysmon's thread is made, and how long
 // stop_all_ms lets the Ms stop before it makes it after all (sysmon.cc, "Its
 // start"): one busy period, time_slice / 10 in [20 us, 1 ms].

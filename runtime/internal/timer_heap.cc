@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "runtime/internal/dcheck.h"
 #include "runtime/internal/trace.h"
 
 namespace goro::runtime_internal {
@@ -61,13 +62,28 @@ void TimerHeap::remove_at(std::size_t i) {
   set_heap(t, nullptr);
 }
 
-bool TimerHeap::add(Timer* t) {
+TimerHeap::Added TimerHeap::add(Timer* t) {
   std::lock_guard<std::mutex> l(mu_);
+  if (closed_) return Added::kClosed;
   heap_.push_back(t);
   set_heap(t, this);
   sift_up(heap_.size() - 1);
   publish_earliest();
-  return heap_[0] == t;
+  return heap_[0] == t ? Added::kEarliest : Added::kNotEarliest;
+}
+
+void TimerHeap::close(std::vector<Dropped>* out) {
+  std::lock_guard<std::mutex> l(mu_);
+  closed_ = true;
+  for (Timer* t : heap_) {
+    // As run_expired does: copied under the lock, disarmed; after that the
+    // Timer may be gone (its owner saw it disarmed).
+    if (t->drop != nullptr) out->push_back({t->drop, t->arg});
+    t->index = -1;
+    set_heap(t, nullptr);
+  }
+  heap_.clear();
+  publish_earliest();
 }
 
 bool TimerHeap::remove(Timer* t) {
@@ -85,6 +101,8 @@ bool TimerHeap::move_all_to(TimerHeap* dst) {
   std::lock_guard<std::mutex> l(mu_);
   if (heap_.empty()) return false;
   std::lock_guard<std::mutex> ld(dst->mu_);
+  // Only Ms move timers, and heaps close once every M has stopped.
+  GORO_DCHECK(!closed_ && !dst->closed_);
   const std::int64_t before = dst->heap_.empty() ? 0 : dst->heap_[0]->when;
   for (Timer* t : heap_) {
     dst->heap_.push_back(t);

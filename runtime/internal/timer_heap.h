@@ -18,8 +18,18 @@ namespace goro::runtime_internal {
 
 class TimerHeap {
  public:
-  // add arms t. Returns true if t became the earliest timer.
-  bool add(Timer* t);
+  enum class Added { kNotEarliest, kEarliest, kClosed };
+  // add arms t: kEarliest if t became the earliest timer. kClosed: the heap
+  // was closed, t is left unarmed.
+  Added add(Timer* t);
+  // A timer taken out by close(): what to call instead of its firing.
+  struct Dropped {
+    void (*drop)(void*);
+    void* arg;
+  };
+  // close disarms every timer, appends those with a drop to *out, and makes
+  // later adds fail (the runtime is ending).
+  void close(std::vector<Dropped>* out);
   // remove disarms t if this heap holds it; returns whether it did.
   bool remove(Timer* t);
   // move_all_to moves every armed timer to `dst` (a spare P's heap to its
@@ -47,6 +57,7 @@ class TimerHeap {
 
   std::mutex mu_;
   std::vector<Timer*> heap_;  // guarded by mu_
+  bool closed_ = false;       // guarded by mu_
   // Written under mu_; read anywhere.
   std::atomic<std::int64_t> earliest_{0};
 };

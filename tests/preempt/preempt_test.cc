@@ -924,7 +924,9 @@ TEST(PreemptOff, AsyncPreemptFalseNeverSwitchesOutACallFreeSpinner) {
   ASSERT_TRUE(r.spinner_ran);
   EXPECT_FALSE(r.main_ran_during_spin)
       << "with async_preempt = false a spinner without a cooperative point "
-         "was switched out";
+         "was switched out (spares lent: "
+      << r.st.syscall_retakes << ", threads: " << r.st.threads
+      << ", context switches: " << r.st.context_switches << ")";
   EXPECT_TRUE(r.ended_by_thread);
   EXPECT_EQ(r.st.preemptions_async, 0u);
   EXPECT_EQ(r.st.signals_sent, 0u);

@@ -69,13 +69,15 @@ TEST(TimerHeapTest, AddReportsNewEarliestAndMirrorsIt) {
   Arm(b, 200, 1, nullptr);
   Arm(c, 50, 2, nullptr);
   Arm(d, 50, 3, nullptr);
-  EXPECT_TRUE(h.add(&a.t));
+  using Added = TimerHeap::Added;
+  EXPECT_EQ(h.add(&a.t), Added::kEarliest);
   EXPECT_EQ(h.earliest(), 100);
-  EXPECT_FALSE(h.add(&b.t));
+  EXPECT_EQ(h.add(&b.t), Added::kNotEarliest);
   EXPECT_EQ(h.earliest(), 100);
-  EXPECT_TRUE(h.add(&c.t));
+  EXPECT_EQ(h.add(&c.t), Added::kEarliest);
   EXPECT_EQ(h.earliest(), 50);
-  EXPECT_FALSE(h.add(&d.t));  // equal deadline: not strictly earlier
+  // Equal deadline: not strictly earlier.
+  EXPECT_EQ(h.add(&d.t), Added::kNotEarliest);
   EXPECT_EQ(h.earliest(), 50);
   EXPECT_EQ(a.t.heap, &h);
   EXPECT_GE(a.t.index, 0);
@@ -83,6 +85,43 @@ TEST(TimerHeapTest, AddReportsNewEarliestAndMirrorsIt) {
   EXPECT_TRUE(h.remove(&b.t));
   EXPECT_TRUE(h.remove(&c.t));
   EXPECT_TRUE(h.remove(&d.t));
+  EXPECT_EQ(h.earliest(), 0);
+}
+
+// close() (the runtime's end, drop_timers): every timer is disarmed
+// without firing, those with a drop are handed out for it, and the heap
+// refuses later adds.
+TEST(TimerHeapTest, CloseDisarmsAllAndRefusesLaterAdds) {
+  TimerHeap h;
+  std::vector<Slot> slots(10);
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    Arm(slots[i], 100 + static_cast<std::int64_t>(i), static_cast<int>(i),
+        nullptr);
+    if (i % 2 == 0) {
+      slots[i].t.drop = [](void* arg) {
+        static_cast<Slot*>(arg)->id += 1000;  // marks it dropped
+      };
+    }
+    h.add(&slots[i].t);
+  }
+  std::vector<TimerHeap::Dropped> out;
+  h.close(&out);
+  ASSERT_EQ(out.size(), 5u);
+  for (const TimerHeap::Dropped& d : out) d.drop(d.arg);
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    EXPECT_EQ(slots[i].t.heap, nullptr) << i;
+    EXPECT_EQ(slots[i].t.index, -1) << i;
+    EXPECT_EQ(slots[i].fires.load(), 0) << i;
+    EXPECT_EQ(slots[i].id, static_cast<int>(i) + (i % 2 == 0 ? 1000 : 0))
+        << "timer " << i << ": dropped iff it has a drop, once";
+  }
+  EXPECT_EQ(h.earliest(), 0);
+  EXPECT_EQ(h.run_expired(1'000'000), 0);
+  Slot late;
+  Arm(late, 1, 99, nullptr);
+  EXPECT_EQ(h.add(&late.t), TimerHeap::Added::kClosed);
+  EXPECT_EQ(late.t.heap, nullptr);
+  EXPECT_FALSE(h.remove(&late.t));
   EXPECT_EQ(h.earliest(), 0);
 }
 
@@ -150,10 +189,10 @@ TEST(TimerHeapTest, ReaddAfterRemoveOrFire) {
   h.add(&s.t);
   ASSERT_TRUE(h.remove(&s.t));
   s.t.when = 20;
-  EXPECT_TRUE(h.add(&s.t));
+  EXPECT_EQ(h.add(&s.t), TimerHeap::Added::kEarliest);
   EXPECT_EQ(h.run_expired(30), 1);
   s.t.when = 40;
-  EXPECT_TRUE(h.add(&s.t));
+  EXPECT_EQ(h.add(&s.t), TimerHeap::Added::kEarliest);
   EXPECT_EQ(h.run_expired(50), 1);
   EXPECT_EQ(log.whens, (std::vector<std::int64_t>{20, 40}));
 }
