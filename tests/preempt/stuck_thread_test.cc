@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "goro.h"
@@ -34,6 +35,11 @@ TEST(StuckThread, AFiberPinnedToAThreadBlockedOnItIsReleased) {
   goro::run(one_proc(), [&] {
     goro::WaitGroup wg;
     wg.add(2);
+    // Both spawned inside a NoPreempt scope: a main fiber whose first slice
+    // ran out during start-up (under ASan, CI run 24) yielded at the second
+    // go(), so the reader ran first and the writer was never pinned. The
+    // scope's end yields instead, with both spawned.
+    std::optional<goro::NoPreempt> np(std::in_place);
     // Spawned first: the writer, spawned next, takes runnext and runs first.
     goro::go([&] {
       reader_started.store(true, std::memory_order_relaxed);
@@ -53,6 +59,7 @@ TEST(StuckThread, AFiberPinnedToAThreadBlockedOnItIsReleased) {
       EXPECT_EQ(write(fds[1], &c, 1), 1);
       wg.done();
     });
+    np.reset();
     wg.wait();
   });
   EXPECT_TRUE(got.load());
