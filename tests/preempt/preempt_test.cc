@@ -460,7 +460,7 @@ TEST(Preempt, LongDoubleMathInManyFibersMatchesAReference) {
           const long double& want =
               ref[static_cast<std::size_t>(k)][static_cast<std::size_t>(i)];
           if (std::memcmp(&v, &want, 10) != 0) wrong.fetch_add(1);
-          if (i % 64 == 0) goro::yield();
+          if (i % 512 == 0) goro::yield();
         }
         wg.done();
       });
