@@ -11,7 +11,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <optional>
 #include <thread>
 
 #include "goro.h"
@@ -30,18 +29,19 @@ TEST(StuckThread, AFiberPinnedToAThreadBlockedOnItIsReleased) {
   goro_test::WatchdogNote("pinned writer / raw reader");
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
-  std::atomic<bool> reader_started{false};
+  std::atomic<bool> reader_started{false}, writer_started{false};
   std::atomic<bool> got{false};
   goro::run(one_proc(), [&] {
     goro::WaitGroup wg;
     wg.add(2);
-    // Both spawned inside a NoPreempt scope: a main fiber whose first slice
-    // ran out during start-up (under ASan, CI run 24) yielded at the second
-    // go(), so the reader ran first and the writer was never pinned. The
-    // scope's end yields instead, with both spawned.
-    std::optional<goro::NoPreempt> np(std::in_place);
     // Spawned first: the writer, spawned next, takes runnext and runs first.
     goro::go([&] {
+      // Usually the writer runs first. But a main fiber preempted at go()
+      // (its first slice overrun during start-up, under ASan: CI run 24)
+      // puts runnext behind the ring, and the reader ran first, blocked,
+      // and the writer ran on the lent spare unpinned (pinned_released 0).
+      // Then the reader lets the writer run until it is preempted (pinned).
+      while (!writer_started.load(std::memory_order_relaxed)) goro::yield();
       reader_started.store(true, std::memory_order_relaxed);
       char c = 0;
       // A raw read: blocks this thread, which the writer is pinned to.
@@ -53,13 +53,13 @@ TEST(StuckThread, AFiberPinnedToAThreadBlockedOnItIsReleased) {
     // preempted asynchronously -- and pinned to this thread -- before the
     // reader runs; it writes only once the reader is inside read().
     goro::go([&] {
+      writer_started.store(true, std::memory_order_relaxed);
       while (!reader_started.load(std::memory_order_relaxed)) {
       }
       char c = 'x';
       EXPECT_EQ(write(fds[1], &c, 1), 1);
       wg.done();
     });
-    np.reset();
     wg.wait();
   });
   EXPECT_TRUE(got.load());
