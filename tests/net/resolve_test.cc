@@ -124,6 +124,10 @@ TEST(NetResolve, DialTimeoutAndContextCoverASlowLookup) {
     EXPECT_GE(took, 100ms) << "timed out before its timeout";
     // Liveness, not timing: the bug waits for the held lookup (5 s).
     EXPECT_LT(took, 2s) << "dial(..., 100ms) waited for its name lookup";
+    // The lookup runs in the background (goro::blocking): under TSan it
+    // reached the hook only after the dial had timed out (CI run 24).
+    goro_test::AwaitInFiber([] { return SlowResolver::calls() >= 1; },
+                            "the lookup to reach the resolver hook");
     EXPECT_EQ(SlowResolver::calls(), 1) << "the lookup went through the hook";
 
     {
@@ -152,6 +156,8 @@ TEST(NetResolve, DialTimeoutAndContextCoverASlowLookup) {
       EXPECT_TRUE(absl::IsCancelled(c.status())) << c.status();
       EXPECT_LT(took, 2s) << "a cancelled dial waited for its name lookup";
     }
+    goro_test::AwaitInFiber([] { return SlowResolver::in_flight() >= 3; },
+                            "the three lookups to reach the hook");
     EXPECT_EQ(SlowResolver::in_flight(), 3)
         << "the abandoned lookups run on in the background";
 
