@@ -429,9 +429,10 @@ TEST(Preempt, X87ResultOfAHijackedReturnStaysWithItsFiber) {
 
 // The same as a program meets it: fibers doing long double math in libm
 // (powl, expl, ...: x87 code, in denied code, so switched at a hijacked
-// return) and yielding every 512 results, one P (a fiber that yields more
-// often than its slice ends is never preempted asynchronously). Every result
-// is compared with one computed before the run. Before the trampoline's reset, results
+// return) and yielding every 3 ms, one P (a fiber that yields more often
+// than its 1 ms slice ends is never preempted asynchronously: yielding every
+// 512 results did, on a quiet machine). Every result is compared with one
+// computed before the run. Before the trampoline's reset, results
 // came out NaN at 100 us and at 1 ms slices alike (8-21 of 64,000).
 __attribute__((noinline)) long double libm_long_double(int k, int i) {
   const long double x = 1.0L + k * 0.001L + i * 1e-6L;
@@ -456,12 +457,17 @@ TEST(Preempt, LongDoubleMathInManyFibersMatchesAReference) {
     for (int k = 0; k < kFibers; ++k) {
       wg.add(1);
       goro::go([&, k] {
+        auto last_yield = std::chrono::steady_clock::now();
         for (int i = 0; i < iters; ++i) {
           const long double v = libm_long_double(k, i);
           const long double& want =
               ref[static_cast<std::size_t>(k)][static_cast<std::size_t>(i)];
           if (std::memcmp(&v, &want, 10) != 0) wrong.fetch_add(1);
-          if (i % 512 == 0) goro::yield();
+          const auto now = std::chrono::steady_clock::now();
+          if (now - last_yield >= 3ms) {
+            goro::yield();
+            last_yield = now;
+          }
         }
         wg.done();
       });
