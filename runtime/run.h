@@ -32,6 +32,14 @@
 //     (a read of stdin may never return), with its stack kept mapped; when
 //     it returns, the thread exits without running any more of the fiber's
 //     code (not even destructors) and unmaps the stack.
+//   * Nor, with asynchronous preemption, for a fiber blocked in a raw call
+//     into the C library (a read, a std::condition_variable wait, a sleep,
+//     not wrapped in blocking()): run signals its thread after 2 ms and
+//     abandons it; when the call returns, the thread exits without running
+//     the fiber's code after it (docs/runtime.md, "The end of run"). A pthread
+//     mutex the fiber holds (or re-locks, as a condition variable's wait
+//     does) stays locked. Under TSan, with async_preempt == false, or where
+//     the stack cannot be walked, run waits for the call.
 //   * Stacks of abandoned fibers are unmapped, except those of fibers parked
 //     on a sync object (a Chan, Mutex, WaitGroup...) or readied and not yet
 //     run: that object may outlive run and still hold the fiber's wait

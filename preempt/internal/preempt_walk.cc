@@ -108,6 +108,13 @@ static_assert(offsetof(HijackEntry, ret) == 8, "the stub's CFI reads +8");
 
 HijackEntry* g_table = nullptr;  // at kHijackTableAddr once mapped
 
+// The owner of an entry whose fiber was abandoned in a raw call at the end
+// of its run (offer_raw_abandon): its stub still runs when the call
+// returns, perhaps during a later run, so neither hijack() nor
+// hijack_init() may take the entry; the stub frees it. Never dereferenced.
+char g_abandoned_tag;
+Fiber* abandoned_owner() { return reinterpret_cast<Fiber*>(&g_abandoned_tag); }
+
 // Per-fiber hint for the handler: the slot of the fiber's last hijack.
 struct Hint {
   std::atomic<Fiber*> fiber{nullptr};
@@ -281,6 +288,7 @@ __attribute__((no_sanitize_address)) bool hijack(Fiber* f, const Found& h) {
   const std::uintptr_t key = e.key.load(std::memory_order_acquire);
   if (key != 0 && key != h.slot) {
     Fiber* owner = e.owner.load(std::memory_order_relaxed);
+    if (owner == abandoned_owner()) return false;
     // Fiber objects live until the runtime ends, and the table is cleared
     // when one starts: reading owner->id is safe. A different id means the
     // owner exited (its hijack died with its stack); our own stale entry
@@ -310,7 +318,15 @@ void hijack_init() {
   // already, and clearing it would fault in every page of it (128 KiB) at
   // each program's start.
   if (g_table != nullptr) {
-    memset(static_cast<void*>(g_table), 0, sizeof(HijackEntry) << kHijackBits);
+    for (std::size_t i = 0; i < (std::size_t{1} << kHijackBits); ++i) {
+      HijackEntry& e = g_table[i];
+      if (e.key.load(std::memory_order_acquire) == 0 ||
+          e.owner.load(std::memory_order_relaxed) == abandoned_owner()) {
+        continue;  // free, or still to be used by an abandoned thread
+      }
+      e.key.store(0, std::memory_order_relaxed);
+      e.owner.store(nullptr, std::memory_order_relaxed);
+    }
   }
 #if !defined(__SANITIZE_THREAD__)  // TSan: no async preemption, and its
                                    // memory layout owns that address.
@@ -418,6 +434,49 @@ void async_switch() {
   goro::preempt_internal::restore_once_thread_locals(saved_once);
 }
 
+// The end of run (stop_all_ms) signalled this M, whose fiber is in denied
+// code -- most likely blocked in a raw system call -- and a hijacked return
+// now stands between the call and the fiber's own code: offer the M for
+// abandonment (M::kInRawCall). Last thing before the trampoline returns:
+// once offered, the Sched may be freed at any moment, and nothing here
+// touches it after the store. Not while the runtime runs: then the hijack
+// is an ordinary preemption.
+void offer_raw_abandon(goro::runtime_internal::M* m,
+                       goro::runtime_internal::Fiber* self,
+                       std::uintptr_t slot) {
+  using namespace goro::preempt_internal;
+  using goro::runtime_internal::M;
+  goro::runtime_internal::Sched* s = goro::runtime_internal::sched();
+  if (s == nullptr || !s->stopping.load(std::memory_order_acquire) ||
+      m->blocking_state.load(std::memory_order_relaxed) != M::kNone ||
+      slot == 0 || g_table == nullptr) {
+    return;
+  }
+  HijackEntry& e = g_table[hijack_index(slot)];
+  if (e.key.load(std::memory_order_acquire) != slot) return;
+  // The entry outlives this runtime (see abandoned_owner).
+  e.owner.store(abandoned_owner(), std::memory_order_relaxed);
+  m->blocking_fiber = self;
+  // release: stop_all_ms reads blocking_fiber after its CAS (acquire).
+  m->blocking_state.store(M::kInRawCall, std::memory_order_release);
+}
+
+// The other half, in the hijack stub: an offered M never returns into the
+// fiber. It waits until stop_all_ms has taken the offer (it takes every
+// one), then leaves for its scheduler context, which frees the M and the
+// fiber's stack (end_abandoned) -- the path of blocking_exit. Touches only
+// M-owned state: the Sched may be gone.
+[[noreturn]] void leave_abandoned(goro::runtime_internal::M* m) {
+  using goro::runtime_internal::M;
+  while (m->blocking_state.load(std::memory_order_acquire) == M::kInRawCall) {
+    sched_yield();
+  }
+  // The count a fiber holds as it switches to its scheduler context, which
+  // execute() drops.
+  goro::runtime_internal::tls_locks_inc();
+  goro::runtime_internal::abandon_to_g0(m);
+}
+
 }  // namespace
 
 GORO_TEXT void goro_async_preempt_yield(TrampolineFrame* frame) {
@@ -434,6 +493,7 @@ GORO_TEXT void goro_async_preempt_yield(TrampolineFrame* frame) {
   const std::uint64_t t0 = __rdtsc();
   Found found;
   int frames = 0;
+  std::uintptr_t offer = 0;  // the hijacked return guarding the fiber's code
   const Walk w = walk_on_g0(m, frame, self, &found, &frames);
   if (timed) bump(g_counters.walk_cpu_ns, thread_cpu_ns() - cpu0);
   bump(g_counters.walks);
@@ -441,6 +501,12 @@ GORO_TEXT void goro_async_preempt_yield(TrampolineFrame* frame) {
   bump(g_counters.walk_cycles, __rdtsc() - t0);
   switch (w) {
     case Walk::kPreempt:
+      if (self->os_locks != 0) {
+        // Let in only at the end of run, for a hijack (the handler): a
+        // switch holding OS state is never made.
+        count_refusal(goro::runtime_internal::kRefusedOsLock);
+        break;
+      }
       bump(g_counters.walk_preempt);
       async_switch();
       break;
@@ -453,12 +519,18 @@ GORO_TEXT void goro_async_preempt_yield(TrampolineFrame* frame) {
         bump(g_counters.walk_failed);
       } else if (hijack(self, found)) {
         bump(g_counters.hijacks);
+        offer = found.slot;
       }
       break;
-    case Walk::kPending:
+    case Walk::kPending: {
       count_refusal(kRefusedPc);
       bump(g_counters.hijack_pending);
+      const Hint& h = hint_for(self);
+      if (h.fiber.load(std::memory_order_relaxed) == self) {
+        offer = h.slot.load(std::memory_order_relaxed);
+      }
       break;
+    }
     case Walk::kFailed:
       count_refusal(kRefusedPc);
       bump(g_counters.walk_failed);
@@ -466,6 +538,7 @@ GORO_TEXT void goro_async_preempt_yield(TrampolineFrame* frame) {
   }
   --self->no_preempt;
   restore_errno(saved_errno);
+  if (offer != 0) offer_raw_abandon(m, self, offer);  // last: see there
 }
 
 GORO_TEXT void goro_hijack_return(TrampolineFrame* frame) {
@@ -480,9 +553,19 @@ GORO_TEXT void goro_hijack_return(TrampolineFrame* frame) {
         "hijacked return at slot %p has no table entry",
         reinterpret_cast<void*>(slot));
   }
+  M* m = goro::runtime_internal::current_m_signal_safe();
+  if (m != nullptr) {
+    const int st = m->blocking_state.load(std::memory_order_acquire);
+    if (st == M::kInRawCall || st == M::kAbandoning || st == M::kAbandoned) {
+      // Offered at the end of run (offer_raw_abandon): the fiber's code
+      // never runs again. The slot's stack goes away with the fiber.
+      e.owner.store(nullptr, std::memory_order_relaxed);
+      e.key.store(0, std::memory_order_release);
+      leave_abandoned(m);
+    }
+  }
   frame->rip = e.ret.load(std::memory_order_relaxed);
   bump(g_counters.hijack_returns);
-  M* m = goro::runtime_internal::current_m_signal_safe();
   Fiber* f = m != nullptr ? m->curg() : nullptr;
   if (f != nullptr) {
     Hint& h = hint_for(f);

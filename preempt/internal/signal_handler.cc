@@ -87,10 +87,38 @@ void probe_xsave() {
   goro_xsave_mask_hi = static_cast<std::uint32_t>(x.mask >> 32);
 }
 
+// Whether main has returned and stop_all_ms is stopping the Ms (the Sched
+// lives until they are stopped or abandoned). Async-signal-safe.
+bool runtime_stopping() {
+  runtime_internal::Sched* s =
+      runtime_internal::g_sched.load(std::memory_order_acquire);
+  return s != nullptr && s->stopping.load(std::memory_order_acquire);
+}
+
+// Whether the signal interrupted a system call: the kernel rewound rip to
+// the `syscall` instruction to restart it (SA_RESTART), or the call failed
+// with EINTR and rip is just after it.
+// Reads stay inside rip's page (an instruction at the end of the last page
+// of a mapping is not followed by readable bytes): such a pc answers no.
+bool at_system_call(const greg_t* g) {
+  const auto ip = static_cast<std::uintptr_t>(g[REG_RIP]);
+  const auto* pc = reinterpret_cast<const unsigned char*>(ip);
+  const std::uintptr_t in_page = ip & 4095;
+  if (in_page <= 4094 && pc[0] == 0x0f && pc[1] == 0x05) return true;
+  return g[REG_RAX] == -EINTR && in_page >= 2 && pc[-2] == 0x0f &&
+         pc[-1] == 0x05;
+}
+
 // Returns true and edits uc when the fiber may be switched. Not instrumented
 // by ASan: it writes below the fiber's rsp, which ASan may still consider
 // part of dead frames.
 __attribute__((no_sanitize_address)) bool try_preempt(M* m, ucontext_t* uc) {
+  // Abandoned at the end of run (or on its way to be: M::kInRawCall, an M
+  // inside blocking()): its P may be freed already, and it never switches.
+  // A signal sysmon sent before it stopped may arrive this late.
+  if (m->blocking_state.load(std::memory_order_acquire) != M::kNone) {
+    return false;
+  }
   Fiber* f = m->curg();
   // Not on a spare P either: a fiber preempted there would be pinned to an M
   // that must give the spare back (and could not keep the fiber) as soon as
@@ -107,7 +135,14 @@ __attribute__((no_sanitize_address)) bool try_preempt(M* m, ucontext_t* uc) {
     count_refusal(kRefusedNoPreempt);
     return false;
   }
-  if (f->os_locks != 0) {
+  if (f->os_locks != 0 &&
+      !(runtime_stopping() && at_system_call(uc->uc_mcontext.gregs))) {
+    // At the end of run the walk may still hijack a return, so that a
+    // fiber blocked in a raw call while holding OS state (a condition
+    // variable's wait holds its mutex as goro counts it) is abandoned, not
+    // waited for; it never switches to another fiber (offer_raw_abandon).
+    // Not a fiber that merely runs: it will release the lock soon, and
+    // abandoned at its next return from libc it would keep it for ever.
     count_refusal(kRefusedOsLock);
     return false;
   }

@@ -42,6 +42,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 
 #include <cstring>
 #include <memory>
@@ -508,6 +509,11 @@ void abandon_m(Sched* s, M* m) {
 
 }  // namespace
 
+// How long the end of run lets an M stop by itself before signalling it
+// (stop_all_ms): Ms leave at their next scheduling point, within a slice
+// for a spinner that sysmon preempts; a raw blocking call may never return.
+constexpr std::int64_t kStopSignalAfter = 2'000'000;
+
 void stop_all_ms(Sched* s) {
   std::vector<M*> ms;
   {
@@ -543,15 +549,58 @@ void stop_all_ms(Sched* s) {
     }
     if (!all_stopped) sysmon_start(s);
   }
+  // Ms inside blocking() are abandoned at once: their call may never
+  // return, and run must not wait for it.
+  std::vector<M*> wait;
   for (M* m : ms) {
     int in_call = M::kInCall;
     if (m->blocking_state.compare_exchange_strong(in_call, M::kAbandoning,
                                                   std::memory_order_acq_rel)) {
       abandon_m(s, m);
     } else if (m->joinable) {
-      pthread_join(m->thread, nullptr);
-      m->joinable = false;
+      wait.push_back(m);
     }
+  }
+  // The others stop at their next scheduling point (sysmon preempts a
+  // spinner), except one whose fiber is blocked in a raw system call: a
+  // read of stdin, a condition variable nobody notifies. Such a call may
+  // never return. So an M still running after kStopSignalAfter is signalled
+  // (again every kStopSignalAfter): the handler's walk hijacks the return
+  // into the fiber's code and offers the M (M::kInRawCall), which is then
+  // abandoned as above. Without asynchronous preemption (TSan,
+  // async_preempt = false), or when the walk refuses (an OS lock held),
+  // run waits for the call.
+  std::int64_t last_signal = mono_now_ns();
+  while (!wait.empty()) {
+    for (auto it = wait.begin(); it != wait.end();) {
+      M* m = *it;
+      int raw = M::kInRawCall;
+      if (m->exited.load(std::memory_order_acquire)) {
+        pthread_join(m->thread, nullptr);
+        m->joinable = false;
+        it = wait.erase(it);
+      } else if (m->blocking_state.compare_exchange_strong(
+                     raw, M::kAbandoning, std::memory_order_acq_rel)) {
+        abandon_m(s, m);
+        it = wait.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (wait.empty()) break;
+    const std::int64_t now = mono_now_ns();
+    if (s->opts.async_preempt && g_hooks.preempt_m != nullptr &&
+        now - last_signal >= kStopSignalAfter) {
+      for (M* m : wait) {
+        if (Fiber* f = m->curg()) {
+          f->preempt_requested.store(true, std::memory_order_relaxed);
+          g_hooks.preempt_m(m);
+        }
+      }
+      last_signal = now;
+    }
+    struct timespec ts = {0, 100'000};
+    nanosleep(&ts, nullptr);
   }
 }
 

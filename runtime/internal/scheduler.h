@@ -219,7 +219,22 @@ struct M {
   // abandoned M never touches the Sched again: when fn returns it goes back
   // to its scheduler context, waits for kAbandoned, frees the fiber and
   // itself, and its thread exits.
-  enum BlockingState : int { kNone, kInCall, kAbandoning, kAbandoned };
+  //
+  // kInRawCall: the same for a fiber blocked in a raw system call (not in
+  // blocking()) when main returns. stop_all_ms signals the M; the handler's
+  // walk hijacks the return into the fiber's own code (preempt_walk.h) and
+  // offers the M (kInRawCall, blocking_fiber set), which stop_all_ms
+  // abandons like one in blocking(). When the call returns, the hijack stub
+  // waits for that, and leaves for the scheduler context without running
+  // any more of the fiber's code, as Go's abandoned goroutines never run
+  // again. Only while the runtime is stopping.
+  enum BlockingState : int {
+    kNone,
+    kInCall,
+    kAbandoning,
+    kAbandoned,
+    kInRawCall
+  };
   std::atomic<int> blocking_state{kNone};
   Fiber* blocking_fiber = nullptr;  // the fiber inside blocking(), if any
   Fiber* abandoned_fiber = nullptr;

@@ -14,8 +14,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -244,6 +246,151 @@ TEST(LifecycleTest, BlockingReadThatNeverReturnsDoesNotHoldUpRun) {
   // close here (TSan would say so), and the thread runs no code of ours.
   EXPECT_FALSE(after.load());
   EXPECT_EQ(got.load(), -2);
+}
+
+// --- A fiber blocked in a raw call when main returns ------------------------
+//
+// The same without goro::blocking: a fiber blocked in a raw system call (a
+// read of a pipe or of stdin, a condition variable nobody notifies, a long
+// sleep) does not hold up run -- before, run waited for the call, for ever
+// if it never returned. stop_all_ms signals its thread, the handler's walk
+// hijacks the return into the fiber's code, and the M is abandoned: once
+// the call returns, the thread exits without running the fiber's code.
+// Not under TSan, which has no asynchronous preemption: run waits there.
+enum class RawCall { kRead, kCondWait, kSleep, kGetline };
+
+const char* RawCallName(RawCall c) {
+  switch (c) {
+    case RawCall::kRead:
+      return "read";
+    case RawCall::kCondWait:
+      return "condition_variable::wait";
+    case RawCall::kSleep:
+      return "this_thread::sleep_for";
+    case RawCall::kGetline:
+      return "fgets";
+  }
+  return "?";
+}
+
+TEST(LifecycleTest, FiberBlockedInARawCallNeverRunsAgain) {
+  if (goro_test::kTsan) GTEST_SKIP() << "no asynchronous preemption under TSan";
+  goro_test::ExtendWatchdog(30s);
+  for (RawCall call : {RawCall::kRead, RawCall::kCondWait, RawCall::kSleep,
+                       RawCall::kGetline}) {
+    for (int procs : {1, 2}) {
+      SCOPED_TRACE(testing::Message()
+                   << RawCallName(call) << ", procs=" << procs);
+      int fds[2];
+      ASSERT_EQ(pipe(fds), 0);
+      FILE* in = fdopen(fds[0], "r");
+      ASSERT_NE(in, nullptr);
+      // Never destroyed: the abandoned fiber keeps the mutex locked, and a
+      // std::condition_variable destroyed with a waiter blocks. Kept
+      // reachable, so that LeakSanitizer does not count them.
+      static auto* kept = new std::vector<std::unique_ptr<std::mutex>>;
+      static auto* kept_cvs =
+          new std::vector<std::unique_ptr<std::condition_variable>>;
+      std::mutex* mu = kept->emplace_back(new std::mutex).get();
+      std::condition_variable* cv =
+          kept_cvs->emplace_back(new std::condition_variable).get();
+      std::atomic<bool> entered{false}, after{false};
+      const int threads_before = CountThreads();
+      Clock::time_point main_returned;
+      goro::run(Procs(procs), [&] {
+        goro::go([&] {
+          entered.store(true);
+          switch (call) {
+            case RawCall::kRead: {
+              char c;
+              (void)::read(fds[0], &c, 1);
+              break;
+            }
+            case RawCall::kCondWait: {
+              std::unique_lock<std::mutex> l(*mu);
+              cv->wait(l);
+              break;
+            }
+            case RawCall::kSleep:
+              std::this_thread::sleep_for(1500ms);
+              break;
+            case RawCall::kGetline: {
+              char line[16];
+              (void)std::fgets(line, sizeof(line), in);
+              break;
+            }
+          }
+          after.store(true);
+        });
+        while (!entered.load()) goro::sleep_for(1ms);
+        goro::sleep_for(20ms);  // into the call
+        main_returned = Clock::now();
+      });
+      EXPECT_LT(Seconds(Clock::now() - main_returned), 1.0)
+          << "run waited for the raw call";
+      // Let the call return; the thread then exits without running the
+      // fiber's code after it.
+      if (call == RawCall::kCondWait) {
+        { std::lock_guard<std::mutex> l(*mu); }
+        cv->notify_all();
+      }
+      EXPECT_EQ(::write(fds[1], "x\n", 2), 2);
+      EXPECT_TRUE(goro_test::WaitFor(
+          [&] { return CountThreads() <= threads_before; }, 5s))
+          << "the abandoned thread did not exit";
+      EXPECT_FALSE(after.load()) << "the abandoned fiber ran on";
+      if (call == RawCall::kCondWait) {
+        // The wait re-locked the mutex before the hijacked return: it stays
+        // held by the abandoned fiber, as Go's would when main returns.
+        EXPECT_FALSE(mu->try_lock());
+      }
+      // The stdio lock fgets held is released before its return.
+      EXPECT_EQ(::close(fds[1]), 0);
+      EXPECT_EQ(std::fclose(in), 0);
+    }
+  }
+  // A new runtime runs normally.
+  EXPECT_EQ(goro::run([] {
+              goro::Chan<int> c(0);
+              goro::go([c] { c.send(7); });
+              return *c.recv();
+            }),
+            7);
+}
+
+// Raw calls returning around the moment main returns (the hijack stub then
+// waits for stop_all_ms to take the offer, or the call returns before the
+// signal and the M stops by itself): whichever way each race goes, nothing
+// touches freed memory (ASan), and the fiber's code after an offered call
+// never runs.
+TEST(LifecycleTest, RawCallsReturningAsRunEnds) {
+  goro_test::ExtendWatchdog(60s);
+  constexpr int kMaxRuns = 200;
+  const int kRuns = goro_test::Scaled(kMaxRuns, 40);
+  // Static: an abandoned fiber that ran on would read them after the test.
+  static std::atomic<int> ran_after_end{0};
+  static std::atomic<bool> ended_runs[kMaxRuns];
+  for (int r = 0; r < kRuns; ++r) {
+    std::atomic<bool>& ended = ended_runs[r];
+    goro::run(Procs(1 + r % 2), [r, &ended] {
+      for (int i = 0; i < 3; ++i) {
+        goro::go([r, i, &ended] {
+          for (int k = 0;; ++k) {
+            // 1.5-4.5 ms: longer than the 2 ms after which run signals.
+            const auto d =
+                std::chrono::microseconds(1500 + (r * 37 + i * 101 + k) % 3000);
+            std::this_thread::sleep_for(d);
+            if (ended.load()) ran_after_end.fetch_add(1);
+            goro::yield();
+          }
+        });
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds((r * 53) % 3000));
+    });
+    ended = true;
+  }
+  std::this_thread::sleep_for(20ms);  // the abandoned threads' last sleeps
+  EXPECT_EQ(ran_after_end.load(), 0);
 }
 
 // Calls returning around the moment main returns: whichever way each race
