@@ -367,22 +367,20 @@ X87Next X87AfterAPreemption(bool fresh) {
   return r;
 }
 
-TEST(Preempt, X87StackIsEmptyForAFiberStartedAfterAPreemption) {
-  const X87Next r = X87AfterAPreemption(/*fresh=*/true);
+void ExpectX87Clean(const X87Next& r, const char* next_fiber) {
   ASSERT_TRUE(r.ran) << "the holder was not preempted ("
                      << r.preemptions_async << " async preemptions)";
-  EXPECT_EQ(r.tags, 0xFFFFu) << "x87 registers in use at the fiber's start";
+  EXPECT_EQ(r.tags, 0xFFFFu) << "x87 registers in use for " << next_fiber;
   EXPECT_EQ(r.two, 2.0L) << "x87 stack overflow";
   EXPECT_EQ(r.held, 7.0L) << "the preempted fiber's x87 stack was lost";
 }
 
+TEST(Preempt, X87StackIsEmptyForAFiberStartedAfterAPreemption) {
+  ExpectX87Clean(X87AfterAPreemption(/*fresh=*/true), "a fiber's start");
+}
+
 TEST(Preempt, X87StackIsEmptyForAFiberResumedAfterAPreemption) {
-  const X87Next r = X87AfterAPreemption(/*fresh=*/false);
-  ASSERT_TRUE(r.ran) << "the holder was not preempted ("
-                     << r.preemptions_async << " async preemptions)";
-  EXPECT_EQ(r.tags, 0xFFFFu) << "x87 registers in use after its yield";
-  EXPECT_EQ(r.two, 2.0L) << "x87 stack overflow";
-  EXPECT_EQ(r.held, 7.0L) << "the preempted fiber's x87 stack was lost";
+  ExpectX87Clean(X87AfterAPreemption(/*fresh=*/false), "a fiber's resume");
 }
 
 // The same through a hijacked return: a signal that lands in libc's strtold
