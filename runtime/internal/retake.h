@@ -141,7 +141,11 @@ class PWatch {
       // a re-signal interval later: a thread that waits briefly (a page
       // fault, a contended lock, a sanitizer's own locks) is not, and a
       // spare lent for it would only reorder its P's fibers.
-      const bool known = st != '?';
+      // Stopped ('t' by a debugger's ptrace, 'T' by SIGSTOP) is not
+      // asleep in a call: gdb stops a thread briefly at every SIGURG it
+      // passes on, and a spare lent then only lets the P's other fibers
+      // run beside it. Asked again a re-signal interval later.
+      const bool known = st != '?' && st != 't' && st != 'T';
       a.lend_spare = !v.is_spare && known && asleep_once_;
       asleep_once_ = known;
       seen_asleep_ = seen_asleep_ || known;

@@ -118,6 +118,21 @@ TEST_F(RetakeTest, AThreadAsleepInTheKernelGetsItsSpareLentNotASignal) {
   EXPECT_FALSE(a.signal);
 }
 
+// A thread stopped by a debugger ('t': gdb ptrace-stops it at each SIGURG
+// it passes on) or by SIGSTOP ('T') is not stuck in the kernel: no spare,
+// however often it is seen so, and a signal once it runs again.
+TEST_F(RetakeTest, AThreadStoppedByADebuggerIsNotTakenForStuck) {
+  round(0);
+  for (int t = 10; t <= 20; ++t) {
+    state_ = t % 2 == 0 ? 't' : 'T';
+    const RetakeActions a = round(t);
+    EXPECT_FALSE(a.lend_spare) << "at " << t << " ms";
+    EXPECT_FALSE(a.signal) << "at " << t << " ms";
+  }
+  state_ = 'R';
+  EXPECT_TRUE(round(21).signal) << "running again: signalled";
+}
+
 // A thread that sleeps only now and then (a page fault, a contended lock) is
 // not stuck: no spare for sleeps that are not seen twice in a row.
 TEST_F(RetakeTest, BriefSleepsBetweenRunningChecksLendNothing) {
