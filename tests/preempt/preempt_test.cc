@@ -312,7 +312,7 @@ extern "C" long double goro_test_x87_two();
 
 struct X87Next {
   bool ran = false;
-  bool fresh = false;  // the next fiber's first line ran after the push
+  bool fresh = false;   // the next fiber's first line ran after the push
   unsigned tags = 0;    // the next fiber's tag word at its first line
   long double two = 0;  // 1 + 1 on the x87 stack, computed there
   long double held = 0;
@@ -368,8 +368,8 @@ X87Next X87AfterAPreemption(bool fresh) {
 }
 
 void ExpectX87Clean(const X87Next& r, const char* next_fiber) {
-  ASSERT_TRUE(r.ran) << "the holder was not preempted ("
-                     << r.preemptions_async << " async preemptions)";
+  ASSERT_TRUE(r.ran) << "the holder was not preempted (" << r.preemptions_async
+                     << " async preemptions)";
   EXPECT_EQ(r.tags, 0xFFFFu) << "x87 registers in use for " << next_fiber;
   EXPECT_EQ(r.two, 2.0L) << "x87 stack overflow";
   EXPECT_EQ(r.held, 7.0L) << "the preempted fiber's x87 stack was lost";
@@ -940,7 +940,7 @@ TEST(PreemptRefusal, NoPreemptBelongsToTheFiberNotItsThread) {
 // have run.
 
 struct SpinBesideSleeper {
-  bool spinner_ran = false;  // the spinner started (on the only P)
+  bool spinner_ran = false;      // the spinner started (on the only P)
   bool main_back_first = false;  // ... after main was back: proves nothing
   bool main_ran_during_spin = false;
   bool ended_by_thread = false;

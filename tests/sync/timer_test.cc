@@ -60,12 +60,10 @@ TEST(TimerBasics, ForeverTimersNeverFire) {
 // (about 500 bytes) leaked. Measured with mallinfo2 (which counts every
 // arena), where a leak of 20,000 shows as ~10 MB; under the sanitizers,
 // whose allocators mallinfo2 does not see, LeakSanitizer checks instead.
-std::size_t heap_in_use() {
-  return mallinfo2().uordblks;
-}
+std::size_t heap_in_use() { return mallinfo2().uordblks; }
 
-void RunWithPendingAfters(int n, std::optional<goro::Chan<goro::TimePoint>>*
-                                      kept) {
+void RunWithPendingAfters(int n,
+                          std::optional<goro::Chan<goro::TimePoint>>* kept) {
   goro::run([&] {
     for (int i = 0; i < n; ++i) (void)goro::after(1h);
     if (kept != nullptr) *kept = goro::after(1h);  // held beyond the run
